@@ -1,0 +1,220 @@
+"""Model-level HyperCloning: rewrite the config, walk the spec over the weights.
+
+One code path (``ClonePlan.grow``) turns a (name, tensor) pair of the source
+into the same-named tensor of the wide model. ``clone`` feeds it a model's
+state dict in memory; the streaming path (``stream.py``) feeds it tensors
+read lazily from safetensors shards. Both therefore give identical results.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import torch
+from transformers import PretrainedConfig, PreTrainedModel
+
+from .grow import check_factor, check_variant, grow_matrix, repeat_vector, tensor_generator
+from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
+
+TIE_MODES = ("untie", "keep")
+
+
+@dataclass(frozen=True)
+class ClonePlan:
+    """A resolved recipe: spec + factors + variant, applicable tensor by tensor."""
+
+    spec: FamilySpec
+    source_config: PretrainedConfig
+    factor: int
+    ffn_factor: int
+    variant: str = "symmetric"
+    snr_db: float = 10.0
+    seed: int = 0
+    tie: str = "untie"
+
+    @property
+    def source_tied(self) -> bool:
+        return bool(getattr(self.source_config, "tie_word_embeddings", False))
+
+    @property
+    def keep_tied(self) -> bool:
+        """True when the wide model keeps tied embeddings (approximate equivalence)."""
+        return self.tie == "keep" and self.source_tied
+
+    def space_factor(self, space: str) -> int:
+        f = SPACE_FACTORS[space]
+        return self.factor if f == "n" else self.ffn_factor if f == "m" else int(f)
+
+    def wide_config(self) -> PretrainedConfig:
+        """The source config with its size keys multiplied and everything else kept."""
+        cfg = copy.deepcopy(self.source_config)
+        for key, space in self.spec.config.items():
+            value = getattr(cfg, key, None)
+            if value is None and key in self.spec.config_defaults:
+                value = self.spec.config_defaults[key](self.source_config)
+            if value is not None:
+                setattr(cfg, key, int(value) * self.space_factor(space))
+        if self.source_tied and not self.keep_tied:
+            cfg.tie_word_embeddings = False
+        return cfg
+
+    def names(self, source_names: Iterable[str]) -> list[str]:
+        """The wide model's weight names, in source order (a tied head is added or dropped)."""
+        names = [n for n in source_names if not (self.keep_tied and n == self.spec.lm_head)]
+        if self.source_tied and not self.keep_tied and self.spec.lm_head not in names:
+            names.append(self.spec.lm_head)
+        return names
+
+    def grow(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """The wide model's ``name`` from the source tensor of the same name.
+
+        For an untied head that the source stored only as its embedding, pass
+        the embedding tensor under the head's name.
+        """
+        rule = self.spec.rule_for(name)
+        out = self._grow_by_rule(name, rule, tensor)
+        scale = 1.0
+        if rule.kind == "embedding" and self.spec.embed_scale and name == self.spec.embed:
+            scale /= self.factor**0.5
+        if self.keep_tied and self.spec.writes_residual(name):
+            scale /= self.factor
+        if scale != 1.0:
+            out = (out.to(torch.float64 if out.dtype == torch.float64 else torch.float32) * scale).to(out.dtype)
+        return out
+
+    def _grow_by_rule(self, name: str, rule: Rule, t: torch.Tensor) -> torch.Tensor:
+        parts = rule.parts
+        out_axis = 1 if rule.transposed and t.dim() == 2 else 0
+        if len(parts) > 1:
+            sizes = [self._space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
+            if sum(sizes) != t.shape[out_axis]:
+                raise ValueError(
+                    f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {t.shape[out_axis]}"
+                )
+            pieces = torch.split(t, sizes, dim=out_axis)
+            grown = [self._grow_one(f"{name}#{i}", p, piece, rule) for i, (p, piece) in enumerate(zip(parts, pieces))]
+            return torch.cat(grown, dim=out_axis)
+        return self._grow_one(name, parts[0], t, rule)
+
+    def _grow_one(self, name: str, out_space: str, t: torch.Tensor, rule: Rule) -> torch.Tensor:
+        a = self.space_factor(out_space)
+        if t.dim() == 1:
+            return repeat_vector(t, a)
+        if t.dim() != 2:
+            raise ValueError(f"{name}: expected a vector or a matrix, got shape {tuple(t.shape)}")
+        b = self.space_factor(rule.inp) if rule.inp else 1
+        w = t.T if rule.transposed else t
+        gen = tensor_generator(self.seed, name) if self.variant.startswith("noisy") else None
+        grown = grow_matrix(w, a, b, self.variant, self.snr_db, gen)
+        return grown.T.contiguous() if rule.transposed else grown
+
+    def _space_size(self, space: str, equal_split: int) -> int:
+        size = self.spec.space_sizes.get(space)
+        return int(size(self.source_config)) if size else equal_split
+
+
+def make_plan(
+    config: PretrainedConfig,
+    factor: int = 2,
+    ffn_factor: int | None = None,
+    variant: str = "symmetric",
+    snr_db: float = 10.0,
+    seed: int = 0,
+    tie: str = "untie",
+) -> ClonePlan:
+    """Validate the user's choices against a source config and resolve its spec."""
+    factor = check_factor(factor, "factor")
+    ffn_factor = check_factor(factor if ffn_factor is None else ffn_factor, "ffn_factor")
+    check_variant(variant)
+    if tie not in TIE_MODES:
+        raise ValueError(f"tie must be one of {', '.join(TIE_MODES)}, got {tie!r}")
+    if not isinstance(snr_db, (int, float)) or snr_db != snr_db:
+        raise ValueError(f"snr_db must be a number of decibels, got {snr_db!r}")
+    spec = spec_for(config)
+    plan = ClonePlan(spec, config, factor, ffn_factor, variant, float(snr_db), int(seed), tie)
+    if plan.keep_tied and not spec.supports_tie_keep:
+        raise ValueError(
+            f"tie='keep' is not supported for {spec.model_type} (its norms or embedding scale make it inexact); "
+            "use tie='untie'"
+        )
+    if plan.keep_tied and getattr(config, "do_layer_norm_before", True) is False:
+        raise ValueError("tie='keep' needs a pre-LayerNorm model; use tie='untie'")
+    return plan
+
+
+def grow_state(plan: ClonePlan, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Grow every (name, tensor) of a source state dict, in order.
+
+    A tied source whose head is absent (safetensors drops shared tensors) gets
+    an untied head grown from its embedding.
+    """
+    seen_head = False
+    embed = None
+    for name, t in tensors:
+        if name == plan.spec.lm_head:
+            seen_head = True
+            if plan.keep_tied:
+                continue
+        if name == plan.spec.embed:
+            embed = t
+        yield name, plan.grow(name, t)
+    if plan.source_tied and not plan.keep_tied and not seen_head:
+        if embed is None:
+            raise ValueError(f"tied head {plan.spec.lm_head!r} needs {plan.spec.embed!r}, which is missing")
+        yield plan.spec.lm_head, plan.grow(plan.spec.lm_head, embed)
+
+
+def build_model(config: PretrainedConfig, state: dict[str, torch.Tensor], model_class: type | None = None):
+    """A stock transformers model from a config and a full state dict, without random init.
+
+    Parameters are created on the meta device and then *assigned* the given
+    tensors; buffers (rotary frequencies, embedding scales) are computed
+    normally from the config.
+    """
+    from accelerate import init_empty_weights
+    from transformers import AutoModelForCausalLM
+
+    with init_empty_weights(include_buffers=False):
+        if model_class is None:
+            model = AutoModelForCausalLM.from_config(config)
+        else:
+            model = model_class(config)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    tied_heads = {k for k in missing if getattr(config, "tie_word_embeddings", False) and k.endswith("lm_head.weight")}
+    if unexpected or set(missing) - tied_heads:
+        raise RuntimeError(f"cloned weights do not fit {type(model).__name__}: missing {missing}, unexpected {unexpected}")
+    if tied_heads:
+        model.tie_weights()
+    still_meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if still_meta:
+        raise RuntimeError(f"parameters left uninitialised after cloning: {still_meta}")
+    return model
+
+
+def clone(
+    model: PreTrainedModel,
+    factor: int = 2,
+    ffn_factor: int | None = None,
+    variant: str = "symmetric",
+    snr_db: float = 10.0,
+    seed: int = 0,
+    tie: str = "untie",
+) -> PreTrainedModel:
+    """HyperClone ``model`` into a wider model of the same class with the same logits.
+
+    ``factor`` multiplies hidden size and (KV) heads, ``ffn_factor`` (default:
+    ``factor``) the FFN size. The result lives on the source's device and
+    dtype and is a stock transformers model (save it with ``save_pretrained``).
+    """
+    if not isinstance(model, PreTrainedModel):
+        raise ValueError(f"clone expects a transformers PreTrainedModel, got {type(model).__name__}")
+    plan = make_plan(model.config, factor, ffn_factor, variant, snr_db, seed, tie)
+    with torch.no_grad():
+        state = dict(grow_state(plan, model.state_dict().items()))
+    wide = build_model(plan.wide_config(), state, type(model))
+    wide.to(next(model.parameters()).device)
+    wide.train(model.training)
+    wide.hyperclone_plan = plan  # provenance for verify/symmetry; not saved with the model
+    return wide

@@ -1,0 +1,126 @@
+"""Pure tensor rules of HyperCloning: how one weight grows when its axes grow.
+
+Every rule follows from one fact: in the wide model each hidden vector x of the
+small model appears as k stacked copies [x, ..., x]. A matrix whose output axis
+grows by ``a`` and input axis by ``b`` becomes an (a x b) grid of blocks; each
+row of blocks sees b identical inputs, so the blocks of a row must sum to W.
+The variants only differ in how that sum is split (and whether noise that
+cancels within the row is added). Nothing here knows about models or names.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+VARIANTS: tuple[str, ...] = ("symmetric", "diagonal", "noisy_symmetric", "noisy_diagonal")
+
+VARIANT_HELP: dict[str, str] = {
+    "symmetric": "every block is W/n: the paper's best choice, but copies get identical gradients",
+    "diagonal": "W on the block diagonal, zeros elsewhere: each copy reads only its own input copy",
+    "noisy_symmetric": "W/n plus noise that cancels within each row of blocks: exact, and breaks symmetry",
+    "noisy_diagonal": "diagonal plus row-cancelling noise: exact, and breaks symmetry",
+}
+
+
+def check_variant(variant: str) -> None:
+    """Raise a one-line ValueError for an unknown variant."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+
+
+def check_factor(value: object, name: str = "factor") -> int:
+    """Return ``value`` as a growth factor, or raise a ValueError saying why it is not one."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def tensor_generator(seed: int, name: str) -> torch.Generator:
+    """A CPU generator seeded from (seed, tensor name).
+
+    Seeding per tensor name makes the noise independent of the order in which
+    tensors are processed, so in-memory and streaming clones agree bit for bit.
+    """
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return torch.Generator(device="cpu").manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Arithmetic is done in fp32 (fp64 stays fp64), then cast back to the source dtype."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def repeat_vector(v: torch.Tensor, factor: int) -> torch.Tensor:
+    """Biases and norm weights: the copies of x need the same bias/scale, so repeat."""
+    return v.repeat(factor) if factor > 1 else v.clone()
+
+
+def block_grid(w: torch.Tensor, out_factor: int, in_factor: int, variant: str) -> torch.Tensor:
+    """The noise-free (a, b, out, in) grid of blocks whose rows each sum to ``w``."""
+    a, b = out_factor, in_factor
+    if variant.endswith("symmetric") or b == 1:
+        return (w / b).expand(a, b, *w.shape)
+    grid = torch.zeros(a, b, *w.shape, dtype=w.dtype, device=w.device)
+    for i in range(a):
+        grid[i, i % b] = w  # a non-square grid wraps around the diagonal
+    return grid
+
+
+def row_cancelling_noise(
+    shape: tuple[int, int, int, int], power: float, generator: torch.Generator, dtype: torch.dtype
+) -> torch.Tensor:
+    """Gaussian noise of mean square ``power`` that sums to zero over each row of blocks.
+
+    Subtracting the row mean makes the b blocks of a row cancel exactly (up to
+    rounding), so with identical inputs the output is unchanged.
+    """
+    a, b = shape[0], shape[1]
+    z = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
+    z = z - z.mean(dim=1, keepdim=True)
+    return z * (power * b / (b - 1)) ** 0.5
+
+
+def grow_matrix(
+    w: torch.Tensor,
+    out_factor: int,
+    in_factor: int,
+    variant: str = "symmetric",
+    snr_db: float = 10.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Grow a [out, in] matrix into [out*a, in*b], preserving the function on repeated inputs.
+
+    - b == 1 (only the output grows): stack W a times.
+    - a == 1 (only the input grows, e.g. the LM head): [W/b, ..., W/b].
+    - both: an (a x b) grid per ``variant``; noisy variants add noise of power
+      ``mean(clean**2) / 10**(snr_db/10)`` that cancels within each row of blocks.
+    """
+    check_variant(variant)
+    if w.dim() != 2:
+        raise ValueError(f"grow_matrix expects a 2-D tensor, got shape {tuple(w.shape)}")
+    a, b = out_factor, in_factor
+    if a == 1 and b == 1:
+        return w.clone()
+    work = _work_dtype(w.dtype)
+    if variant == "symmetric" or b == 1:
+        # The hot path (and every stack-only tensor): one division, one tiled copy.
+        base = w if b == 1 else (w.to(work) / b).to(w.dtype)
+        return base.repeat(a, b)
+    grid = block_grid(w.to(work), a, b, variant)
+    if variant.startswith("noisy"):
+        if generator is None:
+            raise ValueError("noisy variants need a generator (pass seed to clone)")
+        power = float(grid.pow(2).mean()) / 10 ** (snr_db / 10)
+        noise = row_cancelling_noise(tuple(grid.shape), power, generator, work).to(grid.device)
+        grid = grid + noise
+    rows, cols = w.shape
+    return grid.permute(0, 2, 1, 3).reshape(a * rows, b * cols).to(w.dtype)
+
+
+def split_blocks(w: torch.Tensor, out_factor: int, in_factor: int) -> torch.Tensor:
+    """Inverse view of :func:`grow_matrix`'s layout: [out*a, in*b] -> (a, b, out, in)."""
+    a, b = out_factor, in_factor
+    rows, cols = w.shape[0] // a, w.shape[1] // b
+    return w.reshape(a, rows, b, cols).permute(0, 2, 1, 3)

@@ -1,0 +1,153 @@
+"""Logit equivalence and per-layer checks between a source model and its clone.
+
+The per-layer check is the method's own claim made testable: every hidden
+state of the clone is the source's hidden state repeated ``factor`` times
+along the hidden axis.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+# Relative tolerance on max |logit difference| / max |logit| for `passed`.
+TOLERANCE: dict[torch.dtype, float] = {
+    torch.float64: 1e-9,
+    torch.float32: 1e-5,
+    torch.float16: 1e-2,
+    torch.bfloat16: 5e-2,
+}
+APPROXIMATE_TOLERANCE = 1e-3  # tie="keep": exact only up to the norms' epsilon
+
+
+@dataclass
+class LayerCheck:
+    layer: int
+    max_abs_diff: float
+    max_rel_diff: float
+    passed: bool
+
+
+@dataclass
+class EquivalenceReport:
+    """What ``verify`` measured. ``passed`` uses a dtype-aware tolerance."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    mean_kl: float
+    top1_agreement: float
+    layers: list[LayerCheck]
+    passed: bool
+    tolerance: float
+    dtype: str
+    factor: int
+    n_tokens: int
+    approximate: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def layers_passed(self) -> bool:
+        return all(layer.passed for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def summary(self) -> str:
+        verdict = "PASSED" if self.passed else "FAILED"
+        lines = [
+            f"equivalence {verdict} ({self.dtype}, factor {self.factor}, {self.n_tokens} tokens, "
+            f"tolerance {self.tolerance:g}{', approximate' if self.approximate else ''})",
+            f"  max |logit diff|        {self.max_abs_diff:.3e}",
+            f"  max relative diff       {self.max_rel_diff:.3e}",
+            f"  mean KL(source||clone)  {self.mean_kl:.3e}",
+            f"  top-1 agreement         {self.top1_agreement:.2%}",
+            f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers repeat the source's"
+            f" (worst relative diff {max((c.max_rel_diff for c in self.layers), default=0.0):.3e})",
+        ]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def default_input_ids(config, batch: int = 2, length: int = 48, seed: int = 0) -> torch.Tensor:
+    """A fixed sample of token ids valid for the model's vocabulary and context."""
+    max_len = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None) or length
+    length = max(1, min(length, int(max_len)))
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, int(config.vocab_size), (batch, length), generator=gen)
+
+
+def _forward(model, input_ids: torch.Tensor):
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        return model(input_ids=input_ids.to(device), output_hidden_states=True, use_cache=False)
+
+
+def verify(
+    source,
+    cloned,
+    input_ids: torch.Tensor | None = None,
+    text: str | None = None,
+    tokenizer=None,
+) -> EquivalenceReport:
+    """Run both models on the same tokens and measure how equal their outputs are.
+
+    Input: ``input_ids``, or ``text`` encoded with ``tokenizer``, or by default
+    a fixed sample of valid token ids.
+    """
+    if input_ids is None and text is not None:
+        if tokenizer is None:
+            raise ValueError("verify(text=...) needs a tokenizer= to encode the text")
+        input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        if input_ids.numel() == 0:
+            raise ValueError("the verification text encodes to no tokens; give a non-empty text")
+    if input_ids is None:
+        input_ids = default_input_ids(source.config)
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    src, dst = _forward(source, input_ids), _forward(cloned, input_ids)
+    s_logits, c_logits = src.logits.float(), dst.logits.float().to(src.logits.device)
+    if s_logits.shape != c_logits.shape:
+        raise ValueError(f"source and clone logits differ in shape: {tuple(s_logits.shape)} vs {tuple(c_logits.shape)}")
+
+    diff = (s_logits - c_logits).abs()
+    max_abs = float(diff.max())
+    max_rel = max_abs / max(float(s_logits.abs().max()), 1e-30)
+    log_p, log_q = torch.log_softmax(s_logits, -1), torch.log_softmax(c_logits, -1)
+    mean_kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+    top1 = float((s_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
+
+    plan = getattr(cloned, "hyperclone_plan", None)
+    approximate = bool(plan is not None and plan.keep_tied)
+    dtype = next(cloned.parameters()).dtype
+    tol = APPROXIMATE_TOLERANCE if approximate else TOLERANCE.get(dtype, 1e-5)
+    layers, factor = _layer_checks(src.hidden_states, dst.hidden_states, tol, normalise=approximate)
+    notes = []
+    if approximate:
+        notes.append("tie='keep' scales the residual stream by 1/n: equal only up to the norms' epsilon")
+    passed = max_rel <= tol and all(c.passed for c in layers)
+    return EquivalenceReport(
+        max_abs, max_rel, mean_kl, top1, layers, passed, tol, str(dtype).replace("torch.", ""), factor,
+        int(input_ids.numel()), approximate, notes,
+    )
+
+
+def _layer_checks(src_states, dst_states, tol: float, normalise: bool) -> tuple[list[LayerCheck], int]:
+    """Each clone hidden state against the source's repeated along the hidden axis."""
+    if not src_states or not dst_states:
+        return [], 1
+    factor = dst_states[0].shape[-1] // src_states[0].shape[-1]
+    checks = []
+    for i, (s, c) in enumerate(zip(src_states, dst_states)):
+        s, c = s.float(), c.float().to(s.device)
+        expected = s.repeat(*([1] * (s.dim() - 1)), factor)
+        if normalise:  # tie="keep": compare directions, the stream is scaled by 1/n
+            expected = expected / expected.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+            c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        if c.shape != expected.shape:
+            checks.append(LayerCheck(i, float("inf"), float("inf"), False))
+            continue
+        abs_diff = float((expected - c).abs().max())
+        rel = abs_diff / max(float(expected.abs().max()), 1e-30)
+        checks.append(LayerCheck(i, abs_diff, rel, rel <= tol))
+    return checks, factor
