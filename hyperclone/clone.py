@@ -15,6 +15,7 @@ from typing import Iterable, Iterator
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
+from .errors import HyperCloneError
 from .grow import check_factor, check_variant, grow_matrix, repeat_vector, tensor_generator
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
 
@@ -90,7 +91,7 @@ class ClonePlan:
         if len(parts) > 1:
             sizes = [self._space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
             if sum(sizes) != t.shape[out_axis]:
-                raise ValueError(
+                raise HyperCloneError(
                     f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {t.shape[out_axis]}"
                 )
             pieces = torch.split(t, sizes, dim=out_axis)
@@ -103,7 +104,7 @@ class ClonePlan:
         if t.dim() == 1:
             return repeat_vector(t, a)
         if t.dim() != 2:
-            raise ValueError(f"{name}: expected a vector or a matrix, got shape {tuple(t.shape)}")
+            raise HyperCloneError(f"{name}: expected a vector or a matrix, got shape {tuple(t.shape)}")
         b = self.space_factor(rule.inp) if rule.inp else 1
         w = t.T if rule.transposed else t
         gen = tensor_generator(self.seed, name) if self.variant.startswith("noisy") else None
@@ -129,18 +130,18 @@ def make_plan(
     ffn_factor = check_factor(factor if ffn_factor is None else ffn_factor, "ffn_factor")
     check_variant(variant)
     if tie not in TIE_MODES:
-        raise ValueError(f"tie must be one of {', '.join(TIE_MODES)}, got {tie!r}")
+        raise HyperCloneError(f"tie must be one of {', '.join(TIE_MODES)}, got {tie!r}")
     if not isinstance(snr_db, (int, float)) or snr_db != snr_db:
-        raise ValueError(f"snr_db must be a number of decibels, got {snr_db!r}")
+        raise HyperCloneError(f"snr_db must be a number of decibels, got {snr_db!r}")
     spec = spec_for(config)
     plan = ClonePlan(spec, config, factor, ffn_factor, variant, float(snr_db), int(seed), tie)
     if plan.keep_tied and not spec.supports_tie_keep:
-        raise ValueError(
+        raise HyperCloneError(
             f"tie='keep' is not supported for {spec.model_type} (its norms or embedding scale make it inexact); "
             "use tie='untie'"
         )
     if plan.keep_tied and getattr(config, "do_layer_norm_before", True) is False:
-        raise ValueError("tie='keep' needs a pre-LayerNorm model; use tie='untie'")
+        raise HyperCloneError("tie='keep' needs a pre-LayerNorm model; use tie='untie'")
     return plan
 
 
@@ -162,7 +163,7 @@ def grow_state(plan: ClonePlan, tensors: Iterable[tuple[str, torch.Tensor]]) -> 
         yield name, plan.grow(name, t)
     if plan.source_tied and not plan.keep_tied and not seen_head:
         if embed is None:
-            raise ValueError(f"tied head {plan.spec.lm_head!r} needs {plan.spec.embed!r}, which is missing")
+            raise HyperCloneError(f"tied head {plan.spec.lm_head!r} needs {plan.spec.embed!r}, which is missing")
         yield plan.spec.lm_head, plan.grow(plan.spec.lm_head, embed)
 
 
@@ -209,7 +210,7 @@ def clone(
     dtype and is a stock transformers model (save it with ``save_pretrained``).
     """
     if not isinstance(model, PreTrainedModel):
-        raise ValueError(f"clone expects a transformers PreTrainedModel, got {type(model).__name__}")
+        raise HyperCloneError(f"clone expects a transformers PreTrainedModel, got {type(model).__name__}")
     plan = make_plan(model.config, factor, ffn_factor, variant, snr_db, seed, tie)
     with torch.no_grad():
         state = dict(grow_state(plan, model.state_dict().items()))
@@ -218,3 +219,11 @@ def clone(
     wide.train(model.training)
     wide.hyperclone_plan = plan  # provenance for verify/symmetry; not saved with the model
     return wide
+
+
+def wide_model_bytes(plan: ClonePlan, dtype: torch.dtype) -> tuple[int, int]:
+    """(parameters, bytes) of the wide model ``plan`` produces, without building it."""
+    from .resources import count_parameters, dtype_bytes
+
+    n = count_parameters(plan.wide_config())
+    return n, n * dtype_bytes(dtype)

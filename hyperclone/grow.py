@@ -14,6 +14,8 @@ import hashlib
 
 import torch
 
+from .errors import HyperCloneError
+
 VARIANTS: tuple[str, ...] = ("symmetric", "diagonal", "noisy_symmetric", "noisy_diagonal")
 
 VARIANT_HELP: dict[str, str] = {
@@ -27,13 +29,13 @@ VARIANT_HELP: dict[str, str] = {
 def check_variant(variant: str) -> None:
     """Raise a one-line ValueError for an unknown variant."""
     if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
+        raise HyperCloneError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANTS)}")
 
 
 def check_factor(value: object, name: str = "factor") -> int:
     """Return ``value`` as a growth factor, or raise a ValueError saying why it is not one."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        raise HyperCloneError(f"{name} must be an integer >= 1, got {value!r}")
     return value
 
 
@@ -99,7 +101,7 @@ def grow_matrix(
     """
     check_variant(variant)
     if w.dim() != 2:
-        raise ValueError(f"grow_matrix expects a 2-D tensor, got shape {tuple(w.shape)}")
+        raise HyperCloneError(f"grow_matrix expects a 2-D tensor, got shape {tuple(w.shape)}")
     a, b = out_factor, in_factor
     if a == 1 and b == 1:
         return w.clone()
@@ -111,7 +113,7 @@ def grow_matrix(
     grid = block_grid(w.to(work), a, b, variant)
     if variant.startswith("noisy"):
         if generator is None:
-            raise ValueError("noisy variants need a generator (pass seed to clone)")
+            raise HyperCloneError("noisy variants need a generator (pass seed to clone)")
         power = float(grid.pow(2).mean()) / 10 ** (snr_db / 10)
         noise = row_cancelling_noise(tuple(grid.shape), power, generator, work).to(grid.device)
         grid = grid + noise

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from .errors import HyperCloneError
+
 # Relative tolerance on max |logit difference| / max |logit| for `passed`.
 TOLERANCE: dict[torch.dtype, float] = {
     torch.float64: 1e-9,
@@ -89,18 +91,20 @@ def verify(
     input_ids: torch.Tensor | None = None,
     text: str | None = None,
     tokenizer=None,
+    approximate: bool | None = None,
 ) -> EquivalenceReport:
     """Run both models on the same tokens and measure how equal their outputs are.
 
     Input: ``input_ids``, or ``text`` encoded with ``tokenizer``, or by default
-    a fixed sample of valid token ids.
+    a fixed sample of valid token ids. ``approximate`` (default: read from the
+    clone's plan) marks a tie="keep" clone, checked with a looser tolerance.
     """
     if input_ids is None and text is not None:
         if tokenizer is None:
-            raise ValueError("verify(text=...) needs a tokenizer= to encode the text")
+            raise HyperCloneError("verify(text=...) needs a tokenizer= to encode the text")
         input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
         if input_ids.numel() == 0:
-            raise ValueError("the verification text encodes to no tokens; give a non-empty text")
+            raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
     if input_ids is None:
         input_ids = default_input_ids(source.config)
     if input_ids.dim() == 1:
@@ -108,7 +112,7 @@ def verify(
     src, dst = _forward(source, input_ids), _forward(cloned, input_ids)
     s_logits, c_logits = src.logits.float(), dst.logits.float().to(src.logits.device)
     if s_logits.shape != c_logits.shape:
-        raise ValueError(f"source and clone logits differ in shape: {tuple(s_logits.shape)} vs {tuple(c_logits.shape)}")
+        raise HyperCloneError(f"source and clone logits differ in shape: {tuple(s_logits.shape)} vs {tuple(c_logits.shape)}")
 
     diff = (s_logits - c_logits).abs()
     max_abs = float(diff.max())
@@ -117,8 +121,9 @@ def verify(
     mean_kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
     top1 = float((s_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
 
-    plan = getattr(cloned, "hyperclone_plan", None)
-    approximate = bool(plan is not None and plan.keep_tied)
+    if approximate is None:
+        plan = getattr(cloned, "hyperclone_plan", None)
+        approximate = bool(plan is not None and plan.keep_tied)
     dtype = next(cloned.parameters()).dtype
     tol = APPROXIMATE_TOLERANCE if approximate else TOLERANCE.get(dtype, 1e-5)
     layers, factor = _layer_checks(src.hidden_states, dst.hidden_states, tol, normalise=approximate)

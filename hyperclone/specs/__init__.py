@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import HyperCloneError
 from . import gpt2, gpt_neox, llama, opt, phi
 from .base import SPACE_FACTORS, FamilySpec, Rule
 
@@ -17,7 +18,7 @@ def spec_for(config_or_type: object) -> FamilySpec:
     """The spec for a config (or a model_type string); a ValueError listing the supported ones otherwise."""
     model_type = config_or_type if isinstance(config_or_type, str) else getattr(config_or_type, "model_type", None)
     if model_type not in REGISTRY:
-        raise ValueError(
+        raise HyperCloneError(
             f"unsupported model family {model_type!r}: HyperClone supports {', '.join(supported_families())}"
         )
     return REGISTRY[model_type]

@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from ..errors import HyperCloneError
+
 # Space -> which user factor multiplies it. "n" = hidden factor, "m" = FFN factor.
 SPACE_FACTORS: dict[str, str | int] = {
     "residual": "n",  # the hidden size / running residual stream
@@ -111,11 +113,11 @@ class FamilySpec:
         object.__setattr__(self, "_writers", writers)
 
     def rule_for(self, name: str) -> Rule:
-        """The rule for a weight name; a KeyError naming the weight when the spec lacks it."""
+        """The rule for a weight name; an error naming the weight when the spec lacks it."""
         for regex, rule in self._compiled:  # type: ignore[attr-defined]
             if regex.fullmatch(name):
                 return rule
-        raise KeyError(
+        raise HyperCloneError(
             f"weight {name!r} is not described by the {self.model_type} spec; "
             "refusing to copy it silently (add it to hyperclone/specs)"
         )

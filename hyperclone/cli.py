@@ -1,0 +1,136 @@
+"""The ``hyperclone`` command line: thin wrappers around the public API.
+
+Every expected failure is a ``HyperCloneError`` and is printed as one line
+(``error: ...``) with exit status 2; a failed equivalence check exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .errors import HyperCloneError
+from .grow import VARIANTS, check_factor
+
+DTYPES = ("float32", "bfloat16", "float16", "float64")
+
+
+def _add_clone_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--factor", type=int, default=2, help="hidden size and heads multiplier (default 2)")
+    p.add_argument("--ffn-factor", type=int, default=None, help="FFN multiplier (default: --factor)")
+    p.add_argument("--variant", choices=VARIANTS, default="symmetric")
+    p.add_argument("--snr-db", type=float, default=10.0, help="noise level of noisy variants, in dB")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tie", choices=("untie", "keep"), default="untie", help="tied embeddings: untie (exact) or keep")
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dtype", choices=DTYPES, default=None, help="load dtype (default float32)")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the checkpoint")
+
+
+def _load(name: str, args):
+    from .sources import load_source
+
+    return load_source(name, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle,
+                       trust_remote_code=args.trust_remote_code)
+
+
+def cmd_clone(args) -> int:
+    from .clone import clone, make_plan, wide_model_bytes
+    from .export import check_output_dir, provenance, save_clone
+    from .resources import check_fits, human_bytes
+    from .verify import verify
+
+    check_factor(args.factor, "factor")  # fail before loading anything
+    check_factor(args.factor if args.ffn_factor is None else args.ffn_factor, "ffn_factor")
+    check_output_dir(args.out, args.overwrite)
+    t0 = time.perf_counter()
+    source, tokenizer = _load(args.src, args)
+    device = next(source.parameters()).device
+    plan = make_plan(source.config, args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie)
+    n_params, n_bytes = wide_model_bytes(plan, next(source.parameters()).dtype)
+    check_fits(n_bytes, device, f"the x{plan.factor} clone ({n_params / 1e6:.1f}M parameters)", args.force)
+    print(f"cloning {args.src} ({source.num_parameters() / 1e6:.2f}M params) -> {n_params / 1e6:.2f}M params, "
+          f"{human_bytes(n_bytes)}, variant {plan.variant}, on {device}")
+    wide = clone(source, plan.factor, plan.ffn_factor, plan.variant, plan.snr_db, plan.seed, plan.tie)
+    report = verify(source, wide, text=args.text, tokenizer=tokenizer if args.text else None)
+    print(report.summary())
+    save_clone(wide, args.out, provenance(plan, args.src, report), tokenizer, args.overwrite, args.max_shard_size)
+    print(f"saved {args.out} in {time.perf_counter() - t0:.1f}s")
+    return 0 if report.passed else 1
+
+
+def cmd_verify(args) -> int:
+    from .export import PROVENANCE_FILE
+    from .verify import verify
+
+    source, tokenizer = _load(args.src, args)
+    cloned, _ = _load(args.dst, args)
+    record = Path(args.dst) / PROVENANCE_FILE
+    approximate = record.exists() and json.loads(record.read_text()).get("tie") == "keep"
+    report = verify(source, cloned, text=args.text, tokenizer=tokenizer if args.text else None,
+                    approximate=approximate)
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
+def cmd_families(args) -> int:
+    from .specs import REGISTRY
+
+    width = max(len(k) for k in REGISTRY)
+    for name in sorted(REGISTRY):
+        spec = REGISTRY[name]
+        print(f"{name:<{width}}  e.g. {spec.example:<36} {spec.notes}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hyperclone", description="Function-preserving growth of causal LMs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("clone", help="grow SRC into a wider model saved at OUT")
+    p.add_argument("src", help="built-in name, local checkpoint directory, or hub id")
+    p.add_argument("out", help="output directory (written atomically)")
+    _add_clone_args(p)
+    _add_load_args(p)
+    p.add_argument("--text", default=None, help="text for the equivalence check (default: fixed token sample)")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--force", action="store_true", help="skip the will-it-fit memory check")
+    p.add_argument("--max-shard-size", default="2GB", help="largest output safetensors shard (default 2GB)")
+    p.set_defaults(func=cmd_clone)
+
+    p = sub.add_parser("verify", help="check that DST computes the same logits as SRC")
+    p.add_argument("src")
+    p.add_argument("dst")
+    p.add_argument("--text", default=None)
+    _add_load_args(p)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("families", help="list supported architecture families")
+    p.set_defaults(func=cmd_families)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HyperCloneError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: out of memory; use a smaller factor or dtype, or stream from disk", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Tiny random configs for every supported family, shared by the tests.
+
+Each case names the config keys that hold sizes and which factor multiplies
+them, so tests can build the expected wide config independently of the engine.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+LLAMA_SIZES = {"hidden_size": "n", "num_attention_heads": "n", "num_key_value_heads": "n", "intermediate_size": "m"}
+LLAMA_KW = dict(hidden_size=32, num_attention_heads=4, num_key_value_heads=2, num_hidden_layers=2,
+                intermediate_size=48, vocab_size=97, max_position_embeddings=64)
+
+# (case id, model_type, config kwargs, size keys)
+CASES = [
+    ("gpt2", "gpt2", dict(n_embd=32, n_head=4, n_layer=2, vocab_size=97, n_positions=64, n_inner=80,
+                          bos_token_id=0, eos_token_id=0), {"n_embd": "n", "n_head": "n", "n_inner": "m"}),
+    ("opt", "opt", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=48, vocab_size=97,
+                        max_position_embeddings=64, word_embed_proj_dim=32, bos_token_id=0, eos_token_id=0,
+                        pad_token_id=1),
+     {"hidden_size": "n", "num_attention_heads": "n", "ffn_dim": "m", "word_embed_proj_dim": "n"}),
+    ("opt-proj-postln", "opt", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, ffn_dim=48,
+                                    vocab_size=97, max_position_embeddings=64, word_embed_proj_dim=16,
+                                    do_layer_norm_before=False, bos_token_id=0, eos_token_id=0, pad_token_id=1),
+     {"hidden_size": "n", "num_attention_heads": "n", "ffn_dim": "m", "word_embed_proj_dim": "n"}),
+    ("gpt_neox", "gpt_neox", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                                  vocab_size=97, max_position_embeddings=64, rotary_pct=0.25,
+                                  bos_token_id=0, eos_token_id=0),
+     {"hidden_size": "n", "num_attention_heads": "n", "intermediate_size": "m"}),
+    ("gpt_neox-serial", "gpt_neox", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2,
+                                         intermediate_size=48, vocab_size=97, max_position_embeddings=64,
+                                         use_parallel_residual=False, bos_token_id=0, eos_token_id=0),
+     {"hidden_size": "n", "num_attention_heads": "n", "intermediate_size": "m"}),
+    ("olmo", "olmo", dict(LLAMA_KW, clip_qkv=3.0, pad_token_id=0, bos_token_id=0, eos_token_id=0), LLAMA_SIZES),
+    ("olmo2", "olmo2", dict(LLAMA_KW, pad_token_id=0, bos_token_id=0, eos_token_id=0), LLAMA_SIZES),
+    ("llama-gqa", "llama", LLAMA_KW, LLAMA_SIZES),
+    ("llama-mqa-bias", "llama", dict(LLAMA_KW, num_key_value_heads=1, attention_bias=True, mlp_bias=True),
+     LLAMA_SIZES),
+    ("llama-tied", "llama", dict(LLAMA_KW, tie_word_embeddings=True), LLAMA_SIZES),
+    ("mistral", "mistral", LLAMA_KW, LLAMA_SIZES),
+    ("qwen2", "qwen2", LLAMA_KW, LLAMA_SIZES),
+    ("qwen3", "qwen3", dict(LLAMA_KW, head_dim=8), LLAMA_SIZES),
+    ("gemma", "gemma", dict(LLAMA_KW, head_dim=8), LLAMA_SIZES),
+    ("gemma2", "gemma2", dict(LLAMA_KW, head_dim=8, attn_logit_softcapping=20.0, final_logit_softcapping=5.0,
+                              query_pre_attn_scalar=16), LLAMA_SIZES),
+    ("gemma3_text", "gemma3_text", dict(LLAMA_KW, head_dim=8, sliding_window=8), LLAMA_SIZES),
+    ("phi", "phi", dict(hidden_size=32, num_attention_heads=4, num_hidden_layers=2, intermediate_size=48,
+                        vocab_size=97, max_position_embeddings=64, partial_rotary_factor=0.5, qk_layernorm=True,
+                        bos_token_id=0, eos_token_id=0),
+     {"hidden_size": "n", "num_attention_heads": "n", "num_key_value_heads": "n", "intermediate_size": "m"}),
+    ("phi3", "phi3", dict(LLAMA_KW, pad_token_id=0, bos_token_id=0, eos_token_id=0), LLAMA_SIZES),
+]
+CASE_IDS = [c[0] for c in CASES]
+
+
+def make_config(model_type: str, kwargs: dict):
+    return AutoConfig.for_model(model_type, **kwargs)
+
+
+def randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Give every weight, bias and norm a non-trivial value, so no rule hides behind a zero or a one."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen, dtype=torch.float32).to(p.dtype)
+            if p.dim() == 1 and "norm" in name.lower() or name.endswith(("ln_1.weight", "ln_2.weight", "ln_f.weight")):
+                p.copy_(1.0 + 0.2 * noise)
+            elif p.dim() == 1:
+                p.copy_(0.1 * noise)
+            else:
+                p.copy_(noise / max(p.shape[-1], p.shape[0]) ** 0.5)
+    return model
+
+
+def tiny_model(model_type: str, kwargs: dict, seed: int = 0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(make_config(model_type, kwargs)).to(dtype)
+    return randomise(model, seed).eval()
+
+
+def expected_wide_kwargs(kwargs: dict, sizes: dict, n: int, m: int) -> dict:
+    wide = dict(kwargs)
+    for key, which in sizes.items():
+        if key in wide:
+            wide[key] = wide[key] * (n if which == "n" else m)
+        elif key == "num_key_value_heads":  # defaults to num_attention_heads, which is scaled
+            continue
+    return wide
