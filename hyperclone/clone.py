@@ -89,7 +89,7 @@ class ClonePlan:
         parts = rule.parts
         out_axis = 1 if rule.transposed and t.dim() == 2 else 0
         if len(parts) > 1:
-            sizes = [self._space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
+            sizes = [self.space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
             if sum(sizes) != t.shape[out_axis]:
                 raise HyperCloneError(
                     f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {t.shape[out_axis]}"
@@ -111,7 +111,7 @@ class ClonePlan:
         grown = grow_matrix(w, a, b, self.variant, self.snr_db, gen)
         return grown.T.contiguous() if rule.transposed else grown
 
-    def _space_size(self, space: str, equal_split: int) -> int:
+    def space_size(self, space: str, equal_split: int) -> int:
         size = self.spec.space_sizes.get(space)
         return int(size(self.source_config)) if size else equal_split
 

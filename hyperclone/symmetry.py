@@ -1,0 +1,64 @@
+"""How alike are the copies inside a cloned model's weights? (1.0 = identical)
+
+An exact symmetric clone gives every copy the same gradient, so without
+something that breaks symmetry (noise, dropout, non-deterministic kernels)
+the copies stay identical and the wide model trains like the small one. This
+measure makes that visible during training.
+
+For each grown tensor whose *output* axis grows by a > 1, the a output copies
+(rows of blocks, each rolled so the diagonal variant's blocks line up) are
+compared with the first copy by cosine similarity. Tensors where only the
+input grows (the LM head) hold no output copies and are not counted.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .clone import ClonePlan
+from .grow import split_blocks
+from .specs import spec_for
+
+
+def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
+    nu, nv = float(u.norm()), float(v.norm())
+    if nu == 0.0 or nv == 0.0:
+        return 1.0 if nu == nv else 0.0
+    return float(torch.dot(u, v) / (nu * nv))
+
+
+def _copies_similarity(t: torch.Tensor, a: int, b: int) -> float:
+    if t.dim() == 1:
+        chunks = t.reshape(a, -1)
+        return sum(_cosine(chunks[i], chunks[0]) for i in range(1, a)) / (a - 1)
+    blocks = split_blocks(t, a, b)  # (a, b, out, in)
+    copies = [torch.roll(blocks[i], shifts=-i, dims=0).reshape(-1) for i in range(a)]
+    return sum(_cosine(copies[i], copies[0]) for i in range(1, a)) / (a - 1)
+
+
+def symmetry_by_tensor(model, factor: int, ffn_factor: int | None = None) -> dict[str, float]:
+    """Cosine similarity between output copies, per grown tensor (fused parts named ``name#i``)."""
+    spec = spec_for(model.config)
+    plan = ClonePlan(spec, model.config, factor, factor if ffn_factor is None else ffn_factor)
+    result: dict[str, float] = {}
+    with torch.no_grad():
+        for name, t in model.state_dict().items():
+            rule = spec.rule_for(name)
+            b = plan.space_factor(rule.inp) if rule.inp else 1
+            out_axis = 1 if rule.transposed and t.dim() == 2 else 0
+            parts = rule.parts
+            sizes = [plan.space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
+            pieces = torch.split(t.float(), sizes, dim=out_axis) if len(parts) > 1 else (t.float(),)
+            for i, (space, piece) in enumerate(zip(parts, pieces)):
+                a = plan.space_factor(space)
+                if a == 1:
+                    continue
+                w = piece.T if rule.transposed and piece.dim() == 2 else piece
+                result[f"{name}#{i}" if len(parts) > 1 else name] = _copies_similarity(w, a, b)
+    return result
+
+
+def symmetry(model, factor: int, ffn_factor: int | None = None) -> float:
+    """Mean over grown tensors of the copies' cosine similarity: 1.0 means the copies are identical."""
+    values = symmetry_by_tensor(model, factor, ffn_factor)
+    return sum(values.values()) / len(values) if values else 1.0
