@@ -1,0 +1,292 @@
+"""Where source models come from: the built-in assets, a local checkpoint, a hub id.
+
+``load_source`` is the one door: it resolves a name, refuses what it cannot
+clone (an unsupported family, pickle checkpoints unless asked, remote code) in
+one line before loading any weights, and returns ``(model, tokenizer)`` in
+float32 on the best available device. The built-in models are small trained
+checkpoints shipped in ``hyperclone/assets`` so everything works offline.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import torch
+
+from hyperclone.errors import MissingSourceError, SourceError
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib")
+
+
+# --------------------------------------------------------------------------- #
+# Catalogue
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class SourceInfo:
+    """What the dashboard and ``hyperclone sources`` show about a source model."""
+
+    name: str
+    family: str  # transformers model_type
+    params: int
+    size_mb: float
+    val_loss: float | None = None  # built-in only: measured on the built-in validation split
+    val_accuracy: float | None = None
+    builtin: bool = True
+    note: str = ""
+
+
+def builtin_dir(name: str) -> Path:
+    """Directory of a built-in model (whether or not it has been built)."""
+    return ASSETS_DIR / name
+
+
+def read_card(name: str) -> dict:
+    """The measured figures of a built-in model (``card.json``, written by the build)."""
+    path = builtin_dir(name) / "card.json"
+    if not path.exists():
+        raise MissingSourceError(
+            f"built-in model '{name}' is missing ({path}); rebuild it with "
+            "`python -m hyperclone.assets.build`"
+        )
+    return json.loads(path.read_text())
+
+
+def list_sources() -> list[SourceInfo]:
+    """The built-in models with their size and validation loss (from each card)."""
+    out = []
+    for name in BUILTIN_NAMES:
+        card = read_card(name)
+        out.append(
+            SourceInfo(
+                name=name,
+                family=card["family"],
+                params=card["params"],
+                size_mb=round((builtin_dir(name) / "model.safetensors").stat().st_size / 2**20, 2),
+                val_loss=card["val_loss"],
+                val_accuracy=card["val_accuracy"],
+                note=card.get("summary", ""),
+            )
+        )
+    return out
+
+
+def __getattr__(name: str) -> Any:
+    # BUILTIN is read from the cards on first use, so importing this module
+    # never fails even when the assets are being rebuilt.
+    if name == "BUILTIN":
+        return {s.name: s for s in list_sources()}
+    raise AttributeError(name)
+
+
+def _hub(name: str, family: str, params_m: float, note: str = "") -> SourceInfo:
+    # Size as float32 weights, since that is how load_source loads them.
+    params = int(params_m * 1e6)
+    return SourceInfo(name, family, params, round(params * 4 / 2**20, 1), builtin=False, note=note)
+
+
+# Curated hub checkpoints for the dashboard (needs network). Parameter counts
+# are the published totals, rounded; all ship safetensors.
+HUB_PRESETS: list[SourceInfo] = [
+    _hub("EleutherAI/pythia-70m", "gpt_neox", 70.4, "Pythia suite, one of the paper's families"),
+    _hub("EleutherAI/pythia-160m", "gpt_neox", 162.3),
+    _hub("openai-community/gpt2", "gpt2", 124.4, "tied embeddings"),
+    _hub("facebook/opt-125m", "opt", 125.2, "one of the paper's families"),
+    _hub("HuggingFaceTB/SmolLM2-135M", "llama", 134.5, "GQA, tied embeddings"),
+    _hub("HuggingFaceTB/SmolLM2-360M", "llama", 361.8),
+    _hub("Qwen/Qwen2.5-0.5B", "qwen2", 494.0, "GQA with q/k/v biases"),
+    _hub("Qwen/Qwen3-0.6B", "qwen3", 596.0, "per-head q/k norms"),
+    _hub("allenai/OLMo-1B-hf", "olmo", 1176.8, "non-parametric LayerNorm; the paper's family"),
+    _hub("microsoft/Phi-3-mini-4k-instruct", "phi3", 3821.1, "fused qkv_proj and gate_up_proj"),
+]
+
+
+# --------------------------------------------------------------------------- #
+# Devices and the hub
+# --------------------------------------------------------------------------- #
+def default_device() -> torch.device:
+    """cuda if present, else Apple mps, else cpu: the fastest place that works."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers a TCP connect within ``timeout`` seconds.
+
+    Without this check an offline machine spends ~25 s in the hub client's
+    retries before failing. Offline mode (``HF_HUB_OFFLINE``) counts as
+    unreachable; behind a proxy we cannot tell, so we assume reachable.
+    """
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
+    # float32 by default: cloning is verified by comparing logits, and half
+    # precision would make "identical" mean "close".
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise SourceError(f"unknown dtype '{dtype}'; use float32, bfloat16, float16 or auto")
+    return value
+
+
+def _supported() -> list[str]:
+    from hyperclone.specs import supported_families
+
+    return list(supported_families())
+
+
+def _check_family(config: Any, what: str) -> None:
+    model_type = getattr(config, "model_type", None)
+    supported = _supported()
+    if model_type not in supported:
+        raise SourceError(
+            f"{what} is a '{model_type}' model, which hyperclone cannot clone; "
+            f"supported families: {', '.join(sorted(supported))}"
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Loading
+# --------------------------------------------------------------------------- #
+def _looks_like_local(name: str) -> bool:
+    # A hub id is "name" or "owner/name"; anything existing on disk, or written
+    # like a path, is a local directory (so a typo gives "not found", not a
+    # confusing hub error).
+    return (
+        os.path.exists(name)
+        or name.startswith((".", "~", "/"))
+        or os.path.isabs(name)
+        or name.endswith(("/", os.sep))
+        or name.count("/") > 1
+        or (os.sep != "/" and os.sep in name)
+    )
+
+
+def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
+    """Classify a source as ``("builtin", dir)``, ``("local", dir)`` or ``("hub", id)``."""
+    name = str(name_or_path)
+    if name in BUILTIN_NAMES:
+        path = builtin_dir(name)
+        if not (path / "config.json").exists():
+            raise MissingSourceError(
+                f"built-in model '{name}' is missing ({path}); rebuild it with "
+                "`python -m hyperclone.assets.build`"
+            )
+        return "builtin", str(path)
+    if _looks_like_local(name):
+        path = Path(name).expanduser()
+        if not path.exists():
+            raise MissingSourceError(
+                f"source model directory not found: {name}; give a saved checkpoint directory, "
+                f"a hub id, or a built-in model ({', '.join(BUILTIN_NAMES)})"
+            )
+        if not path.is_dir():
+            raise SourceError(f"source model must be a directory (with config.json), not a file: {name}")
+        return "local", str(path)
+    return "hub", name
+
+
+def _check_local_weights(path: Path, allow_pickle: bool) -> None:
+    if not (path / "config.json").exists():
+        raise SourceError(f"no config.json in {path}; is it a checkpoint saved with save_pretrained?")
+    if any(path.glob("*.safetensors")):
+        return
+    if any(path.glob("*.bin")) or any(path.glob("*.pt")):
+        if not allow_pickle:
+            raise SourceError(
+                f"{path} holds only pickle weights (pytorch_model.bin), which can run code when "
+                "loaded; convert them to safetensors or pass --allow-pickle (allow_pickle=True) "
+                "if you trust them"
+            )
+        return
+    raise SourceError(f"no weights (model.safetensors) in {path}")
+
+
+def load_source(
+    name_or_path: str | os.PathLike,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+) -> tuple[torch.nn.Module, Any]:
+    """Load a source model and its tokenizer, ready to clone.
+
+    ``name_or_path``: a built-in name (``tiny-gpt2-stdlib``,
+    ``tiny-llama-stdlib``), a local checkpoint directory, or a Hugging Face hub
+    id. The family is checked against ``supported_families()`` from the
+    config alone, before any weights are read. safetensors only unless
+    ``allow_pickle``; remote code only if ``trust_remote_code``. ``device``
+    None picks cuda, then mps, then cpu; ``dtype`` None means float32. The
+    model is returned in eval mode.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    kind, where = resolve_source(name_or_path)
+    torch_dtype = _torch_dtype(dtype)
+    device = torch.device(device) if device is not None else default_device()
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+
+    if kind == "hub":
+        builtins = ", ".join(BUILTIN_NAMES)
+        if not hub_reachable():
+            kwargs["local_files_only"] = True  # a model already in the HF cache still loads
+        try:
+            config = AutoConfig.from_pretrained(where, **kwargs)
+        except Exception as e:
+            if kwargs.get("local_files_only"):
+                raise SourceError(
+                    f"could not reach the Hugging Face hub to fetch '{where}' (and it is not in "
+                    f"the local cache); offline, use a built-in model: {builtins}"
+                ) from None
+            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise SourceError(f"could not load '{where}' from the Hugging Face hub: {reason}") from None
+    else:
+        _check_local_weights(Path(where), allow_pickle)
+        config = AutoConfig.from_pretrained(where, **kwargs)
+    _check_family(config, f"'{name_or_path}'")
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            where, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
+        )
+    except OSError as e:
+        if kind == "hub" and not allow_pickle and "safetensors" in str(e).lower():
+            raise SourceError(
+                f"'{where}' has no safetensors weights on the hub; pass --allow-pickle "
+                "(allow_pickle=True) to load its pickle weights if you trust them"
+            ) from None
+        reason = str(e).strip().splitlines()[0][:200]
+        raise SourceError(f"could not load the weights of '{name_or_path}': {reason}") from None
+    tokenizer = None
+    if kind == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
+        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+    return model.to(device).eval(), tokenizer
+
+
+def _has_tokenizer(path: Path) -> bool:
+    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
+    return any((path / n).exists() for n in names)
