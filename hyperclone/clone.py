@@ -87,17 +87,25 @@ class ClonePlan:
 
     def _grow_by_rule(self, name: str, rule: Rule, t: torch.Tensor) -> torch.Tensor:
         parts = rule.parts
-        out_axis = 1 if rule.transposed and t.dim() == 2 else 0
         if len(parts) > 1:
-            sizes = [self.space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
-            if sum(sizes) != t.shape[out_axis]:
-                raise HyperCloneError(
-                    f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {t.shape[out_axis]}"
-                )
-            pieces = torch.split(t, sizes, dim=out_axis)
+            out_axis = 1 if rule.transposed and t.dim() == 2 else 0
+            pieces = torch.split(t, self.part_sizes(name, rule, t.shape[out_axis]), dim=out_axis)
             grown = [self._grow_one(f"{name}#{i}", p, piece, rule) for i, (p, piece) in enumerate(zip(parts, pieces))]
             return torch.cat(grown, dim=out_axis)
         return self._grow_one(name, parts[0], t, rule)
+
+    def part_sizes(self, name: str, rule: Rule, total: int) -> list[int]:
+        """Sizes of the parts of a (possibly fused) output axis of length ``total``.
+
+        Sizes come from the spec's ``space_sizes`` evaluated on this plan's
+        config (so a plan over a wide config splits wide tensors); parts with
+        no declared size split the axis equally.
+        """
+        parts = rule.parts
+        sizes = [self.space_size(p, total // len(parts)) for p in parts]
+        if sum(sizes) != total:
+            raise HyperCloneError(f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {total}")
+        return sizes
 
     def _grow_one(self, name: str, out_space: str, t: torch.Tensor, rule: Rule) -> torch.Tensor:
         a = self.space_factor(out_space)

@@ -38,7 +38,7 @@ def block_edges(plan: ClonePlan, name: str, wide_shape: tuple[int, int]) -> tupl
     rule = plan.spec.rule_for(name)
     rows, cols = wide_shape
     parts = rule.parts
-    sizes = [plan.space_size(p, rows // len(parts)) for p in parts] if len(parts) > 1 else [rows]
+    sizes = plan.part_sizes(name, rule, rows)
     row_edges, start = [], 0
     for space, size in zip(parts, sizes):
         a = plan.space_factor(space)

@@ -47,8 +47,7 @@ def symmetry_by_tensor(model, factor: int, ffn_factor: int | None = None) -> dic
             b = plan.space_factor(rule.inp) if rule.inp else 1
             out_axis = 1 if rule.transposed and t.dim() == 2 else 0
             parts = rule.parts
-            sizes = [plan.space_size(p, t.shape[out_axis] // len(parts)) for p in parts]
-            pieces = torch.split(t.float(), sizes, dim=out_axis) if len(parts) > 1 else (t.float(),)
+            pieces = torch.split(t.float(), plan.part_sizes(name, rule, t.shape[out_axis]), dim=out_axis)
             for i, (space, piece) in enumerate(zip(parts, pieces)):
                 a = plan.space_factor(space)
                 if a == 1:
