@@ -1,0 +1,170 @@
+"""Plotly figures of a race, shared by the CLI (HTML report), the dashboard and the notebooks.
+
+Every function takes a ``RaceResult`` or a plain list of metric records (what
+a live ``callback`` has collected so far) and returns a
+``plotly.graph_objects.Figure``; nothing here trains or reads files.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence, Union
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from .results import BASELINE, RaceResult, Speedup, speedup
+
+Records = Union[RaceResult, Sequence[dict]]
+
+# One colour per contestant wherever it is drawn: random init grey, the source black.
+COLORS = {
+    "noisy_symmetric": "#1f77b4",
+    "symmetric": "#2ca02c",
+    "noisy_diagonal": "#9467bd",
+    "diagonal": "#ff7f0e",
+    "random": "#7f7f7f",
+    "source": "#111111",
+}
+DASH = {"random": "dash", "source": "dot"}
+LABELS = {
+    "val_loss": "validation loss (nats/token)",
+    "val_accuracy": "next-token accuracy",
+    "train_loss": "training loss (mean over the interval)",
+    "symmetry": "symmetry (cosine between copies; 1 = identical)",
+    "tokens": "training tokens",
+    "flops": "estimated training FLOPs",
+    "step": "step",
+    "seconds": "seconds",
+    "lr": "learning rate",
+}
+
+
+def _records(data: Records) -> list[dict]:
+    if isinstance(data, RaceResult):
+        return list(data.records)
+    return [r for r in data if r.get("event", "metrics") == "metrics"]
+
+
+def _names(data: Records, records: list[dict]) -> list[str]:
+    if isinstance(data, RaceResult):
+        return data.contestants
+    names: list[str] = []
+    for r in records:
+        if r["contestant"] not in names:
+            names.append(r["contestant"])
+    return names
+
+
+def _series(records: Iterable[dict], name: str, metric: str, x: str) -> tuple[list, list]:
+    pts = sorted(((r[x], r[metric]) for r in records
+                  if r["contestant"] == name and r.get(metric) is not None and r.get(x) is not None),
+                 key=lambda p: p[0])
+    return [p[0] for p in pts], [p[1] for p in pts]
+
+
+def _trace(name: str, xs: list, ys: list, showlegend: bool = True) -> go.Scatter:
+    return go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=showlegend,
+                      line=dict(color=COLORS.get(name), dash=DASH.get(name, "solid"), width=2),
+                      marker=dict(size=5))
+
+
+def metric_figure(data: Records, metric: str = "val_loss", x: str = "tokens", log_x: bool = False,
+                  title: str | None = None) -> go.Figure:
+    """One line per contestant of ``metric`` against ``x`` (tokens, flops, step or seconds)."""
+    records = _records(data)
+    fig = go.Figure()
+    for name in _names(data, records):
+        xs, ys = _series(records, name, metric, x)
+        if xs:
+            fig.add_trace(_trace(name, xs, ys))
+    fig.update_layout(title=title, template="plotly_white", hovermode="x unified",
+                      xaxis_title=LABELS.get(x, x), yaxis_title=LABELS.get(metric, metric),
+                      legend_title="contestant")
+    if log_x:
+        fig.update_xaxes(type="log")
+    return fig
+
+
+def loss_figure(data: Records, x: str = "tokens", log_x: bool = False, speedups: Sequence[Speedup] | None = None,
+                title: str | None = "Validation loss") -> go.Figure:
+    """Validation loss per contestant; with ``speedups``, each one drawn as an arrow between the curves.
+
+    On a log x axis the first evaluation (0 tokens) cannot be drawn; plotly
+    leaves it out.
+    """
+    fig = metric_figure(data, "val_loss", x, log_x, title)
+    for s in speedups or ():
+        add_speedup(fig, s)
+    return fig
+
+
+def symmetry_figure(data: Records, x: str = "tokens", log_x: bool = False,
+                    title: str | None = "Symmetry between the clone's copies") -> go.Figure:
+    """Symmetry of each cloned contestant: 1.0 while its copies are identical (it trains like the small model)."""
+    fig = metric_figure(data, "symmetry", x, log_x, title)
+    fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
+    return fig
+
+
+def add_speedup(fig: go.Figure, s: Speedup, row: int | None = None, col: int | None = None) -> go.Figure:
+    """Mark a measured speed-up: a horizontal arrow at the target loss from the faster to the slower curve.
+
+    Only for a measured value (x axis in tokens); a speed-up that was not
+    reached is left to the text, since there is nothing to point at.
+    """
+    if s.value is None or s.tokens_contestant is None or s.tokens_baseline is None:
+        return fig
+    fast, slow = (s.tokens_contestant, s.tokens_baseline)
+    kw = {} if row is None else dict(row=row, col=col)
+    xref, yref = "x", "y"
+    if row is not None:
+        sub = fig.get_subplot(row, col)
+        xref = sub.xaxis.plotly_name.replace("axis", "")
+        yref = sub.yaxis.plotly_name.replace("axis", "")
+    color = COLORS.get(s.contestant, "#444")
+    fig.add_annotation(x=slow, y=s.target_loss, ax=fast, ay=s.target_loss, axref=xref, ayref=yref,
+                       showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5, arrowcolor=color, text="", **kw)
+    fig.add_annotation(x=(fast + slow) / 2, y=s.target_loss, yshift=10, showarrow=False,
+                       text=f"{s.contestant}: {s.value:.2f}x ({s.kind})",
+                       font=dict(color=color, size=12), **kw)
+    return fig
+
+
+def live_speedups(records: Sequence[dict], baseline: str = BASELINE) -> list[Speedup]:
+    """Speed-ups computed from records collected so far (no RaceResult needed; no source FLOPs)."""
+    recs = _records(records)
+    names = _names(records, recs)
+    if baseline not in names:
+        return []
+    base = list(zip(*_series(recs, baseline, "val_loss", "tokens")))
+    out = []
+    for name in names:
+        if name != baseline:
+            curve = list(zip(*_series(recs, name, "val_loss", "tokens")))
+            out += [speedup(curve, base, k, names=(name, baseline)) for k in ("a", "b")]
+    return out
+
+
+def race_figure(result: Records, log_x: bool = False) -> go.Figure:
+    """The report figure: validation loss (with speed-ups), accuracy, symmetry and training loss."""
+    records = _records(result)
+    names = _names(result, records)
+    sp = result.speedups() if isinstance(result, RaceResult) else live_speedups(records)
+    fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.08, vertical_spacing=0.12,
+                        subplot_titles=("Validation loss", "Next-token accuracy", "Symmetry (clones)",
+                                        "Training loss"))
+    panels = [("val_loss", 1, 1), ("val_accuracy", 1, 2), ("symmetry", 2, 1), ("train_loss", 2, 2)]
+    for i, (metric, row, col) in enumerate(panels):
+        for name in names:
+            xs, ys = _series(records, name, metric, "tokens")
+            if xs:
+                fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0)), row=row, col=col)
+        fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, row=row, col=col)
+    for s in sp:
+        if s.kind == "a":
+            add_speedup(fig, s, row=1, col=1)
+    title = "HyperClone race"
+    if isinstance(result, RaceResult):
+        title += f": {result.config.get('source')} x{result.config.get('factor')}"
+    fig.update_layout(title=title, template="plotly_white", height=800, legend_title="contestant")
+    return fig

@@ -1,0 +1,53 @@
+"""Race figures: one line per contestant, symmetry for clones only, a speed-up drawn where it was measured."""
+
+from __future__ import annotations
+
+import plotly.graph_objects as go
+
+from hyperclone import plots
+from hyperclone.results import RaceResult, speedup
+
+RANDOM = [(0, 8.0), (100, 6.0), (200, 5.0), (300, 4.5)]
+CLONE = [(0, 5.0), (100, 4.6), (200, 4.4), (300, 4.3)]
+
+
+def records():
+    out = []
+    for name, curve in (("noisy_symmetric", CLONE), ("random", RANDOM)):
+        for step, (tokens, loss) in enumerate(curve):
+            out.append(dict(event="metrics", contestant=name, step=step, tokens=tokens, flops=6 * tokens,
+                            val_loss=loss, val_accuracy=0.1 * step, train_loss=loss + 0.1 if step else None,
+                            symmetry=1.0 - 0.05 * step if name != "random" else None))
+    return out
+
+
+def test_loss_figure_has_a_line_per_contestant_and_a_log_axis_option():
+    fig = plots.loss_figure(records(), log_x=True)
+    assert isinstance(fig, go.Figure)
+    assert [t.name for t in fig.data] == ["noisy_symmetric", "random"]
+    assert list(fig.data[1].y) == [l for _, l in RANDOM]
+    assert fig.layout.xaxis.type == "log"
+
+
+def test_symmetry_figure_draws_only_the_clones():
+    fig = plots.symmetry_figure(records())
+    assert [t.name for t in fig.data] == ["noisy_symmetric"]
+
+
+def test_a_measured_speedup_is_annotated_and_an_unmeasured_one_is_not():
+    s = speedup(CLONE[:2], RANDOM, "a", names=("noisy_symmetric", "random"))  # random needs 280 tokens vs 100
+    fig = plots.add_speedup(plots.loss_figure(records()), s)
+    assert any("2.80x" in (a.text or "") for a in fig.layout.annotations)
+    missing = speedup(CLONE, RANDOM, "a", names=("noisy_symmetric", "random"))  # 4.3: random never gets there
+    assert missing.value is None
+    assert len(plots.add_speedup(plots.loss_figure(records()), missing).layout.annotations) == 0
+
+
+def test_race_figure_from_a_result_or_live_records():
+    result = RaceResult(config={"contestants": ["noisy_symmetric", "random"], "source": "tiny", "factor": 2},
+                        info={}, records=records())
+    fig = plots.race_figure(result)
+    assert len({t.name for t in fig.data}) == 2
+    assert sum(bool(t.showlegend) for t in fig.data) == 2  # one legend entry per contestant
+    live = plots.race_figure(records()[:5])  # mid-race: what a callback has collected so far
+    assert isinstance(live, go.Figure)
