@@ -106,10 +106,24 @@ def grow_matrix(
     if a == 1 and b == 1:
         return w.clone()
     work = _work_dtype(w.dtype)
-    if variant == "symmetric" or b == 1:
-        # The hot path (and every stack-only tensor): one division, one tiled copy.
-        base = w if b == 1 else (w.to(work) / b).to(w.dtype)
-        return base.repeat(a, b)
+    # A transposed view in (embeddings, GPT-2 Conv1D) gives a transposed view out, whose .T is contiguous:
+    # the caller's transpose back then costs no second pass over the output.
+    transposed = not w.is_contiguous() and w.T.is_contiguous()
+    if b == 1:  # only the output grows: stack W
+        return w.T.repeat(1, a).T if transposed else w.repeat(a, 1)
+    if variant == "symmetric":
+        # The hot path, in one pass that writes each output element once: W/b broadcast into the (a x b)
+        # grid. torch computes a half-precision division in fp32 and rounds once, so this equals
+        # (w.to(fp32) / b).to(w.dtype) tiled, bit for bit, without the temporaries.
+        rows, cols = w.shape
+        if transposed:
+            out = torch.empty(b * cols, a * rows, dtype=w.dtype, device=w.device).T
+            grid = out.T.view(b, cols, a, rows).permute(2, 0, 3, 1)
+        else:
+            out = torch.empty(a * rows, b * cols, dtype=w.dtype, device=w.device)
+            grid = out.view(a, rows, b, cols).permute(0, 2, 1, 3)
+        torch.div(w.expand(a, b, rows, cols), b, out=grid)
+        return out
     grid = block_grid(w.to(work), a, b, variant)
     if variant.startswith("noisy"):
         if generator is None:
