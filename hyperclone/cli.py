@@ -41,6 +41,29 @@ def _load(name: str, args):
                        trust_remote_code=args.trust_remote_code)
 
 
+def _cmd_clone_stream(args, where: Path) -> int:
+    """Stream a safetensors checkpoint shard by shard: memory bounded by one output shard."""
+    from .resources import human_bytes
+    from .stream import stream_clone
+
+    print(f"streaming {args.src} -> {args.out}: x{args.factor} (FFN x{args.ffn_factor or args.factor}), "
+          f"variant {args.variant}, shards up to {args.max_shard_size}")
+    result = stream_clone(
+        where, args.out, args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie,
+        dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
+        verify="auto" if args.verify else False, device=args.device, source_name=args.src, force=args.force,
+        text=args.text, progress=print,
+    )
+    if result.report is not None:
+        print(result.report.summary())
+    print(f"verification: {result.verification['method']}"
+          f"{' - ' + result.verification['note'] if result.verification.get('note') else ''}")
+    print(f"saved {args.out}: {result.n_params / 1e6:.2f}M params, {human_bytes(result.n_bytes)} {result.dtype} "
+          f"in {len(result.shards)} shard(s), {result.seconds:.1f}s "
+          f"({result.n_bytes / max(result.seconds, 1e-9) / 1e9:.2f} GB/s)")
+    return 0 if result.passed else 1
+
+
 def cmd_clone(args) -> int:
     from .clone import clone, make_plan, wide_model_bytes
     from .export import check_output_dir, provenance, save_clone
@@ -50,6 +73,13 @@ def cmd_clone(args) -> int:
     check_factor(args.factor, "factor")  # fail before loading anything
     check_factor(args.factor if args.ffn_factor is None else args.ffn_factor, "ffn_factor")
     check_output_dir(args.out, args.overwrite)
+    if not args.in_memory:
+        from .stream import parse_size, streamable_source
+
+        parse_size(args.max_shard_size)
+        where = streamable_source(args.src, args.allow_pickle)
+        if where is not None:  # None: pickle-only and allowed, so load it in memory below
+            return _cmd_clone_stream(args, where)
     t0 = time.perf_counter()
     source, tokenizer = _load(args.src, args)
     device = next(source.parameters()).device
@@ -102,7 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", default=None, help="text for the equivalence check (default: fixed token sample)")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
     p.add_argument("--force", action="store_true", help="skip the will-it-fit memory check")
-    p.add_argument("--max-shard-size", default="2GB", help="largest output safetensors shard (default 2GB)")
+    p.add_argument("--max-shard-size", default="2GB",
+                   help="largest output safetensors shard, e.g. 500MB, 2GB, 1GiB or bytes (default 2GB)")
+    p.add_argument("--in-memory", action="store_true",
+                   help="load the source and build the clone in memory (always checks logits) instead of "
+                        "streaming safetensors shard by shard (the default; keeps the stored dtype)")
+    p.add_argument("--no-verify", dest="verify", action="store_false",
+                   help="skip the equivalence check after streaming (by default it compares logits: the full "
+                        "models if both fit in free memory, else a model of the first, middle and last layers)")
     p.set_defaults(func=cmd_clone)
 
     p = sub.add_parser("verify", help="check that DST computes the same logits as SRC")
@@ -114,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("families", help="list supported architecture families")
     p.set_defaults(func=cmd_families)
+
+    from .cli_race import add_race_parser
+
+    add_race_parser(sub)
     return parser
 
 

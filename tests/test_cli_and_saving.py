@@ -33,7 +33,7 @@ def test_saved_clone_loads_with_stock_transformers_and_gives_the_same_logits(tie
     out = tmp_path / "wide"
     # Streaming (the default) checks logits only when asked to.
     assert main(["clone", str(src), str(out), "--factor", "2", "--ffn-factor", "3",
-                 "--variant", "noisy_symmetric", "--seed", "7", "--device", "cpu", "--verify"]) == 0
+                 "--variant", "noisy_symmetric", "--seed", "7", "--device", "cpu"]) == 0
     assert "equivalence PASSED" in capsys.readouterr().out
     for name in ("config.json", "model.safetensors", "generation_config.json", "hyperclone.json", "README.md"):
         assert (out / name).exists(), name

@@ -241,7 +241,9 @@ def test_cli_streams_by_default_and_keeps_the_in_memory_path(tmp_path, capsys):
     assert main(["clone", str(src), str(tmp_path / "s"), "--max-shard-size", "40KB", "--seed", "3",
                  "--variant", "noisy_symmetric"]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("streaming") and "verification: none" in text
+    assert text.startswith("streaming") and "equivalence PASSED" in text  # verified by default
+    assert main(["clone", str(src), str(tmp_path / "nv"), "--no-verify"]) == 0
+    assert "verification: none" in capsys.readouterr().out
     assert main(["clone", str(src), str(tmp_path / "m"), "--in-memory", "--seed", "3",
                  "--variant", "noisy_symmetric"]) == 0
     assert "equivalence PASSED" in capsys.readouterr().out
