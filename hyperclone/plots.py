@@ -1,8 +1,9 @@
 """Plotly figures of a race, shared by the CLI (HTML report), the dashboard and the notebooks.
 
-Every function takes a ``RaceResult`` or a plain list of metric records (what
-a live ``callback`` has collected so far) and returns a
-``plotly.graph_objects.Figure``; nothing here trains or reads files.
+Every race function takes a ``RaceResult`` or a plain list of metric records
+(what a live ``callback`` has collected so far) and returns a
+``plotly.graph_objects.Figure``; nothing here trains or reads files. At the
+end, two figures of the equivalence check (logit scatter, per-layer bars).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence, Union
 
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from .results import BASELINE, RaceResult, Speedup, speedup
@@ -167,4 +169,49 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
     if isinstance(result, RaceResult):
         title += f": {result.config.get('source')} x{result.config.get('factor')}"
     fig.update_layout(title=title, template="plotly_white", height=800, legend_title="contestant")
+    return fig
+
+
+# --------------------------------------------------------------------------- #
+# The equivalence check (numbers from ``verify`` and ``compare.logits_pair``)
+# --------------------------------------------------------------------------- #
+LOG_FLOOR = 1e-12  # exact zeros are drawn here on log axes (hover shows the true value)
+
+
+def logit_scatter(source_logits: torch.Tensor, clone_logits: torch.Tensor, max_points: int = 4000,
+                  seed: int = 0) -> go.Figure:
+    """Every (source, clone) logit pair (a random sample if there are many) against the line y = x."""
+    s, c = source_logits.reshape(-1).float(), clone_logits.reshape(-1).float()
+    n = s.numel()
+    if n > max_points:
+        idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:max_points]
+        s, c = s[idx], c[idx]
+    lo, hi = float(torch.minimum(s.min(), c.min())), float(torch.maximum(s.max(), c.max()))
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=s.numpy(), y=c.numpy(), mode="markers", name="logits",
+                               marker=dict(size=3, opacity=0.5)))
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="y = x",
+                             line=dict(color="black", dash="dot", width=1)))
+    shown = f"{s.numel():,} of {n:,}" if n > max_points else f"all {n:,}"
+    fig.update_layout(title=f"Clone vs source logits ({shown} values)", xaxis_title="source logit",
+                      yaxis_title="clone logit", height=380, margin=dict(l=20, r=20, t=50, b=20), showlegend=False)
+    return fig
+
+
+def layer_diff_bars(report) -> go.Figure:
+    """Per hidden state: max relative difference between the clone and the repeated source (log scale)."""
+    layers = report.layers
+    names = ["embeddings" if c.layer == 0 else f"layer {c.layer}" for c in layers]
+    values = [max(c.max_rel_diff, LOG_FLOOR) for c in layers]
+    colours = ["#2ca02c" if c.passed else "#d62728" for c in layers]
+    fig = go.Figure(go.Bar(
+        x=names, y=values, marker_color=colours,
+        customdata=[[c.max_abs_diff, c.max_rel_diff] for c in layers],
+        hovertemplate="%{x}<br>max |diff| %{customdata[0]:.3e}<br>relative %{customdata[1]:.3e}<extra></extra>",
+    ))
+    fig.add_hline(y=report.tolerance, line=dict(color="black", dash="dash", width=1),
+                  annotation_text=f"tolerance {report.tolerance:g}", annotation_position="top left")
+    fig.update_yaxes(type="log", title="max relative difference")
+    fig.update_layout(title="Hidden states: clone vs source repeated (green = within tolerance)", height=340,
+                      margin=dict(l=20, r=20, t=50, b=20))
     return fig
