@@ -102,7 +102,9 @@ HUB_PRESETS: list[SourceInfo] = [
     _hub("HuggingFaceTB/SmolLM2-360M", "llama", 361.8),
     _hub("Qwen/Qwen2.5-0.5B", "qwen2", 494.0, "GQA with q/k/v biases"),
     _hub("Qwen/Qwen3-0.6B", "qwen3", 596.0, "per-head q/k norms"),
+    _hub("google/gemma-3-270m", "gemma3_text", 268.1, "gated: accept the licence on the hub first"),
     _hub("allenai/OLMo-1B-hf", "olmo", 1176.8, "non-parametric LayerNorm; the paper's family"),
+    _hub("allenai/OLMo-2-0425-1B", "olmo2", 1484.9, "q/k norms over the whole projection"),
     _hub("microsoft/Phi-3-mini-4k-instruct", "phi3", 3821.1, "fused qkv_proj and gate_up_proj"),
 ]
 
@@ -290,3 +292,27 @@ def load_source(
 def _has_tokenizer(path: Path) -> bool:
     names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
     return any((path / n).exists() for n in names)
+
+
+def format_sources(supported: list[str] | None = None) -> str:
+    """The text of ``hyperclone sources``: built-in models, then the hub presets.
+
+    Hub presets whose family is not in ``supported`` (default:
+    ``supported_families()``) are marked, so nobody downloads a model only to be
+    told it cannot be cloned.
+    """
+    supported = _supported() if supported is None else supported
+    lines = ["built-in (offline):"]
+    lines.append(f"  {'name':<20} {'family':<8} {'params':>8} {'size':>8}  {'val loss':>8}  {'val acc':>7}")
+    for s in list_sources():
+        lines.append(
+            f"  {s.name:<20} {s.family:<8} {s.params / 1e6:>7.2f}M {s.size_mb:>6.2f}MB  "
+            f"{s.val_loss:>8.3f}  {s.val_accuracy:>7.1%}"
+        )
+    lines.append("  (validation loss in nats/token and next-token accuracy on the built-in validation split)")
+    lines.append("hub presets (need network):")
+    for s in HUB_PRESETS:
+        mark = "" if s.family in supported else "  [family not supported]"
+        params = f"{s.params / 1e6:.0f}M" if s.params < 1e9 else f"{s.params / 1e9:.2f}B"
+        lines.append(f"  {s.name:<36} {s.family:<9} {params:>6} {s.size_mb:>8.0f}MB fp32  {s.note}{mark}".rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,428 @@
+"""Rebuild the shipped tokenizer and source models from scratch, on CPU.
+
+    python -m hyperclone.assets.build                 # tokenizer + both models
+    python -m hyperclone.assets.build --only llama    # one model (tokenizer must exist)
+
+Steps, top to bottom:
+1. Train a byte-level BPE tokenizer on the train split of the built-in corpus.
+2. For each model in ``MODELS``: build a stock transformers model from its
+   config, train it with AdamW and a cosine schedule on random windows of the
+   train split, evaluate it on a fixed set of validation windows, and save it
+   with its tokenizer, a ``card.json`` of measured figures and a README card.
+
+Seeds are fixed, dropout is zero and the data order depends only on the step
+number, so a rebuild on the same machine retraces the same run (float
+reductions may differ across CPUs/thread counts, so figures can move slightly).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hyperclone.assets import ASSETS_DIR, TOKENIZER_DIR
+from hyperclone.data import EOT_TOKEN, builtin_documents, load_corpus, split_of
+
+VOCAB_SIZE = 2048
+SEQ_LEN = 256
+EVAL_WINDOWS = 64  # the fixed validation windows behind the figures in each card
+SEED = 0
+REBUILD = "python -m hyperclone.assets.build"
+
+
+# --------------------------------------------------------------------------- #
+# 1. Tokenizer
+# --------------------------------------------------------------------------- #
+def train_tokenizer(out_dir: Path = TOKENIZER_DIR, vocab_size: int = VOCAB_SIZE) -> Any:
+    """Train byte-level BPE on the built-in train split; save it for AutoTokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    texts = [d.text for d in builtin_documents() if split_of(d.key) == "train"]
+    tok = Tokenizer(models.BPE())
+    # GPT-2's byte-level scheme: every byte is a symbol, so any text round-trips.
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=2,
+        special_tokens=[EOT_TOKEN],  # id 0
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer, length=len(texts))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token=EOT_TOKEN,
+        eos_token=EOT_TOKEN,
+        unk_token=EOT_TOKEN,
+        pad_token=EOT_TOKEN,
+        model_max_length=SEQ_LEN,
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def load_tokenizer(path: Path = TOKENIZER_DIR) -> Any:
+    """The shipped tokenizer, as ``AutoTokenizer`` loads it."""
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+# --------------------------------------------------------------------------- #
+# 2. Models
+# --------------------------------------------------------------------------- #
+@dataclass
+class Recipe:
+    """How one built-in model is made: its config and its training budget."""
+
+    name: str
+    summary: str
+    config: dict  # passed to the config class named by ``family``
+    family: str  # transformers model_type
+    steps: int
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.1
+    # Attention kernel used for training only (the saved config keeps the
+    # default): GPT-2's sdpa path is ~2x slower than eager on CPU here.
+    train_attn: str | None = None
+    prompts: list[str] = field(
+        default_factory=lambda: ["def read_lines(path):\n", 'The "with" statement']
+    )
+
+
+NO_DROPOUT_GPT2 = dict(resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, summary_first_dropout=0.0)
+
+MODELS: dict[str, Recipe] = {
+    "gpt2": Recipe(
+        name="tiny-gpt2-stdlib",
+        summary="GPT-2: LayerNorm, GELU, learned positions, tied embeddings",
+        family="gpt2",
+        config=dict(n_embd=64, n_layer=4, n_head=4, n_positions=SEQ_LEN, **NO_DROPOUT_GPT2),
+        steps=800,
+        train_attn="eager",
+    ),
+    "llama": Recipe(
+        name="tiny-llama-stdlib",
+        summary="Llama: RMSNorm, SwiGLU, RoPE, grouped-query attention (6 query / 2 KV heads)",
+        family="llama",
+        config=dict(
+            hidden_size=96,
+            intermediate_size=256,
+            num_hidden_layers=4,
+            num_attention_heads=6,
+            num_key_value_heads=2,
+            max_position_embeddings=SEQ_LEN,
+            tie_word_embeddings=False,
+            attention_dropout=0.0,
+        ),
+        steps=800,
+    ),
+}
+
+
+def make_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Module:
+    """A freshly initialised stock transformers model for ``recipe`` (seeded)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        recipe.family,
+        vocab_size=vocab_size,
+        bos_token_id=eot_id,
+        eos_token_id=eot_id,
+        pad_token_id=eot_id,
+        **recipe.config,
+    )
+    torch.manual_seed(SEED)
+    return AutoModelForCausalLM.from_config(config)
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 16) -> dict[str, float]:
+    """Mean next-token loss (nats) and top-1 accuracy over ``windows`` ``[n, T+1]``."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loss_sum, correct, count = 0.0, 0, 0
+    for start in range(0, len(windows), batch_size):
+        batch = windows[start : start + batch_size].to(device)
+        x, y = batch[:, :-1], batch[:, 1:]
+        logits = model(input_ids=x).logits.float()
+        loss_sum += torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
+        ).item()
+        correct += (logits.argmax(-1) == y).sum().item()
+        count += y.numel()
+    model.train(was_training)
+    return {"loss": loss_sum / count, "accuracy": correct / count}
+
+
+def lr_at(step: int, recipe: Recipe) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak."""
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    ratio = recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+    return recipe.lr * ratio
+
+
+def train(model: torch.nn.Module, corpus: Any, recipe: Recipe, eval_windows: torch.Tensor,
+          eval_every: int = 100) -> list[dict]:
+    """AdamW on random train windows (fixed by step number); returns the loss curve."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
+    no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norm gains
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.95),
+    )
+    curve, t0, recent = [], time.perf_counter(), []
+    model.train()
+    for step in range(recipe.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, recipe)
+        x, y = corpus.get_batch("train", recipe.batch_size, SEQ_LEN, step=step, seed=SEED)
+        logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        recent.append(loss.item())
+        if (step + 1) % eval_every == 0 or step + 1 == recipe.steps:
+            val = evaluate(model, eval_windows)
+            point = {
+                "step": step + 1,
+                "train_loss": round(sum(recent) / len(recent), 4),
+                "val_loss": round(val["loss"], 4),
+                "val_accuracy": round(val["accuracy"], 4),
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            curve.append(point)
+            recent = []
+            print(f"  [{recipe.name}] step {point['step']:5d}  train {point['train_loss']:.3f}  "
+                  f"val {point['val_loss']:.3f}  acc {point['val_accuracy']:.3f}  {point['seconds']:.0f}s",
+                  flush=True)
+    model.eval()
+    return curve
+
+
+@torch.no_grad()
+def greedy(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens: int = 48) -> str:
+    """Greedy continuation of ``prompt`` (what the card shows as a sample)."""
+    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
+    out = model.generate(
+        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return tokenizer.decode(out[0, ids.shape[1]:])
+
+
+def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = ASSETS_DIR) -> dict:
+    """Train one built-in model and save it with its tokenizer and cards; return the card."""
+    import transformers
+
+    model = make_model(recipe, len(tokenizer), tokenizer.eos_token_id)
+    if recipe.train_attn:
+        model.set_attn_implementation(recipe.train_attn)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"building {recipe.name}: {params:,} parameters, {recipe.steps} steps", flush=True)
+    eval_windows = corpus.validation_windows(EVAL_WINDOWS, SEQ_LEN)
+
+    t0, c0 = time.perf_counter(), time.process_time()
+    curve = train(model, corpus, recipe, eval_windows)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+
+    model.set_attn_implementation("sdpa")  # what a plain from_pretrained gives users
+    final = evaluate(model, eval_windows)
+    full = evaluate(model, corpus.validation_windows(None, SEQ_LEN))
+    samples = [{"prompt": p, "completion": greedy(model, tokenizer, p)} for p in recipe.prompts]
+
+    out = out_root / recipe.name
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json"):  # the tokenizer, byte for byte
+        shutil.copyfile(Path(tokenizer.name_or_path) / name, out / name)
+    cfg = model.config
+    tokens_seen = recipe.steps * recipe.batch_size * SEQ_LEN
+    card = {
+        "name": recipe.name,
+        "family": recipe.family,
+        "architecture": type(model).__name__,
+        "summary": recipe.summary,
+        "params": params,
+        "size_mb": round((out / "model.safetensors").stat().st_size / 2**20, 2),
+        "config": {"vocab_size": cfg.vocab_size, "context": SEQ_LEN, **recipe.config},
+        "data": {
+            "corpus": "builtin (CPython standard library sources + pydoc topics)",
+            "python": sys.version.split()[0],
+            "train_tokens": corpus.num_tokens("train"),
+            "validation_tokens": corpus.num_tokens("validation"),
+            "eval_windows": EVAL_WINDOWS,
+            "eval_window_tokens": SEQ_LEN,
+        },
+        "training": {
+            "steps": recipe.steps,
+            "batch_size": recipe.batch_size,
+            "seq_len": SEQ_LEN,
+            "tokens_seen": tokens_seen,
+            "epochs": round(tokens_seen / corpus.num_tokens("train"), 2),
+            "optimizer": f"AdamW(lr={recipe.lr}, betas=(0.9, 0.95), weight_decay={recipe.weight_decay})",
+            "schedule": f"linear warmup {recipe.warmup} steps, cosine to {recipe.min_lr_ratio} x peak",
+            "seed": SEED,
+            "wall_seconds": round(wall, 1),
+            "cpu_seconds": round(cpu, 1),  # summed over threads; wall time depends on machine load
+            "torch_threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+        },
+        "val_loss": round(final["loss"], 4),
+        "val_accuracy": round(final["accuracy"], 4),
+        "val_loss_all_windows": round(full["loss"], 4),
+        "val_accuracy_all_windows": round(full["accuracy"], 4),
+        "samples": samples,
+        "curve": curve,
+        "rebuild": f"{REBUILD} --only {next(k for k, r in MODELS.items() if r is recipe)}",
+    }
+    (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    (out / "README.md").write_text(model_card(card))
+    print(f"saved {out}: val loss {card['val_loss']:.4f}, accuracy {card['val_accuracy']:.4f}, "
+          f"{wall:.0f}s", flush=True)
+    return card
+
+
+def model_card(card: dict) -> str:
+    """The README.md of a built-in model, written from its measured ``card``."""
+    t, d = card["training"], card["data"]
+    config = "\n".join(f"| `{k}` | {v} |" for k, v in card["config"].items())
+    curve = "\n".join(
+        f"| {p['step']} | {p['train_loss']:.3f} | {p['val_loss']:.3f} | {p['val_accuracy']:.3f} |"
+        for p in card["curve"]
+    )
+    samples = "\n\n".join(
+        f"Prompt `{s['prompt']!r}`, greedy, 48 new tokens:\n\n```\n{s['prompt']}{s['completion']}\n```"
+        for s in card["samples"]
+    )
+    cpu_time = f" ({t['cpu_seconds']:.0f} s of CPU time)" if "cpu_seconds" in t else ""
+    return f"""# {card['name']}
+
+A small pretrained source model for HyperClone, shipped so that cloning,
+verification and training work offline. {card['summary']}.
+Stock `transformers` class `{card['architecture']}` (model_type `{card['family']}`),
+float32 safetensors.
+
+- Parameters: {card['params']:,} ({card['size_mb']} MB)
+- Validation loss: **{card['val_loss']:.4f} nats/token**, next-token accuracy
+  **{card['val_accuracy']:.2%}** on {d['eval_windows']} fixed windows of {d['eval_window_tokens']}
+  tokens of the built-in validation split (`Corpus.validation_windows({d['eval_windows']})`);
+  over all {d['validation_tokens']:,} validation tokens: {card['val_loss_all_windows']:.4f} nats,
+  {card['val_accuracy_all_windows']:.2%}.
+- Training: {t['steps']} steps × {t['batch_size']} × {t['seq_len']} tokens
+  ({t['tokens_seen']:,} tokens, {t['epochs']} epochs of the train split),
+  {t['optimizer']}, {t['schedule']}, gradient clipping 1.0, seed {t['seed']}, no dropout.
+- Training wall time: {t['wall_seconds']:.0f} s on {t['torch_threads']} CPU threads{cpu_time}
+  ({t['cpu']}, torch {t['torch']}, transformers {t['transformers']}).
+
+## Architecture
+
+| setting | value |
+|---|---|
+{config}
+
+## Data
+
+The built-in corpus of `hyperclone.data`: CPython {d['python']} standard-library
+sources (without `test/`, `tests/`, `idlelib/`, `site-packages`) and the English
+text of `pydoc_data.topics`, split per document by a SHA-1 of its path
+(~5% validation): {d['train_tokens']:,} train and {d['validation_tokens']:,}
+validation tokens with the shipped byte-level BPE tokenizer (vocabulary
+{card['config']['vocab_size']}, `<|endoftext|>` between documents).
+
+## Loss curve
+
+| step | train loss | val loss | val accuracy |
+|---|---|---|---|
+{curve}
+
+## Greedy samples
+
+{samples}
+
+## Rebuild
+
+```
+{card['rebuild']}
+```
+
+(`{REBUILD}` rebuilds the tokenizer and both models.)
+"""
+
+
+def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int | None = None) -> dict[str, dict]:
+    """Rebuild the tokenizer (unless ``only`` names a model) and the models; return their cards.
+
+    ``only``: ``"tokenizer"`` or a key of ``MODELS`` (``"gpt2"``, ``"llama"``);
+    a model alone reuses the tokenizer already in ``out``.
+    """
+    if only not in (None, "tokenizer", *MODELS):
+        raise ValueError(f"unknown asset '{only}'; choose tokenizer, {', '.join(MODELS)}")
+    if threads:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    start = time.perf_counter()
+    tok_dir = out / "tokenizer"
+    if only in (None, "tokenizer"):
+        t0 = time.perf_counter()
+        train_tokenizer(tok_dir)
+        print(f"tokenizer: {tok_dir} ({time.perf_counter() - t0:.1f}s)", flush=True)
+    if only == "tokenizer":
+        return {}
+    tokenizer = load_tokenizer(tok_dir)
+    t0 = time.perf_counter()
+    corpus = load_corpus("builtin", tokenizer, SEQ_LEN)
+    print(f"corpus: {corpus.num_tokens('train'):,} train / {corpus.num_tokens('validation'):,} "
+          f"validation tokens ({'cache' if corpus.from_cache else 'tokenised'} in "
+          f"{time.perf_counter() - t0:.1f}s)", flush=True)
+    cards = {}
+    for key, recipe in MODELS.items():
+        if only in (None, key):
+            cards[recipe.name] = build_model(recipe, tokenizer, corpus, out)
+    print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
+    return cards
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``build-assets`` (shared with the ``hyperclone`` CLI)."""
+    parser.add_argument("--only", choices=["tokenizer", *MODELS], help="build just this part")
+    parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="where to write (default: the package)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m hyperclone.assets.build [--only tokenizer|gpt2|llama]``."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    build_assets(args.only, args.out, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
