@@ -39,7 +39,7 @@ Split = Literal["train", "validation"]
 
 CACHE_ENV = "HYPERCLONE_CACHE"
 VALIDATION_PERCENT = 5  # share of documents (by hash) that go to validation
-FORMAT_VERSION = 1  # bump when the cached layout or the split rule changes
+FORMAT_VERSION = 2  # bump when the cached layout or the split rule changes
 EOT_TOKEN = "<|endoftext|>"
 
 # Directories of the standard library that are not "the library": test suites
@@ -341,18 +341,21 @@ def _tokenize_to_cache(docs: list[Document], tokenizer: Any, target: Path, meta:
     train = stream([p for p, v in zip(ids, is_val) if not v])
     validation = stream([p for p, v in zip(ids, is_val) if v])
     method = "hash"
+    documents = {"train": is_val.count(False), "validation": is_val.count(True)}
     # Too few documents for a per-document split (one big .txt, a handful of
     # files): hold out the last 5% of the document-ordered stream instead.
     if len(validation) < 0.02 * (len(train) + len(validation)) or len(train) == 0:
         whole = stream(ids)
         cut = len(whole) - max(1, len(whole) * VALIDATION_PERCENT // 100)
         train, validation, method = whole[:cut], whole[cut:], "tail"
+        # a document cut in two counts where it ends
+        documents = {"train": int((train == eot).sum()), "validation": int((validation == eot).sum())}
 
     meta.update(
         dtype=np.dtype(dtype).name,
         eot_id=eot,
         split_method=method,
-        documents={"train": is_val.count(False), "validation": is_val.count(True)},
+        documents=documents,
         tokens={"train": int(len(train)), "validation": int(len(validation))},
         chars=sum(len(d.text) for d in docs),
         tokenize_seconds=round(seconds, 3),
