@@ -62,7 +62,7 @@ def repeat_vector(v: torch.Tensor, factor: int) -> torch.Tensor:
 def block_grid(w: torch.Tensor, out_factor: int, in_factor: int, variant: str) -> torch.Tensor:
     """The noise-free (a, b, out, in) grid of blocks whose rows each sum to ``w``."""
     a, b = out_factor, in_factor
-    if variant.endswith("symmetric") or b == 1:
+    if variant.endswith("symmetric") or a == 1 or b == 1:  # one row or one column: nothing to put on a diagonal
         return (w / b).expand(a, b, *w.shape)
     grid = torch.zeros(a, b, *w.shape, dtype=w.dtype, device=w.device)
     for i in range(a):
@@ -96,6 +96,8 @@ def grow_matrix(
 
     - b == 1 (only the output grows): stack W a times.
     - a == 1 (only the input grows, e.g. the LM head): [W/b, ..., W/b].
+      This holds for every variant: a single row of blocks has no diagonal,
+      and [W, 0, ...] would feed the output from one input copy only.
     - both: an (a x b) grid per ``variant``; noisy variants add noise of power
       ``mean(clean**2) / 10**(snr_db/10)`` that cancels within each row of blocks.
     """
@@ -111,7 +113,7 @@ def grow_matrix(
     transposed = not w.is_contiguous() and w.T.is_contiguous()
     if b == 1:  # only the output grows: stack W
         return w.T.repeat(1, a).T if transposed else w.repeat(a, 1)
-    if variant == "symmetric":
+    if variant == "symmetric" or (a == 1 and variant == "diagonal"):
         # The hot path, in one pass that writes each output element once: W/b broadcast into the (a x b)
         # grid. torch computes a half-precision division in fp32 and rounds once, so this equals
         # (w.to(fp32) / b).to(w.dtype) tiled, bit for bit, without the temporaries.

@@ -46,7 +46,8 @@ def test_diagonal_puts_w_on_the_wrapped_diagonal(shape, a, b, seed):
     blocks = split_blocks(grow_matrix(w, a, b, "diagonal"), a, b)
     for i in range(a):
         for j in range(b):
-            torch.testing.assert_close(blocks[i, j], w if j == i % b else torch.zeros_like(w))
+            expected = w / b if a == 1 else w if j == i % b else torch.zeros_like(w)  # a single row: W/b
+            torch.testing.assert_close(blocks[i, j], expected)
 
 
 @pytest.mark.parametrize("variant", ["noisy_symmetric", "noisy_diagonal"])
