@@ -1,0 +1,652 @@
+"""HyperClone dashboard: pick a source model, grow it, look inside, check the logits, race it, export it.
+
+    streamlit run app.py
+
+Thin by design: widgets and layout only; every computation is a call into the
+``hyperclone`` package. Works offline on the built-in models.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import re
+import threading
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+import torch
+
+from hyperclone import VARIANTS, clone, make_plan, verify
+from hyperclone.clone import wide_model_bytes
+from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
+from hyperclone.errors import HyperCloneError
+from hyperclone.export import provenance, save_clone
+from hyperclone.grow import VARIANT_HELP
+from hyperclone.heatmaps import clone_heatmaps, matrix_names
+from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
+from hyperclone.resources import check_fits, free_bytes, human_bytes
+from hyperclone.results import RUN_FILE, load_run
+from hyperclone.sources import BUILTIN_NAMES, HUB_PRESETS, default_device, list_sources, load_source
+from hyperclone.train import KINDS, race
+
+log = logging.getLogger("hyperclone.app")
+
+DEVICES = ("auto", "cuda", "mps", "cpu")
+DTYPES = ("float32", "bfloat16", "float16")
+SOURCE_KINDS = ("Built-in", "Hub preset", "Hub id", "Local directory")
+DEFAULT_TEXT = "import os\n\n\ndef read_config(path):\n    \"\"\"Return the settings stored in path.\"\"\"\n"
+MAX_ZIP_BYTES = 2**30  # larger checkpoints are copied from disk, not downloaded through the browser
+
+
+# --------------------------------------------------------------------------- #
+# Errors: one line with what to do, never a traceback
+# --------------------------------------------------------------------------- #
+def error_line(e: BaseException, doing: str) -> str:
+    """A one-line message for ``e``, raised while ``doing`` something."""
+    if isinstance(e, HyperCloneError):
+        msg = str(e)
+    elif isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+        msg = f"out of memory while {doing}; use a smaller factor, bfloat16, or another device"
+    else:
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        msg = f"{doing} failed ({type(e).__name__}: {first}); check the inputs and try again (details in the terminal)"
+        log.error("%s failed", doing, exc_info=e)
+    return " ".join(msg.split())
+
+
+def show_error(e: BaseException, doing: str) -> None:
+    st.error(error_line(e, doing), icon=":material/error:")
+
+
+def device_problem(device: str) -> str | None:
+    """Why ``device`` cannot be used here, or None."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available on this machine; choose device auto or cpu"
+    mps = getattr(torch.backends, "mps", None)
+    if device == "mps" and not (mps is not None and mps.is_available()):
+        return "Apple MPS is not available on this machine; choose device auto or cpu"
+    return None
+
+
+# --------------------------------------------------------------------------- #
+# Heavy objects, cached across reruns and sessions
+# --------------------------------------------------------------------------- #
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_source(name: str, device: str, dtype: str):
+    """(model, tokenizer) of a source, loaded once per (name, device, dtype)."""
+    return load_source(name, device=None if device == "auto" else device, dtype=dtype)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def get_clone(name: str, device: str, dtype: str, factor: int, ffn_factor: int, variant: str, snr_db: float,
+              seed: int):
+    """The clone of a source for one set of growth settings (cloning is deterministic)."""
+    source, _ = get_source(name, device, dtype)
+    return clone(source, factor, ffn_factor, variant, snr_db, seed)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def wide_size(name: str, device: str, dtype: str, factor: int, ffn_factor: int) -> tuple[int, int]:
+    """(parameters, bytes) of the wide model, counted without building it."""
+    source, _ = get_source(name, device, dtype)
+    return wide_model_bytes(make_plan(source.config, factor, ffn_factor), next(source.parameters()).dtype)
+
+
+@st.cache_data(show_spinner=False)
+def builtin_catalogue() -> list[dict[str, Any]]:
+    return [vars(s) for s in list_sources()]
+
+
+# --------------------------------------------------------------------------- #
+# 1. Source
+# --------------------------------------------------------------------------- #
+def pick_source() -> str | None:
+    """Sidebar widgets choosing a source; returns the name to load, or None."""
+    st.sidebar.header("1 · Source")
+    kind = st.sidebar.radio("Where from", SOURCE_KINDS, key="source_kind", horizontal=True)
+    if kind == "Built-in":
+        try:
+            catalogue = {s["name"]: s for s in builtin_catalogue()}
+        except HyperCloneError as e:  # a partial install: the models that are there still load
+            catalogue = {}
+            st.sidebar.warning(error_line(e, "listing built-in models"), icon=":material/warning:")
+        return st.sidebar.selectbox(
+            "Built-in model", list(catalogue) or list(BUILTIN_NAMES), key="builtin",
+            format_func=lambda n: f"{n}  ({catalogue[n]['params'] / 1e6:.2f}M params, "
+                                  f"val loss {catalogue[n]['val_loss']:.2f})" if n in catalogue else n,
+            help="Small models trained on the Python standard library; they ship with the package and work offline.",
+        )
+    if kind == "Hub preset":
+        presets = {s.name: s for s in HUB_PRESETS}
+        name = st.sidebar.selectbox(
+            "Hugging Face model", list(presets), key="preset",
+            format_func=lambda n: f"{n}  ({presets[n].family}, {presets[n].params / 1e6:.0f}M params, "
+                                  f"{presets[n].size_mb:,.0f} MB)",
+            help="Downloaded from the Hugging Face hub on first use (needs network); sizes are float32.",
+        )
+        if presets[name].note:
+            st.sidebar.caption(presets[name].note)
+    elif kind == "Hub id":
+        name = st.sidebar.text_input("Hub id", key="hub_id", placeholder="EleutherAI/pythia-70m").strip()
+    else:
+        name = st.sidebar.text_input("Checkpoint directory", key="local_dir",
+                                     placeholder="out/tiny-gpt2-x2").strip()
+    if st.sidebar.button("Load", key="load", disabled=not name):
+        st.session_state.pending_source = name  # loaded (or refused) once, in main()
+    chosen = st.session_state.get("remote_source")
+    if chosen and chosen != name:
+        st.sidebar.caption(f"Loaded: `{chosen}` (press Load to switch)")
+    return chosen or None
+
+
+def show_source(source, n_params: int) -> None:
+    info = describe(source.config, n_params)
+    cols = st.columns(len(info))
+    for col, (key, value) in zip(cols, info.items()):
+        shown = f"{value / 1e6:.2f}M" if key == "parameters" else ("—" if value is None else str(value))
+        col.metric(key, shown)
+
+
+# --------------------------------------------------------------------------- #
+# 2. Growth
+# --------------------------------------------------------------------------- #
+def pick_growth() -> dict[str, Any]:
+    """Sidebar widgets for the growth settings."""
+    st.sidebar.header("2 · Growth")
+    factor = st.sidebar.slider("Hidden factor n (hidden size, heads)", 1, 8, 2, key="factor")
+    ffn = st.sidebar.select_slider("FFN factor m", ["= n", *range(1, 9)], value="= n", key="ffn")
+    variant = st.sidebar.radio("Variant", VARIANTS, index=VARIANTS.index("noisy_symmetric"), key="variant",
+                               captions=[VARIANT_HELP[v] for v in VARIANTS])
+    snr = st.sidebar.slider("Noise SNR (dB)", 0.0, 40.0, 10.0, 0.5, key="snr",
+                            disabled=not variant.startswith("noisy"),
+                            help="Signal-to-noise ratio of the grown matrices; lower means more noise.")
+    seed = int(st.sidebar.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+    c1, c2 = st.sidebar.columns(2)
+    device = c1.selectbox("Device", DEVICES, key="device", help=f"auto picks {default_device().type} here")
+    dtype = c2.selectbox("Dtype", DTYPES, key="dtype", help="float32 gives bit-level equivalence checks")
+    return dict(factor=factor, ffn_factor=factor if ffn == "= n" else int(ffn), variant=variant,
+                snr_db=float(snr), seed=seed, device=device, dtype=dtype)
+
+
+def estimate(name: str, g: dict[str, Any], source) -> bool:
+    """Show the wide model's size and whether it fits; True when cloning may go ahead."""
+    try:
+        make_plan(source.config, g["factor"], g["ffn_factor"], g["variant"], g["snr_db"], g["seed"])
+        n, nbytes = wide_size(name, g["device"], g["dtype"], g["factor"], g["ffn_factor"])
+    except Exception as e:  # noqa: BLE001 - shown as one line
+        show_error(e, "planning the clone")
+        return False
+    device = next(source.parameters()).device
+    src_n = source.num_parameters()
+    st.markdown(f"**Wide model:** {n / 1e6:.2f}M parameters ({n / src_n:.1f}× the source), "
+                f"{human_bytes(nbytes)} of weights in {g['dtype']} on {device.type} "
+                f"(free: {human_bytes(free_bytes(device))}); the source stays loaded beside it.")
+    try:
+        check_fits(nbytes, device, f"the x{g['factor']} clone ({n / 1e6:.1f}M parameters)")
+    except HyperCloneError as e:
+        show_error(e, "checking memory")
+        return st.checkbox("Clone anyway (it may run out of memory)", key="force")
+    return True
+
+
+# --------------------------------------------------------------------------- #
+# 3. Clone
+# --------------------------------------------------------------------------- #
+def clone_key(name: str, g: dict[str, Any]) -> tuple:
+    return (name, g["device"], g["dtype"], g["factor"], g["ffn_factor"], g["variant"], g["snr_db"], g["seed"])
+
+
+def run_clone(key: tuple, text: str) -> None:
+    """Clone and verify with a status box; stores the timings and report in the session."""
+    t0 = time.perf_counter()
+    with st.status("Cloning…", expanded=True) as status:
+        bar = st.progress(0.0, "source")
+        source, tokenizer = get_source(*key[:3])
+        bar.progress(0.25, "growing every weight")
+        st.write(f"Growing {source.num_parameters() / 1e6:.2f}M parameters x{key[3]} ({key[5]})…")
+        wide = get_clone(*key)
+        t_clone = time.perf_counter() - t0
+        bar.progress(0.7, "checking logits")
+        st.write(f"Cloned in {t_clone:.2f} s; running both models on the check text…")
+        report = cached_report(key, text)
+        total = time.perf_counter() - t0
+        bar.progress(1.0, "done")
+        verdict = "PASSED" if report.passed else "FAILED"
+        status.update(label=f"Cloned and checked in {total:.2f} s: equivalence {verdict}", state="complete",
+                      expanded=False)
+    st.session_state.clone_key = key
+    st.session_state.clone_timing = {"clone_s": t_clone, "clone_to_result_s": total}
+    log.info("clone %s -> %s params, equivalence %s in %.2fs", key, wide.num_parameters(), verdict, total)
+
+
+def cached_report(key: tuple, text: str):
+    """``verify`` on ``text``, computed once per (clone, text) in this session."""
+    reports = st.session_state.setdefault("reports", {})
+    if (key, text) not in reports:
+        source, tokenizer = get_source(*key[:3])
+        ids = encode(tokenizer, text, source.config) if tokenizer is not None else None
+        if ids is not None and ids.numel() == 0:
+            raise HyperCloneError("the check text encodes to no tokens; type some text")
+        reports[(key, text)] = verify(source, get_clone(*key), input_ids=ids)
+    return reports[(key, text)]
+
+
+def show_comparison(key: tuple) -> None:
+    source, _ = get_source(*key[:3])
+    wide = get_clone(*key)
+    a, b = describe(source.config, source.num_parameters()), describe(wide.config, wide.num_parameters())
+    rows = [{"": k, "source": a[k], "clone": b[k],
+             "×": f"{b[k] / a[k]:.2f}" if isinstance(a[k], int) and a[k] and isinstance(b[k], int) else ""}
+            for k in a]
+    for r in rows:
+        if r[""] == "parameters":
+            r["source"], r["clone"] = f"{a['parameters']:,}", f"{b['parameters']:,}"
+        else:
+            r["source"], r["clone"] = str(r["source"]), str(r["clone"])
+    left, right = st.columns([3, 4])
+    left.markdown("**Source vs clone**")
+    left.dataframe(rows, hide_index=True, width="stretch")
+    right.markdown("**Config keys that changed** (everything else is kept)")
+    right.dataframe(config_diff(source.config, wide.config), hide_index=True, width="stretch")
+
+
+# --------------------------------------------------------------------------- #
+# 4. Heatmaps
+# --------------------------------------------------------------------------- #
+def layer_of(name: str) -> str:
+    m = re.search(r"\.(\d+)\.", name)
+    return f"layer {m.group(1)}" if m else "embeddings & head"
+
+
+def show_heatmaps(key: tuple) -> None:
+    source, _ = get_source(*key[:3])
+    wide = get_clone(*key)
+    groups: dict[str, dict[str, str]] = {}  # layer -> {tensor name within the layer: full name}
+    for n in matrix_names(wide):
+        groups.setdefault(layer_of(n), {})[re.sub(r"^.*?\.\d+\.", "", n)] = n
+    order = list(groups)
+    state = st.session_state
+    if state.get("hm_layer") not in groups:  # first visit, or another model
+        state.hm_layer = "layer 0" if "layer 0" in groups else order[0]
+    c1, c2, c3 = st.columns([2, 4, 2])
+    group = c1.selectbox("Layer", order, key="hm_layer")
+    if state.get("hm_tensor") not in groups[group]:  # keep e.g. attn.c_proj.weight when the layer changes
+        state.hm_tensor = next(iter(groups[group]))
+    tensor = groups[group][c2.selectbox("Tensor", list(groups[group]), key="hm_tensor")]
+    side = c3.select_slider("Display size", [48, 96, 160, 256], value=96, key="hm_side",
+                            help="Larger matrices are average-pooled to this many cells per side")
+    fig = clone_heatmaps(source, wide, tensor, key[3], key[4], max_side=side)
+    st.plotly_chart(fig, key="heatmap", width="stretch")
+    st.caption("One shared colour scale. The middle panel draws the block grid of the clone; the right panel "
+               "sums one row of blocks, which is what a copy of the output computes from [x, …, x]: it equals W.")
+
+
+# --------------------------------------------------------------------------- #
+# 5. Equivalence
+# --------------------------------------------------------------------------- #
+def show_equivalence(key: tuple) -> None:
+    source, tokenizer = get_source(*key[:3])
+    wide = get_clone(*key)
+    if tokenizer is None:
+        st.info("This checkpoint has no tokenizer: the check runs on a fixed sample of token ids.")
+        text = ""
+    else:
+        text = st.text_area("Text to check (edit it: the check reruns)", DEFAULT_TEXT, key="check_text", height=110)
+        if not text.strip():
+            st.error("The check text is empty; type some text to run both models on.", icon=":material/error:")
+            return
+    report = cached_report(key, text)
+    timing = st.session_state.get("clone_timing", {})
+    if report.passed:
+        st.success(f"**Equivalence PASSED** on {report.n_tokens} tokens ({report.dtype}, tolerance "
+                   f"{report.tolerance:g}): the x{report.factor} clone computes the source's logits.",
+                   icon=":material/check_circle:")
+    else:
+        st.warning(f"**Equivalence FAILED** on {report.n_tokens} tokens ({report.dtype}, tolerance "
+                   f"{report.tolerance:g}).", icon=":material/warning:")
+    m = st.columns(5)
+    m[0].metric("max |logit diff|", f"{report.max_abs_diff:.2e}")
+    m[1].metric("max relative diff", f"{report.max_rel_diff:.2e}")
+    m[2].metric("mean KL(source‖clone)", f"{report.mean_kl:.2e}",
+                help="float rounding can print a zero KL as a tiny negative number")
+    m[3].metric("top-1 agreement", f"{report.top1_agreement:.1%}")
+    m[4].metric("Clone → result", f"{timing['clone_to_result_s']:.2f} s" if timing else "—")
+    for note in report.notes:
+        st.caption(note)
+    if tokenizer is None:
+        return
+    ids = encode(tokenizer, text, source.config)
+    s_logits, c_logits = logits_pair(source, wide, ids)
+    left, right = st.columns(2)
+    left.plotly_chart(logit_scatter(s_logits, c_logits), key="logit_scatter", width="stretch")
+    right.plotly_chart(layer_diff_bars(report), key="layer_bars", width="stretch")
+    st.markdown("**Greedy continuations** (the same text means the same function)")
+    n_new = st.slider("New tokens", 8, 128, 40, 8, key="gen_tokens")
+    gens = st.session_state.setdefault("generations", {})
+    if (key, text, n_new) not in gens:
+        gid = encode(tokenizer, text, source.config, reserve=n_new)
+        gens[(key, text, n_new)] = (greedy(source, tokenizer, gid, n_new), greedy(wide, tokenizer, gid, n_new))
+    src_text, wide_text = gens[(key, text, n_new)]
+    g1, g2 = st.columns(2)
+    g1.caption(f"source ({source.num_parameters() / 1e6:.2f}M)")
+    g1.code(text + src_text, language=None)
+    g2.caption(f"clone ({wide.num_parameters() / 1e6:.2f}M)" + (" — identical" if src_text == wide_text else ""))
+    g2.code(text + wide_text, language=None)
+
+
+# --------------------------------------------------------------------------- #
+# 7. Export
+# --------------------------------------------------------------------------- #
+def zip_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(path.name) / f.relative_to(path))
+    return buf.getvalue()
+
+
+def show_export(key: tuple) -> None:
+    source, tokenizer = get_source(*key[:3])
+    wide = get_clone(*key)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key[0]).name or key[0]).strip("-")
+    default = f"out/{safe}-x{key[3]}-{key[5]}"
+    c1, c2 = st.columns([4, 1])
+    out = c1.text_input("Save to directory", default, key="export_dir").strip()
+    overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace a non-empty directory")
+    if st.button("Save clone", key="export_save", disabled=not out):
+        try:
+            text = st.session_state.get("check_text", DEFAULT_TEXT)
+            report = cached_report(key, text if tokenizer is not None else "")
+            record = provenance(wide.hyperclone_plan, key[0], report, {"dashboard": True})
+            with st.spinner("Saving…"):
+                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite)
+            st.session_state.exported = str(path)
+        except Exception as e:  # noqa: BLE001
+            show_error(e, "saving the clone")
+    exported = st.session_state.get("exported")
+    if exported and Path(exported).is_dir():
+        path = Path(exported)
+        files = sorted(f.name for f in path.iterdir())
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        st.success(f"Saved `{path.resolve()}` ({human_bytes(size)}): {', '.join(files)}", icon=":material/save:")
+        if size > MAX_ZIP_BYTES:
+            st.info("Too large to download through the browser; copy the directory instead.")
+        else:
+            st.download_button("Download as zip", lambda: zip_dir(path), file_name=f"{path.name}.zip",
+                               mime="application/zip", key="export_zip", on_click="ignore",
+                               icon=":material/download:")  # zipped only when clicked
+
+
+# --------------------------------------------------------------------------- #
+# 6. Training race
+# --------------------------------------------------------------------------- #
+class RaceRunner:
+    """The one race this server runs in a background thread, shared by every browser tab.
+
+    The page never reads the thread's memory: it reads the run directory
+    (``load_run``), so a reload, a second tab or a later session see the same.
+    """
+
+    def __init__(self) -> None:
+        self.thread: threading.Thread | None = None
+        self.stop_event = threading.Event()
+        self.run_dir: Path | None = None
+        self.error: str | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+    def start(self, run_dir: Path, source, **kwargs: Any) -> None:
+        if self.running:
+            raise HyperCloneError("a race is already running; stop it or wait for it to finish")
+        self.stop_event, self.error, self.run_dir = threading.Event(), None, run_dir
+
+        def work() -> None:
+            try:
+                race(source, run_dir=run_dir, stop_event=self.stop_event, **kwargs)
+            except BaseException as e:  # noqa: BLE001 - reported on the page
+                self.error = error_line(e, "the race")
+
+        self.thread = threading.Thread(target=work, name="hyperclone-race", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+
+@st.cache_resource
+def race_runner() -> RaceRunner:
+    return RaceRunner()
+
+
+def runs_dir() -> Path:
+    """Where races are saved: ``$HYPERCLONE_RUNS``, default ``runs/`` beside the app."""
+    return Path(os.environ.get("HYPERCLONE_RUNS") or Path(__file__).resolve().parent / "runs")
+
+
+def past_runs() -> list[Path]:
+    root = runs_dir()
+    found = [p for p in root.iterdir() if (p / RUN_FILE).exists()] if root.is_dir() else []
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def run_label(path: Path) -> str:
+    try:
+        cfg = json.loads((path / RUN_FILE).read_text())["config"]
+        return (f"{path.name}  ·  {cfg.get('source', '?')} x{cfg.get('factor', '?')}  ·  "
+                f"{', '.join(cfg.get('contestants', []))}  ·  {cfg.get('steps', '?')} steps")
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{path.name} (unreadable run.json)"
+
+
+def show_race(name: str, growth: dict[str, Any]) -> None:
+    runner = race_runner()
+    st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
+                "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
+    options = list(KINDS)
+    contestants = st.multiselect("Contestants", options, default=[growth["variant"], "random", "source"],
+                                 key="race_contestants",
+                                 help="clone variants; 'random': the same wide model from random init; "
+                                      "'source': keep training the small model")
+    c = st.columns(5)
+    steps = int(c[0].number_input("Steps", 1, 100_000, 200, 10, key="race_steps"))
+    batch = int(c[1].number_input("Batch size", 1, 1024, 8, key="race_batch"))
+    lr = float(c[2].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.0e", key="race_lr"))
+    seq_len = int(c[3].selectbox("Sequence length", [64, 128, 256], index=1, key="race_seq"))
+    every = c[4].number_input("Evaluate every", 1, 100_000, None, key="race_eval", placeholder="auto",
+                              help="steps between evaluations on the fixed validation windows (auto: 25 points)")
+    eval_every = int(every) if every else max(1, steps // 25)
+    st.caption(f"Evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
+               f"warm-up {min(30, steps // 10)} steps, then cosine decay.")
+    b1, b2, b3 = st.columns([1, 1, 4])
+    if b1.button("Start race", type="primary", key="race_start", disabled=runner.running or not contestants):
+        try:
+            _, tokenizer = get_source(name, growth["device"], growth["dtype"])
+            if tokenizer is None:
+                raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
+                                      "race a built-in model or a checkpoint saved with its tokenizer")
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name or name).strip("-")
+            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-x{growth['factor']}"
+            runner.start(run_dir, name, tokenizer=tokenizer, factor=growth["factor"],
+                         ffn_factor=growth["ffn_factor"], snr_db=growth["snr_db"], contestants=tuple(contestants),
+                         steps=steps, batch_size=batch, seq_len=seq_len, lr=lr, warmup=min(30, steps // 10),
+                         eval_every=eval_every, seed=growth["seed"],
+                         device=None if growth["device"] == "auto" else growth["device"])
+            st.session_state.race_view = str(run_dir)
+        except Exception as e:  # noqa: BLE001
+            show_error(e, "starting the race")
+    if b2.button("Stop", key="race_stop", disabled=not runner.running):
+        runner.stop()
+        st.toast("Stopping after the current step…")
+    log_x = b3.checkbox("log-scale tokens", key="race_logx")
+    was_running = runner.running
+
+    @st.fragment(run_every=1.0 if was_running else None)
+    def board() -> None:
+        running = runner.running
+        if was_running and not running:
+            st.rerun()  # the race has ended: redraw the whole page (buttons, run list)
+        if runner.error:
+            st.error(runner.error, icon=":material/error:")
+        live = str(runner.run_dir) if running and runner.run_dir else None
+        runs = [str(p) for p in past_runs()]
+        if live and live not in runs:
+            st.info("Preparing the race: reading the corpus (tokenised once, then cached) and building the "
+                    "contestants…", icon=":material/hourglass_top:")
+        elif not runs:
+            if not running:
+                st.info(f"No races yet: press **Start race**. Runs are saved in `{runs_dir()}` and listed here, "
+                        "also after a reload or in another tab.")
+        else:
+            view = live if live in runs else st.session_state.get("race_view")
+            chosen = st.selectbox("Run", runs, index=runs.index(view) if view in runs else 0,
+                                  format_func=lambda p: ("● live · " if p == live else "") + run_label(Path(p)),
+                                  help=f"saved in {runs_dir()}")
+            show_run(Path(chosen), log_x, running=chosen == live)
+
+    board()
+
+
+def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
+    """Curves, symmetry, speed-up and table of one run, read from its directory."""
+    try:
+        result = load_run(run_dir)
+    except HyperCloneError as e:
+        show_error(e, "reading the run")
+        return
+    steps = int(result.config.get("steps") or 1)
+    done = min((result.final(n) or {"step": 0})["step"] for n in result.contestants)
+    if running:
+        st.progress(min(1.0, done / steps), f"training… every contestant has done {done} of {steps} steps")
+    elif result.complete:
+        st.success(f"Race finished: {len(result.contestants)} contestants, {result.config.get('steps')} steps "
+                   f"({', '.join(result.contestants)}).", icon=":material/sports_score:")
+    else:
+        states = {n: result.status(n) for n in result.contestants}
+        failed = next((m for s, m in states.values() if s == "failed"), None)
+        if failed:
+            st.error(f"The race failed: {' '.join(failed.split())}", icon=":material/error:")
+        elif any(s == "stopped" for s, _ in states.values()):
+            st.info(f"Race stopped at step {done} of {steps}; the curves show what was recorded.",
+                    icon=":material/stop_circle:")
+        else:
+            st.info("This run did not finish (the server ended while it trained); the curves show what was "
+                    "recorded.", icon=":material/info:")
+    for n in result.contestants:
+        status, message = result.status(n)
+        if status == "diverged":
+            st.warning(f"{n} diverged: {message}", icon=":material/warning:")
+    if not result.records:
+        st.caption("Waiting for the first evaluation…")
+        return
+    speedups = [s for s in result.speedups() if s.kind == "a"]
+    left, right = st.columns([3, 2])
+    left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key="race_loss", width="stretch")
+    if any(r.get("symmetry") is not None for r in result.records):
+        right.plotly_chart(symmetry_figure(result, log_x=log_x), key="race_symmetry", width="stretch")
+    if speedups and done > 0:
+        cols = st.columns(len(speedups))
+        for col, sp in zip(cols, speedups):
+            shown = f"{sp.value:.2f}×" if sp.value is not None else (
+                f"{sp.bound[0]}{sp.bound[1]:.2f}×" if sp.bound else "n/a")
+            col.metric(f"speed-up (a): {sp.contestant} vs random", shown, help=sp.message)
+        st.caption("Speed-up (a): tokens random init needs to reach the contestant's latest validation loss ÷ "
+                   "tokens the contestant used (interpolated; never extrapolated). Hover a figure for details.")
+    with st.expander("Table, speed-ups both ways, fairness"):
+        st.code(result.table(), language=None)
+        st.caption(result.fairness)
+
+
+TABS = ("Compare", "Heatmaps", "Equivalence", "Training race", "Export")
+
+
+# --------------------------------------------------------------------------- #
+# Page
+# --------------------------------------------------------------------------- #
+# Widgets inside tabs: only the open tab runs, and Streamlit forgets the state of widgets that did not
+# run; writing each back keeps the user's choices while another tab is open.
+TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
+               "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "export_dir", "export_overwrite")
+
+
+def main() -> None:
+    for k in TAB_WIDGETS:
+        if k in st.session_state:
+            st.session_state[k] = st.session_state[k]
+    st.set_page_config(page_title="HyperClone", page_icon=":material/account_tree:", layout="wide")
+    st.title("HyperClone")
+    st.caption("Grow a small pretrained language model into a wider one that computes **exactly the same "
+               "logits** (HyperCloning, arXiv 2409.12903), look inside it, check it, and race it against "
+               "random initialisation.")
+    name = pick_source()
+    growth = pick_growth()
+    pending = st.session_state.pop("pending_source", None)
+    if pending and not device_problem(growth["device"]):
+        try:
+            with st.spinner(f"Loading {pending}…"):
+                get_source(pending, growth["device"], growth["dtype"])
+            st.session_state.remote_source = name = pending
+        except Exception as e:  # noqa: BLE001 - a failed load is reported once; the last good source stays
+            show_error(e, f"loading {pending}")
+    if name is None:
+        st.info("Choose a source model in the sidebar (the built-in models work offline).")
+        return
+    problem = device_problem(growth["device"])
+    if problem:
+        st.error(problem, icon=":material/error:")
+        return
+    try:
+        with st.spinner(f"Loading {name}…"):
+            source, _tokenizer = get_source(name, growth["device"], growth["dtype"])
+    except Exception as e:  # noqa: BLE001
+        show_error(e, f"loading {name}")
+        return
+    st.subheader(f"Source: `{name}`")
+    show_source(source, source.num_parameters())
+    fits = estimate(name, growth, source)
+    key = clone_key(name, growth)
+    clicked = st.button("Clone", type="primary", key="clone", disabled=not fits)
+    if clicked:
+        try:
+            run_clone(key, st.session_state.get("check_text", DEFAULT_TEXT))
+        except Exception as e:  # noqa: BLE001
+            show_error(e, "cloning")
+    current = st.session_state.get("clone_key")
+    if current is not None and not clicked:
+        report = st.session_state.get("reports", {}).get((current, st.session_state.get("check_text", DEFAULT_TEXT)))
+        verdict = f": equivalence {'PASSED' if report.passed else 'FAILED'}" if report is not None else ""
+        timing = st.session_state.get("clone_timing", {})
+        took = f" (Clone → result {timing['clone_to_result_s']:.2f} s)" if timing else ""
+        st.caption(f"Last clone: `{current[0]}` x{current[3]} (FFN x{current[4]}), {current[5]}{verdict}{took}")
+    if current is not None and current != key:
+        st.info("The settings changed since the last clone; the tabs show the last clone. Press **Clone** to "
+                "apply the new settings.")
+    # Stateful tabs: only the open tab's content runs, and the choice survives reruns.
+    tabs = st.tabs(TABS, key="tab", on_change="rerun")
+    sections = {"Compare": (show_comparison, "comparing the models"), "Heatmaps": (show_heatmaps, "drawing heatmaps"),
+                "Equivalence": (show_equivalence, "checking equivalence"), "Export": (show_export, "exporting")}
+    for label, tab in zip(TABS, tabs):
+        if not tab.open:
+            continue
+        show, doing = sections.get(label, (None, "the training race"))
+        with tab:
+            try:
+                if show is None:
+                    show_race(name, growth)
+                elif current is None:
+                    st.info("Press **Clone** to grow the source with the settings in the sidebar.")
+                else:
+                    show(current)
+            except Exception as e:  # noqa: BLE001
+                show_error(e, doing)
+
+
+main()

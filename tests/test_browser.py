@@ -1,0 +1,114 @@
+"""The dashboard end to end in a real browser: Debian's Chromium driven by Playwright.
+
+Starts ``streamlit run app.py`` on a free localhost port, clicks Clone, waits
+for the equivalence result, starts a short race, waits for its curves, and
+saves screenshots to ``docs/`` (the README shows ``docs/screenshot.png``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = Path("/usr/bin/chromium")
+DOCS = ROOT / "docs"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path):
+    """A dashboard on a free localhost port, with its own run directory; stopped afterwards."""
+    port = free_port()
+    env = dict(os.environ, HYPERCLONE_RUNS=str(tmp_path / "runs"), HF_HUB_OFFLINE="1")
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
+         "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    url = f"http://localhost:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"streamlit did not start: {(tmp_path / 'streamlit.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_clone_check_and_race_in_a_real_browser(server):
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=90_000)  # a loaded 2-core machine: first paint and model load take a while
+    DOCS.mkdir(exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM),
+                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1200})
+            page.set_default_timeout(90_000)
+            page.goto(server)
+
+            # What a newcomer sees first: the built-in model loaded, the size estimate, a Clone button.
+            expect(page.get_by_text("Wide model:", exact=False)).to_be_visible()
+            clone_button = page.get_by_role("button", name="Clone", exact=True)
+            expect(clone_button).to_be_enabled()
+            t0 = time.perf_counter()
+            clone_button.click()
+            expect(page.get_by_text("equivalence PASSED", exact=False).first).to_be_visible()
+            print(f"browser: Clone -> equivalence result in {time.perf_counter() - t0:.2f} s")
+
+            page.get_by_role("tab", name="Equivalence").click()
+            expect(page.get_by_text("Equivalence PASSED", exact=False).first).to_be_visible()
+            expect(page.locator(".js-plotly-plot").first).to_be_visible()
+            page.wait_for_timeout(1500)  # let plotly finish drawing before the picture
+            page.screenshot(path=str(DOCS / "screenshot.png"))
+
+            page.get_by_role("tab", name="Training race").click()
+            for label, value in (("Steps", "6"), ("Batch size", "4"), ("Evaluate every", "3")):
+                box = page.get_by_label(label, exact=True)
+                box.fill(value)
+                box.press("Enter")
+                expect(box).to_have_value(value)
+            page.get_by_label("Sequence length").click()
+            page.get_by_role("option", name="64", exact=True).click()
+            page.get_by_role("button", name="Start race").click()
+            expect(page.get_by_text("Race finished", exact=False).first).to_be_visible(timeout=240_000)
+            curve = page.locator("[data-testid='stPlotlyChart']").first
+            expect(curve.locator(".js-plotly-plot")).to_be_visible()
+            assert curve.locator(".scatterlayer .trace").count() == 3  # noisy_symmetric, random, source
+            curve.scroll_into_view_if_needed()
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(DOCS / "screenshot-race.png"))
+        finally:
+            browser.close()
