@@ -90,16 +90,23 @@ class Speedup:
     bound: tuple[str, float] | None = None
     value_with_source: float | None = None
     message: str = ""
+    bound_with_source: tuple[str, float] | None = None
 
     def describe(self) -> str:
         """One line for tables and logs."""
-        if self.value is not None:
-            head = f"{self.value:.2f}x"
-        elif self.bound is not None:
-            head = f"{self.bound[0]}{self.bound[1]:.2f}x"
-        else:
-            head = "n/a"
-        return f"({self.kind}) {head}: {self.message}"
+        return f"({self.kind}) {_head(self.value, self.bound, self.tokens_contestant == 0.0)}: {self.message}"
+
+    def describe_with_source(self) -> str:
+        """The FLOPs figure counting the source's training, as a number, a bound, or n/a."""
+        return _head(self.value_with_source, self.bound_with_source, False)
+
+
+def _head(value: float | None, bound: tuple[str, float] | None, unbounded: bool) -> str:
+    if value is not None:
+        return f"{value:.2f}x"
+    if bound is not None:
+        return f"{bound[0]}{bound[1]:.2f}x"
+    return "unbounded" if unbounded else "n/a"
 
 
 def speedup(
@@ -143,7 +150,7 @@ def speedup(
             best = min(l for _, l in b_pts)
             return Speedup(
                 cname, bname, kind, target, None, c_total, None, bound=(">", b_total / c_total),
-                value_with_source=None,
+                bound_with_source=_bound(">", with_source(c_total, b_total)),
                 message=(f"not reached within the run: {bname} did not get down to {cname}'s final val loss "
                          f"{target:.4f} in {_fmt_tokens(b_total)} tokens (its best: {best:.4f}), so it needs "
                          f"more than {b_total / c_total:.2f}x {cname}'s {_fmt_tokens(c_total)} tokens"),
@@ -161,6 +168,7 @@ def speedup(
         best = min(l for _, l in c_pts)
         return Speedup(
             cname, bname, kind, target, None, None, b_total, bound=("<", b_total / c_total) if c_total else None,
+            bound_with_source=_bound("<", with_source(c_total, b_total)),
             message=(f"not reached within the run: {cname} did not get down to {bname}'s final val loss "
                      f"{target:.4f} in its {_fmt_tokens(c_total)} tokens (its best: {best:.4f})"),
         )
@@ -168,8 +176,8 @@ def speedup(
         return Speedup(
             cname, bname, kind, target, None, 0.0, b_total, bound=None,
             value_with_source=with_source(0.0, b_total),
-            message=(f"unbounded in tokens: {cname} was already at or below {bname}'s final val loss "
-                     f"{target:.4f} before training; {bname} used {_fmt_tokens(b_total)} tokens"),
+            message=(f"{cname} was already at or below {bname}'s final val loss {target:.4f} before training "
+                     f"(0 tokens); {bname} used {_fmt_tokens(b_total)} tokens"),
         )
     return Speedup(
         cname, bname, kind, target, b_total / needed, needed, b_total,
@@ -177,6 +185,10 @@ def speedup(
         message=(f"{cname} needs {_fmt_tokens(needed)} tokens to reach {bname}'s final val loss {target:.4f}; "
                  f"{bname} used {_fmt_tokens(b_total)}"),
     )
+
+
+def _bound(sign: str, value: float | None) -> tuple[str, float] | None:
+    return None if value is None else (sign, value)
 
 
 # --------------------------------------------------------------------------- #
@@ -315,13 +327,11 @@ class RaceResult:
                 lines.append(f"counting the source's own training too ({_fmt_tokens(src['train_tokens'])} tokens, "
                              f"{self.source_flops():.3g} FLOPs; speed-up in FLOPs, 6·N·tokens):")
                 for s in sp:
-                    v = s.value_with_source
-                    lines.append(f"  {s.contestant:<16} ({s.kind}) " + (f"{v:.2f}x" if v is not None else
-                                                                        "n/a (target not reached)"))
+                    lines.append(f"  {s.contestant:<16} ({s.kind}) {s.describe_with_source()}")
         return "\n".join(lines)
 
     def curves_table(self, metric: str = "val_loss") -> str:
-        """One row per evaluation step, one column per contestant (plain text)."""
+        """One row per evaluation step with a value, one column per contestant (plain text)."""
         steps = sorted({r["step"] for r in self.records})
         cell: dict[tuple[str, int], dict] = {(r["contestant"], r["step"]): r for r in self.records}
         rows = [("step", "tokens", *self.contestants)]
@@ -332,7 +342,8 @@ class RaceResult:
                 r = cell.get((n, s))
                 v = r.get(metric) if r else None
                 vals.append(f"{v:.4f}" if isinstance(v, (int, float)) else "")
-            rows.append((str(s), _fmt_tokens(tokens), *vals))
+            if any(vals):  # e.g. symmetry while only random init is still training
+                rows.append((str(s), _fmt_tokens(tokens), *vals))
         return "\n".join(_align(rows))
 
 

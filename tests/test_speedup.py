@@ -52,7 +52,7 @@ def test_a_clone_that_starts_below_the_target_is_unbounded_in_tokens_but_not_in_
     clone = [(0, 4.0), (400, 3.8)]  # already better than random's final before any training
     s = speedup(clone, RANDOM, "b", flop_params=(10, 10), source_flops=6 * 10 * 200)
     assert s.value is None and s.tokens_contestant == 0.0
-    assert "unbounded" in s.message
+    assert s.describe().startswith("(b) unbounded:") and "before training" in s.message
     # counting the source's training: random spent 6*10*400 FLOPs, the clone 0 + the source's 6*10*200
     assert s.value_with_source == pytest.approx(2.0)
 
@@ -82,3 +82,13 @@ def test_race_result_speedups_from_records():
     assert b.value is None  # the clone stopped at 4.5, above random's final 4.2
     text = result.table()
     assert "(a) 3.00x" in text and "not reached within the run" in text
+
+
+def test_bounds_carry_over_to_the_flops_view():
+    clone = [(0, 5.0), (200, 4.0)]
+    s = speedup(clone, RANDOM, "a", flop_params=(1, 1), source_flops=6 * 200)
+    assert s.value_with_source is None
+    assert s.bound_with_source == (">", pytest.approx((6 * 400) / (6 * 200 + 6 * 200)))
+    assert s.describe_with_source() == ">1.00x"
+    unbounded = speedup([(0, 4.0), (400, 3.8)], RANDOM, "b")
+    assert unbounded.describe().startswith("(b) unbounded:")

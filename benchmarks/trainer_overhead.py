@@ -1,0 +1,126 @@
+"""Throughput of ``race`` (with evaluations, symmetry, run log and a callback) vs a bare torch loop.
+
+    python benchmarks/trainer_overhead.py [--steps 100] [--repeats 2]
+
+Both train the same x2 noisy-symmetric clone of the built-in GPT-2 (or, if the
+built-in model is not built yet, a GPT-2 of the same shape with random
+weights; the overhead does not depend on the weights) on the same batches
+with the same AdamW, schedule and clipping, in the same process, alternating
+bare / race so that a busy machine slows both alike. The bare loop is what
+nanoGPT would write: no evaluation, no metrics, no logging. The race's time is
+its whole ``race()`` call (cloning, step-0 and periodic evaluation, symmetry,
+fsynced run log, callback). Target: race >= 95% of the bare loop's tokens/s.
+
+On a machine shared with other work, wall time swings by +-15% from one run
+to the next, more than the overhead being measured; so each run's process
+CPU time is measured too (with one torch thread it is the compute this
+process did, whatever else runs), and both ratios are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from hyperclone import clone
+from hyperclone.data import load_corpus
+from hyperclone.train import RaceConfig, lr_at, make_optimizer, race
+
+SOURCE = "tiny-gpt2-stdlib"
+
+
+def source_model():
+    """The built-in GPT-2 and its tokenizer, or a same-shape random stand-in (and which one it is)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from hyperclone.sources import builtin_dir, load_source
+
+    if (builtin_dir(SOURCE) / "model.safetensors").exists():
+        model, tok = load_source(SOURCE, device="cpu")
+        return model, tok, SOURCE
+    tok = AutoTokenizer.from_pretrained(Path(__file__).resolve().parents[1] / "hyperclone" / "assets" / "tokenizer")
+    config = AutoConfig.for_model("gpt2", vocab_size=len(tok), n_embd=64, n_layer=4, n_head=4, n_positions=256,
+                                  resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, bos_token_id=0, eos_token_id=0)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval(), tok, "random GPT-2 of the built-in shape (not built yet)"
+
+
+def bare_loop(source, corpus, cfg: RaceConfig) -> tuple[float, float]:
+    """(wall, CPU) seconds for ``cfg.steps`` plain training steps of a fresh clone (cloning included)."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    model = clone(source, cfg.factor, variant="noisy_symmetric", snr_db=cfg.snr_db, seed=cfg.seed).float()
+    optimizer = make_optimizer(model, cfg)
+    model.train()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, cfg.steps, cfg)
+        x, y = corpus.get_batch("train", cfg.batch_size, cfg.seq_len, step=step, seed=cfg.seed)
+        logits = model(input_ids=x, use_cache=False).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    loss.item()
+    return time.perf_counter() - t0, time.process_time() - c0
+
+
+def race_run(source, tok, corpus, cfg: RaceConfig, run_dir: Path) -> tuple[float, float, int]:
+    """(wall, CPU) seconds for the whole race() call, and how many events its callback received."""
+    events = []
+    t0, c0 = time.perf_counter(), time.process_time()
+    race(source, tokenizer=tok, data=corpus, contestants=("noisy_symmetric",), steps=cfg.steps,
+         batch_size=cfg.batch_size, seq_len=cfg.seq_len, lr=cfg.lr, warmup=cfg.warmup, eval_every=cfg.eval_every,
+         eval_windows=cfg.eval_windows, seed=cfg.seed, device="cpu", run_dir=run_dir, callback=events.append)
+    return time.perf_counter() - t0, time.process_time() - c0, len(events)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    source, tok, what = source_model()
+    cfg = RaceConfig(steps=args.steps)  # race defaults: batch 16 x 128, eval every 25 steps on 32 windows
+    corpus = load_corpus("builtin", tok, cfg.seq_len)
+    tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+    print(f"source: {what}; clone x2 noisy_symmetric; {cfg.steps} steps x {cfg.batch_size} x {cfg.seq_len} tokens; "
+          f"race evaluates every {cfg.eval_every} steps on {cfg.eval_windows} windows; "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    wall, cpu = {"bare": [], "race": []}, {"bare": [], "race": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        bare_loop(source, corpus, RaceConfig(steps=3))  # warm-up: first-call allocations, lazy imports
+        for i in range(args.repeats):
+            bw, bc = bare_loop(source, corpus, cfg)
+            rw, rc, n_events = race_run(source, tok, corpus, cfg, Path(tmp) / f"run{i}")
+            wall["bare"].append(bw), wall["race"].append(rw), cpu["bare"].append(bc), cpu["race"].append(rc)
+            print(f"  repeat {i + 1}: bare loop {bw:5.1f} s wall {bc:5.1f} s CPU | race {rw:5.1f} s wall {rc:5.1f} s "
+                  f"CPU ({n_events} callback events) | race/bare tokens/s: wall {bw / rw:.3f}, CPU {bc / rc:.3f}",
+                  flush=True)
+    print("\n| measured (median of {n}) | bare torch loop | race (metrics + callback + run log) | race / bare |"
+          .format(n=args.repeats))
+    print("|---|---|---|---|")
+    ratios = {}
+    for label, times in (("tokens per wall second", wall), ("tokens per CPU second", cpu)):
+        b, r = statistics.median(times["bare"]), statistics.median(times["race"])
+        ratios[label] = b / r
+        print(f"| {label} | {tokens / b:.0f} | {tokens / r:.0f} | {b / r:.1%} |")
+    cpu_ratio = ratios["tokens per CPU second"]
+    print(f"target >= 95%: {'met' if cpu_ratio >= 0.95 else 'NOT met'} by CPU time ({cpu_ratio:.1%}); "
+          f"wall time {ratios['tokens per wall second']:.1%} (load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores)")
+
+if __name__ == "__main__":
+    sys.exit(main())
