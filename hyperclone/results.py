@@ -101,11 +101,15 @@ class Speedup:
         return _head(self.value_with_source, self.bound_with_source, False)
 
 
+def _ratio(value: float) -> str:
+    return f"{value:.2f}x" if value >= 0.01 else f"{value:.2g}x"  # never print a real ratio as 0.00x
+
+
 def _head(value: float | None, bound: tuple[str, float] | None, unbounded: bool) -> str:
     if value is not None:
-        return f"{value:.2f}x"
+        return _ratio(value)
     if bound is not None:
-        return f"{bound[0]}{bound[1]:.2f}x"
+        return f"{bound[0]}{_ratio(bound[1])}"
     return "unbounded" if unbounded else "n/a"
 
 
