@@ -19,6 +19,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it lazily, from more than one thread
 import streamlit as st
 import torch
 
