@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: nothing was written", file=sys.stderr)
+        print("interrupted: an unfinished clone leaves nothing at OUT; a race keeps the records written so far", file=sys.stderr)
         return 130
     except MemoryError:
         print("error: out of memory; use a smaller factor or dtype, or stream from disk", file=sys.stderr)

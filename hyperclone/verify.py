@@ -118,7 +118,7 @@ def verify(
     max_abs = float(diff.max())
     max_rel = max_abs / max(float(s_logits.abs().max()), 1e-30)
     log_p, log_q = torch.log_softmax(s_logits, -1), torch.log_softmax(c_logits, -1)
-    mean_kl = float((log_p.exp() * (log_p - log_q)).sum(-1).mean())
+    mean_kl = max(0.0, float((log_p.exp() * (log_p - log_q)).sum(-1).mean()))  # >= 0; rounding can dip below
     top1 = float((s_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
 
     if approximate is None:
