@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -288,6 +289,8 @@ def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = AS
             "seed": SEED,
             "wall_seconds": round(wall, 1),
             "cpu_seconds": round(cpu, 1),  # summed over threads; wall time depends on machine load
+            "cpu_count": os.cpu_count(),
+            "load_average_15min": round(os.getloadavg()[2], 1),  # > cpu_count: wall time inflated
             "torch_threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             "torch": torch.__version__,
@@ -321,6 +324,10 @@ def model_card(card: dict) -> str:
         for s in card["samples"]
     )
     cpu_time = f" ({t['cpu_seconds']:.0f} s of CPU time)" if "cpu_seconds" in t else ""
+    if "load_average_15min" in t:
+        cpu_time += f"; machine load average {t['load_average_15min']} on {t['cpu_count']} cores"
+    if t.get("note"):
+        cpu_time += f"; {t['note']}"
     return f"""# {card['name']}
 
 A small pretrained source model for HyperClone, shipped so that cloning,
