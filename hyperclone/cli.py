@@ -120,6 +120,20 @@ def cmd_families(args) -> int:
     return 0
 
 
+def cmd_sources(args) -> int:
+    from .sources import format_sources
+
+    print(format_sources())
+    return 0
+
+
+def cmd_build_assets(args) -> int:
+    from .assets.build import build_assets
+
+    build_assets(args.only, args.out, args.threads)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hyperclone", description="Function-preserving growth of causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("families", help="list supported architecture families")
     p.set_defaults(func=cmd_families)
+
+    p = sub.add_parser("sources", help="list the built-in models (offline) and curated hub presets")
+    p.set_defaults(func=cmd_sources)
+
+    from .assets.build import add_arguments as add_build_arguments
+
+    p = sub.add_parser("build-assets", help="rebuild the built-in tokenizer and models from scratch on CPU")
+    add_build_arguments(p)
+    p.set_defaults(func=cmd_build_assets)
 
     from .cli_race import add_race_parser
 

@@ -200,3 +200,20 @@ def test_families_command_lists_all(capsys):
     out = capsys.readouterr().out
     for fam in ("gpt2", "opt", "gpt_neox", "phi3", "gemma3_text"):
         assert fam in out
+
+
+def test_sources_command_lists_builtins_with_their_validation_loss(capsys):
+    from hyperclone.sources import read_card
+
+    assert main(["sources"]) == 0
+    out = capsys.readouterr().out
+    for name in ("tiny-gpt2-stdlib", "tiny-llama-stdlib"):
+        line = next(x for x in out.splitlines() if x.strip().startswith(name))
+        assert f"{read_card(name)['val_loss']:.3f}" in line
+    assert "EleutherAI/pythia-70m" in out
+
+
+def test_build_assets_refuses_an_unknown_part(capsys):
+    with pytest.raises(SystemExit):
+        main(["build-assets", "--only", "bert"])
+    assert "invalid choice" in capsys.readouterr().err
