@@ -233,7 +233,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
     assert main(["clone", str(src), str(out), "--overwrite", "--max-shard-size", "10KB"]) == 130
     assert [p.name for p in out.iterdir()] == ["old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out"])
-    assert "nothing was written" in capsys.readouterr().err
+    assert "an unfinished clone leaves nothing at OUT" in capsys.readouterr().err
 
 
 def test_cli_streams_by_default_and_keeps_the_in_memory_path(tmp_path, capsys):
