@@ -22,6 +22,7 @@ import json
 import re
 import shutil
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -241,6 +242,15 @@ class _Reader:
 class ShardWriter:
     """Collect grown tensors and write a shard as soon as the next tensor would overflow it.
 
+    Shards are written by one background thread (``save_file`` releases the
+    GIL), so growing the next tensors overlaps writing the previous shard. To
+    keep the memory bound (one output shard plus the tensors being grown), the
+    shard being written and the one being filled together hold at most
+    ``max_shard_size`` bytes: the next shard fills only into the room the one
+    being written leaves, then ``add`` waits for the write to finish. At most one
+    shard is ever being written, and a failed write (disk full) is raised to
+    the caller at the next ``add``, ``flush`` or ``close``.
+
     Shards get provisional names and are renamed ``model-0000X-of-0000N`` (or
     ``model.safetensors`` when there is one) once N is known; the index carries
     the metadata transformers expects.
@@ -253,29 +263,67 @@ class ShardWriter:
         self.files: list[tuple[Path, list[str], int]] = []
         self.total_bytes = 0
         self.total_params = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._inflight: tuple[Future, str, int] | None = None  # (write, shard file name, bytes)
 
     def add(self, name: str, tensor: torch.Tensor) -> None:
         nbytes = tensor.numel() * tensor.element_size()
         if self.pending and self.pending_bytes + nbytes > self.max_bytes:
             self.flush()
+        elif self._inflight is not None and (self._inflight[0].done()
+                                             or self._inflight[2] + self.pending_bytes + nbytes > self.max_bytes):
+            self._wait()  # a shard is being written: together they hold no more than one full shard
         self.pending[name] = tensor.contiguous()
         self.pending_bytes += nbytes
         self.total_bytes += nbytes
         self.total_params += tensor.numel()
 
     def flush(self) -> None:
+        """Hand the pending tensors to the writer thread as the next shard (after the previous one is written)."""
+        self._wait()
         if not self.pending:
             return
         path = self.target / f".shard-{len(self.files) + 1:05d}.safetensors"
-        save_file(self.pending, str(path), metadata={"format": "pt"})
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperclone-shard-writer")
+        # save_file is looked up at call time (tests replace it to simulate a full disk).
+        future = self._pool.submit(lambda tensors, p: save_file(tensors, p, metadata={"format": "pt"}),
+                                   self.pending, str(path))
+        self._inflight = (future, path.name, self.pending_bytes)
         self.files.append((path, list(self.pending), self.pending_bytes))
-        if self.on_shard is not None:
-            self.on_shard(path.name, self.pending_bytes)
         self.pending, self.pending_bytes = {}, 0
+
+    def _wait(self) -> None:
+        """Wait for the shard being written, if any; re-raise its error (e.g. ENOSPC) here."""
+        if self._inflight is None:
+            return
+        future, name, nbytes = self._inflight
+        self._inflight = None
+        future.result()
+        if self.on_shard is not None:
+            self.on_shard(name, nbytes)
+
+    def abort(self) -> None:
+        """Stop after an error: wait for the write in flight (so nothing writes into a removed dir), drop the rest."""
+        self.pending, self.pending_bytes = {}, 0
+        if self._inflight is not None:
+            try:
+                self._inflight[0].result()
+            except BaseException:  # the caller is already raising the first error
+                pass
+            self._inflight = None
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
 
     def close(self) -> list[str]:
         """Write the last shard, give every shard its final name, write the index; the shard names."""
         self.flush()
+        self._wait()
+        self._shutdown()
         n = len(self.files)
         if n == 1:
             self.files[0][0].rename(self.target / SINGLE_FILE)
@@ -437,19 +485,28 @@ def stream_clone(
     written: set[str] = set()
     try:
         with atomic_dir(out, overwrite) as tmp:
-            writer = ShardWriter(tmp, max_bytes, lambda name, nbytes: say(
-                f"  shard {len(writer.files)} written ({resources.human_bytes(nbytes)})"))
-            for name, tensor in grown_tensors(plan, layout, dtype):
-                expected = wide_shapes.get(name)
-                if expected is not None and tuple(tensor.shape) != expected:
-                    raise HyperCloneError(f"{name}: grown to {tuple(tensor.shape)} but the wide config implies "
-                                          f"{expected} (a spec bug; please report it)")
-                writer.add(save_names.get(name, name), tensor)
-                written.add(name)
-                out_dtypes.add(tensor.dtype)
-                n_tensors += 1
-                del tensor
-            shards = writer.close()
+            n_written = [0]
+
+            def shard_done(name: str, nbytes: int) -> None:
+                n_written[0] += 1
+                say(f"  shard {n_written[0]} written ({resources.human_bytes(nbytes)})")
+
+            writer = ShardWriter(tmp, max_bytes, shard_done)
+            try:
+                for name, tensor in grown_tensors(plan, layout, dtype):
+                    expected = wide_shapes.get(name)
+                    if expected is not None and tuple(tensor.shape) != expected:
+                        raise HyperCloneError(f"{name}: grown to {tuple(tensor.shape)} but the wide config "
+                                              f"implies {expected} (a spec bug; please report it)")
+                    writer.add(save_names.get(name, name), tensor)
+                    written.add(name)
+                    out_dtypes.add(tensor.dtype)
+                    n_tensors += 1
+                    del tensor
+                shards = writer.close()
+            except BaseException:
+                writer.abort()  # no write may still be running when atomic_dir removes the temp dir
+                raise
             _check_structure(plan, wide_shapes, written)
             wide_config.save_pretrained(tmp)
             side = _copy_side_files(src, tmp)
