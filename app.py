@@ -315,7 +315,7 @@ def show_equivalence(key: tuple) -> None:
     m[0].metric("max |logit diff|", f"{report.max_abs_diff:.2e}")
     m[1].metric("max relative diff", f"{report.max_rel_diff:.2e}")
     m[2].metric("mean KL(source‖clone)", f"{report.mean_kl:.2e}",
-                help="float rounding can print a zero KL as a tiny negative number")
+                help="KL divergence of the clone's next-token distribution from the source's, averaged over positions (0 = identical)")
     m[3].metric("top-1 agreement", f"{report.top1_agreement:.1%}")
     m[4].metric("Clone → result", f"{timing['clone_to_result_s']:.2f} s" if timing else "—")
     for note in report.notes:
