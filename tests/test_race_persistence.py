@@ -29,11 +29,6 @@ def comparable(records):
 
 
 @pytest.fixture(scope="module")
-def kit(tmp_path_factory):
-    return setup(tmp_path_factory.mktemp("persist"))
-
-
-@pytest.fixture(scope="module")
 def unbroken(kit):
     """The reference: the killed/stopped runs below must end exactly like this one."""
     model, tok, corpus = kit

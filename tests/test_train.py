@@ -8,7 +8,7 @@ import threading
 
 import pytest
 import torch
-from racekit import TINY, setup
+from racekit import TINY
 
 from hyperclone import train
 from hyperclone.errors import HyperCloneError
@@ -17,11 +17,6 @@ from hyperclone.symmetry import symmetry_by_tensor
 from hyperclone.train import RaceConfig, flop_parameters, lr_at, race
 
 ALL = ("symmetric", "noisy_symmetric", "random", "source")
-
-
-@pytest.fixture(scope="module")
-def kit(tmp_path_factory):
-    return setup(tmp_path_factory.mktemp("race"))
 
 
 @pytest.fixture(scope="module")
