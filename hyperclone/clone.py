@@ -119,6 +119,14 @@ class ClonePlan:
         grown = grow_matrix(w, a, b, self.variant, self.snr_db, gen)
         return grown.T.contiguous() if rule.transposed else grown
 
+    @classmethod
+    def over_wide(cls, wide_config: PretrainedConfig, factor: int, ffn_factor: int | None = None) -> "ClonePlan":
+        """A plan whose config is the *wide* one: it splits a clone's tensors into their blocks and parts.
+
+        Used to look inside a clone (symmetry, heatmaps), never to grow anything.
+        """
+        return cls(spec_for(wide_config), wide_config, factor, factor if ffn_factor is None else ffn_factor)
+
     def space_size(self, space: str, equal_split: int) -> int:
         size = self.spec.space_sizes.get(space)
         return int(size(self.source_config)) if size else equal_split

@@ -15,16 +15,11 @@ from plotly.subplots import make_subplots
 
 from .clone import ClonePlan
 from .grow import split_blocks
-from .specs import spec_for
 
 
 def matrix_names(model) -> list[str]:
     """Names of the model's 2-D weights, in state-dict order (what a heatmap can show)."""
     return [name for name, t in model.state_dict().items() if t.dim() == 2]
-
-
-def _plan(wide_config, factor: int, ffn_factor: int | None) -> ClonePlan:
-    return ClonePlan(spec_for(wide_config), wide_config, factor, factor if ffn_factor is None else ffn_factor)
 
 
 def as_out_in(plan: ClonePlan, name: str, t: torch.Tensor) -> torch.Tensor:
@@ -69,7 +64,7 @@ def row_block_sums(plan: ClonePlan, name: str, wide: torch.Tensor) -> torch.Tens
 
 def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None = None, max_side: int = 96) -> go.Figure:
     """Source matrix | cloned matrix with its block grid | sum of one row of blocks, one colour scale."""
-    plan = _plan(wide.config, factor, ffn_factor)
+    plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
     src_state, wide_state = source.state_dict(), wide.state_dict()
     if name not in wide_state:
         raise KeyError(f"{name!r} is not a weight of the cloned model")

@@ -17,7 +17,6 @@ import torch
 
 from .clone import ClonePlan
 from .grow import split_blocks
-from .specs import spec_for
 
 
 def _cosine(u: torch.Tensor, v: torch.Tensor) -> float:
@@ -38,8 +37,8 @@ def _copies_similarity(t: torch.Tensor, a: int, b: int) -> float:
 
 def symmetry_by_tensor(model, factor: int, ffn_factor: int | None = None) -> dict[str, float]:
     """Cosine similarity between output copies, per grown tensor (fused parts named ``name#i``)."""
-    spec = spec_for(model.config)
-    plan = ClonePlan(spec, model.config, factor, factor if ffn_factor is None else ffn_factor)
+    plan = ClonePlan.over_wide(model.config, factor, ffn_factor)
+    spec = plan.spec
     result: dict[str, float] = {}
     with torch.no_grad():
         for name, t in model.state_dict().items():
