@@ -548,7 +548,7 @@ def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
     if not result.records:
         st.caption("Waiting for the first evaluation…")
         return
-    speedups = [s for s in result.speedups() if s.kind == "a"]
+    speedups = [s for s in result.speedups() if s.definition == "a"]
     left, right = st.columns([3, 2])
     left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key="race_loss", width="stretch")
     if any(r.get("symmetry") is not None for r in result.records):
