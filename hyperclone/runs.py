@@ -139,9 +139,9 @@ def _refuse_a_file_on_the_way(run_dir: Path) -> None:
     for path in (run_dir, *run_dir.parents):
         if path.exists():
             if not path.is_dir():
-                where = "" if path == run_dir else f" (in the path of {run_dir})"
-                raise HyperCloneError(f"the run directory {path}{where} is a file; choose a directory "
-                                      "(a new one, or one holding a run to resume)")
+                what = f"the run directory {path}" if path == run_dir else f"{path}, on the way to run directory {run_dir},"
+                raise HyperCloneError(f"{what} is a file; choose a directory (a new one, or one holding a run to "
+                                      "resume)")
             return
 
 

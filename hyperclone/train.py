@@ -143,7 +143,7 @@ def divergence(loss_value: float, grad_norm: float, limit: float) -> str | None:
         return f"training loss became {loss_value}"
     if loss_value > limit:
         return (f"training loss became {loss_value:.4g}, more than {DIVERGENCE_FACTOR:g}x the highest loss "
-                f"before training ({limit / DIVERGENCE_FACTOR:.4g})")
+                f"before training, {limit / DIVERGENCE_FACTOR:.4g}")
     return None
 
 
