@@ -167,7 +167,8 @@ def test_cli_race_with_a_run_dir_that_is_a_file_exits_2_with_one_line(tmp_path):
     env = {**os.environ, "HYPERCLONE_CACHE": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "hyperclone.cli", "race", "--source", str(source), "--data",
-         str(tmp_path / "corpus.txt"), "--run-dir", str(tmp_path / "taken"), "--steps", "2", "--device", "cpu",
+         str(tmp_path / "corpus.txt"), "--run-dir", str(tmp_path / "taken"), "--steps", "2", "--seq-len", "32",
+         "--batch-size", "4", "--eval-windows", "4", "--device", "cpu",
          "--no-progress"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
