@@ -25,6 +25,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -165,8 +166,6 @@ def open_run_dir(run_dir: Path | None, resume: bool) -> dict | None:
 
 def resumed_run_info(run_info: dict, stored: dict) -> dict:
     """``run_info`` of a resumed run: the original start time and one more entry in ``resumes``."""
-    import time
-
     resumed_at = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "hardware": run_info["hardware"]}
     return {**run_info, "started": stored.get("started", run_info["started"]),
             "resumes": stored.get("resumes", []) + [resumed_at]}

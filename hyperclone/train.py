@@ -49,8 +49,8 @@ from .race_config import RaceConfig, lr_at
 from .race_setup import (check_batch_splits, check_fits, describe_run, is_oom, load_race_corpus, load_race_source,
                          make_accelerator, oom_error, resolve_run_dir)
 from .results import RaceResult
-from .runs import (RunLog, open_run_dir, read_checkpoint, read_events, result_from_events, resumed_run_info,
-                   supersede, write_checkpoint, write_run_info)
+from .runs import (RunLog, open_run_dir, read_events, result_from_events, resumed_run_info, supersede,
+                   write_run_info)
 
 DEFAULTS = RaceConfig()
 DIVERGENCE_FACTOR = 2.0  # x the highest loss before training: above it, a contestant has diverged
