@@ -9,7 +9,6 @@ Thin by design: widgets and layout only; every computation is a call into the
 from __future__ import annotations
 
 import io
-import json
 import logging
 import os
 import re
@@ -32,9 +31,10 @@ from hyperclone.grow import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrix_names
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits, free_bytes, human_bytes
-from hyperclone.results import RUN_FILE, load_run
+from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
+from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import BUILTIN_NAMES, HUB_PRESETS, default_device, list_sources, load_source
-from hyperclone.train import KINDS, race
+from hyperclone.train import race
 
 log = logging.getLogger("hyperclone.app")
 
@@ -435,15 +435,14 @@ def runs_dir() -> Path:
 
 def past_runs() -> list[Path]:
     root = runs_dir()
-    found = [p for p in root.iterdir() if (p / RUN_FILE).exists()] if root.is_dir() else []
+    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
     return sorted(found, key=lambda p: p.name, reverse=True)
 
 
 def run_label(path: Path) -> str:
     try:
-        cfg = json.loads((path / RUN_FILE).read_text())["config"]
-        return (f"{path.name}  ·  {cfg.get('source', '?')} x{cfg.get('factor', '?')}  ·  "
-                f"{', '.join(cfg.get('contestants', []))}  ·  {cfg.get('steps', '?')} steps")
+        cfg = RaceConfig.from_run(path)
+        return f"{path.name}  ·  {cfg.source} x{cfg.factor}  ·  {', '.join(cfg.contestants)}  ·  {cfg.steps} steps"
     except (OSError, ValueError, KeyError, TypeError):
         return f"{path.name} (unreadable run.json)"
 
@@ -452,7 +451,7 @@ def show_race(name: str, growth: dict[str, Any]) -> None:
     runner = race_runner()
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
-    options = list(KINDS)
+    options = list(CONTESTANT_CHOICES)
     contestants = st.multiselect("Contestants", options, default=[growth["variant"], "random", "source"],
                                  key="race_contestants",
                                  help="clone variants; 'random': the same wide model from random init; "
@@ -548,7 +547,7 @@ def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
     if not result.records:
         st.caption("Waiting for the first evaluation…")
         return
-    speedups = [s for s in result.speedups() if s.kind == "a"]
+    speedups = [s for s in result.speedups() if s.definition == "a"]
     left, right = st.columns([3, 2])
     left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key="race_loss", width="stretch")
     if any(r.get("symmetry") is not None for r in result.records):

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     print(result.table())
     print()
     print(result.fairness)
-    a = [s for s in result.speedups() if s.contestant == "noisy_symmetric" and s.kind == "a"][0]
+    a = [s for s in result.speedups() if s.contestant == "noisy_symmetric" and s.definition == "a"][0]
     if a.value is not None:
         verdict = f"{a.value:.2f}x: target (>= 4x) {'met' if a.value >= 4 else 'NOT met'}"
     elif a.bound is not None and a.bound[0] == ">":

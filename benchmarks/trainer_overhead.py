@@ -32,7 +32,8 @@ import torch.nn.functional as F
 
 from hyperclone import clone
 from hyperclone.data import load_corpus
-from hyperclone.train import RaceConfig, lr_at, make_optimizer, race
+from hyperclone.contestants import make_optimizer
+from hyperclone.train import RaceConfig, lr_at, race
 
 SOURCE = "tiny-gpt2-stdlib"
 

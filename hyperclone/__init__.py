@@ -7,15 +7,15 @@ from .clone import clone, make_plan
 from .data import load_corpus
 from .errors import HyperCloneError
 from .grow import VARIANTS
-from .results import RaceResult, load_run
+from .results import RaceResult
+from .runs import load_run
 from .sources import list_sources, load_source
 from .specs import supported_families
 from .stream import stream_clone
 from .symmetry import symmetry
 from .train import race
 from .verify import EquivalenceReport, verify
-
-__version__ = "0.1.0"
+from .version import __version__
 __all__ = [
     "EquivalenceReport",
     "HyperCloneError",

@@ -12,16 +12,16 @@ process runs this command; only the first prints and writes files.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import threading
 from pathlib import Path
 
 from .errors import HyperCloneError
-from .train import KINDS, PRECISIONS, SCHEDULES, RaceConfig
+from .race_config import CONTESTANT_CHOICES, PRECISIONS, SCHEDULES, RaceConfig
+from .runs import METRICS_FILE, is_run_dir
 
-D = RaceConfig()  # defaults shown in --help
+DEFAULTS = RaceConfig()  # shown in --help
 
 
 def _steps_for(text: str) -> dict[str, int]:
@@ -44,27 +44,29 @@ def add_race_parser(sub) -> None:
                        description="Race HyperCloned models against random initialisation on identical batches; "
                                    "prints a table with both speed-ups and saves an HTML chart next to the run log.")
     a = p.add_argument
-    a("--source", default=None, help=f"built-in name, checkpoint directory or hub id (default {D.source})")
-    a("--factor", type=int, default=None, help=f"width multiplier (default {D.factor})")
+    a("--source", default=None, help=f"built-in name, checkpoint directory or hub id (default {DEFAULTS.source})")
+    a("--factor", type=int, default=None, help=f"width multiplier (default {DEFAULTS.factor})")
     a("--ffn-factor", type=int, default=None, help="FFN multiplier (default: --factor)")
     a("--contestants", type=_contestants, default=None,
-      help=f"comma-separated, from {', '.join(KINDS)} (default {','.join(D.contestants)})")
+      help=f"comma-separated, from {', '.join(CONTESTANT_CHOICES)} (default {','.join(DEFAULTS.contestants)})")
     a("--data", default=None, help="builtin, a .txt/.jsonl file, a directory, or hf:NAME[:CONFIG] (default builtin)")
-    a("--steps", type=int, default=None, help=f"training steps per contestant (default {D.steps})")
+    a("--steps", type=int, default=None, help=f"training steps per contestant (default {DEFAULTS.steps})")
     a("--steps-for", type=_steps_for, default=None,
       help="other budgets for some contestants, e.g. random=1200 (to measure speed-up (a))")
-    a("--batch-size", type=int, default=None, help=f"global batch, in sequences (default {D.batch_size})")
-    a("--seq-len", type=int, default=None, help=f"tokens per sequence (default {D.seq_len})")
-    a("--lr", type=float, default=None, help=f"peak learning rate (default {D.lr:g})")
-    a("--min-lr-ratio", type=float, default=None, help=f"final lr / peak for decaying schedules (default {D.min_lr_ratio})")
-    a("--warmup", type=int, default=None, help=f"linear warm-up steps (default {D.warmup})")
-    a("--schedule", choices=SCHEDULES, default=None, help=f"after warm-up (default {D.schedule})")
-    a("--weight-decay", type=float, default=None, help=f"AdamW weight decay on matrices (default {D.weight_decay})")
-    a("--grad-clip", type=float, default=None, help=f"gradient norm clipping, 0 = off (default {D.grad_clip})")
-    a("--eval-every", type=int, default=None, help=f"steps between evaluations (default {D.eval_every})")
-    a("--eval-windows", type=int, default=None, help=f"fixed validation windows (default {D.eval_windows})")
-    a("--seed", type=int, default=None, help=f"data order, random init and clone noise (default {D.seed})")
-    a("--snr-db", type=float, default=None, help=f"noise of the noisy variants, in dB (default {D.snr_db:g})")
+    a("--batch-size", type=int, default=None, help=f"global batch, in sequences (default {DEFAULTS.batch_size})")
+    a("--seq-len", type=int, default=None, help=f"tokens per sequence (default {DEFAULTS.seq_len})")
+    a("--lr", type=float, default=None, help=f"peak learning rate (default {DEFAULTS.lr:g})")
+    a("--min-lr-ratio", type=float, default=None,
+      help=f"final lr / peak for decaying schedules (default {DEFAULTS.min_lr_ratio})")
+    a("--warmup", type=int, default=None, help=f"linear warm-up steps (default {DEFAULTS.warmup})")
+    a("--schedule", choices=SCHEDULES, default=None, help=f"after warm-up (default {DEFAULTS.schedule})")
+    a("--weight-decay", type=float, default=None,
+      help=f"AdamW weight decay on matrices (default {DEFAULTS.weight_decay})")
+    a("--grad-clip", type=float, default=None, help=f"gradient norm clipping, 0 = off (default {DEFAULTS.grad_clip})")
+    a("--eval-every", type=int, default=None, help=f"steps between evaluations (default {DEFAULTS.eval_every})")
+    a("--eval-windows", type=int, default=None, help=f"fixed validation windows (default {DEFAULTS.eval_windows})")
+    a("--seed", type=int, default=None, help=f"data order, random init and clone noise (default {DEFAULTS.seed})")
+    a("--snr-db", type=float, default=None, help=f"noise of the noisy variants, in dB (default {DEFAULTS.snr_db:g})")
     a("--attn", dest="attn_implementation", default=None, help="attention kernel, e.g. eager or sdpa (default: the model's)")
     a("--source-train-tokens", type=int, default=None,
       help="tokens the source was trained on, for the FLOPs comparison (built-in models: read from their card)")
@@ -89,21 +91,15 @@ def _race_kwargs(args) -> dict:
     if args.resume:
         if not args.run_dir:
             raise HyperCloneError("--resume needs --run-dir of the run to continue")
-        run_file = Path(args.run_dir) / "run.json"
-        if not run_file.exists():
-            raise HyperCloneError(f"nothing to resume in {args.run_dir} (no run.json); start it without --resume")
-        run = json.loads(run_file.read_text())
-        stored = run["config"]
-        if run.get("source", {}).get("train_tokens_from") != "given":
-            stored.pop("source_train_tokens", None)  # read again from the model card
-        if stored["source"].startswith("<"):
+        if not is_run_dir(args.run_dir):
+            raise HyperCloneError(f"nothing to resume in {args.run_dir} (no run log); start it without --resume")
+        stored = RaceConfig.from_run(args.run_dir)
+        if stored.source.startswith("<"):
             raise HyperCloneError("this run's source was a model object, not a name; resume it from Python "
                                   "with race(model, ..., resume=True)")
-        kwargs = {k: v for k, v in stored.items() if k not in ("source_sha1",)}
-        kwargs["contestants"] = tuple(kwargs["contestants"])
-        kwargs["betas"] = tuple(kwargs["betas"])
-    fields = [f for f in vars(RaceConfig()) if f not in ("source_sha1",)] + list(RUNTIME)
-    for key in fields:
+        kwargs = {"source": stored.source, **stored.race_arguments()}
+    options = [key for key in vars(DEFAULTS) if key != "source_sha1"] + list(RUNTIME)
+    for key in options:
         value = getattr(args, key, None)
         if value is not None:
             kwargs[key] = value
@@ -155,11 +151,11 @@ def cmd_race(args) -> int:
     from .train import race
 
     kwargs = _race_kwargs(args)
-    source = kwargs.pop("source", D.source)
+    source = kwargs.pop("source", DEFAULTS.source)
     run_dir = args.run_dir or "auto"
     main = int(os.environ.get("RANK", "0")) == 0
-    cfg = RaceConfig(contestants=tuple(kwargs.get("contestants", D.contestants)),
-                     steps=kwargs.get("steps", D.steps), steps_for=kwargs.get("steps_for", {}))
+    cfg = RaceConfig(contestants=tuple(kwargs.get("contestants", DEFAULTS.contestants)),
+                     steps=kwargs.get("steps", DEFAULTS.steps), steps_for=kwargs.get("steps_for", {}))
     cfg.validate()
     budgets = {n: cfg.budget(n) for n in cfg.contestants}
 
@@ -196,7 +192,7 @@ def cmd_race(args) -> int:
         print(f"note: {w}")
     html = Path(result.run_dir) / "race.html"
     race_figure(result, log_x=args.log_x).write_html(html, include_plotlyjs=True)
-    print(f"\nrun log: {Path(result.run_dir) / 'metrics.jsonl'}\nchart:   {html}")
+    print(f"\nrun log: {Path(result.run_dir) / METRICS_FILE}\nchart:   {html}")
     if not result.complete:
         print(f"the run stopped before the end; continue it with: hyperclone race --run-dir {result.run_dir} "
               "--resume")

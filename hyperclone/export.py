@@ -58,7 +58,7 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False) -> Iterator[Path
 
 def provenance(plan, source: str, report=None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record saved beside a clone: where it came from and how it was grown."""
-    from . import __version__
+    from .version import __version__
 
     record = {
         "hyperclone_version": __version__,

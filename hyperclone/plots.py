@@ -127,7 +127,7 @@ def add_speedup(fig: go.Figure, s: Speedup, row: int | None = None, col: int | N
     fig.add_annotation(x=slow, y=s.target_loss, ax=fast, ay=s.target_loss, axref=xref, ayref=yref,
                        showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5, arrowcolor=color, text="", **kw)
     fig.add_annotation(x=(fast + slow) / 2, y=s.target_loss, yshift=10, showarrow=False,
-                       text=f"{s.contestant}: {s.value:.2f}x ({s.kind})",
+                       text=f"{s.contestant}: {s.value:.2f}x ({s.definition})",
                        font=dict(color=color, size=12), **kw)
     return fig
 
@@ -163,7 +163,7 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
                 fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0)), row=row, col=col)
         fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, row=row, col=col)
     for s in sp:
-        if s.kind == "a":
+        if s.definition == "a":
             add_speedup(fig, s, row=1, col=1)
     title = "HyperClone race"
     if isinstance(result, RaceResult):

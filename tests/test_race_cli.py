@@ -12,7 +12,7 @@ from racekit import save_source
 
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
-from hyperclone.results import load_run
+from hyperclone.runs import load_run
 
 ARGS = ["--contestants", "noisy_symmetric,random", "--steps", "6", "--batch-size", "4", "--seq-len", "32",
         "--eval-every", "2", "--eval-windows", "4", "--lr", "3e-3", "--warmup", "2", "--device", "cpu",
@@ -86,10 +86,10 @@ def test_data_parallel_on_two_processes_matches_one_process(src, single, tmp_pat
 
 
 def test_accelerate_cpu_launcher_starting_one_process_is_refused(monkeypatch):
-    from hyperclone.train import _accelerator
+    from hyperclone.race_setup import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(HyperCloneError, match="started a single process .* --multi_gpu"):
-        _accelerator("cpu", None)
+        make_accelerator("cpu", None)

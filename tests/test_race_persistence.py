@@ -15,7 +15,7 @@ import torch
 from racekit import PAIR, TINY, setup
 
 from hyperclone.errors import HyperCloneError
-from hyperclone.results import load_run
+from hyperclone.runs import load_run
 from hyperclone.train import race
 
 HERE = Path(__file__).resolve().parent

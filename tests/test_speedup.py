@@ -76,7 +76,7 @@ def test_race_result_speedups_from_records():
         records=records,
     )
     a, b = result.speedups()
-    assert (a.kind, b.kind) == ("a", "b")
+    assert (a.definition, b.definition) == ("a", "b")
     assert a.value == pytest.approx(3.0)
     assert a.value_with_source == pytest.approx((6 * 4 * 300) / (6 * 4 * 100 + 6 * 200))
     assert b.value is None  # the clone stopped at 4.5, above random's final 4.2

@@ -14,7 +14,8 @@ from hyperclone import train
 from hyperclone.errors import HyperCloneError
 from hyperclone.grow import split_blocks
 from hyperclone.symmetry import symmetry_by_tensor
-from hyperclone.train import RaceConfig, flop_parameters, lr_at, race
+from hyperclone.contestants import flop_parameters
+from hyperclone.train import RaceConfig, lr_at, race
 
 ALL = ("symmetric", "noisy_symmetric", "random", "source")
 

@@ -10,6 +10,10 @@ Steps, top to bottom:
    train split, evaluate it on a fixed set of validation windows, and save it
    with its tokenizer, a ``card.json`` of measured figures and a README card.
 
+The race's own pieces do the work: the optimizer (``make_optimizer``), the
+learning-rate schedule (``lr_at``), the loss (``loss_on``), the evaluation
+(``evaluate``) and greedy decoding (``compare.greedy``).
+
 Seeds are fixed, dropout is zero and the data order depends only on the step
 number, so a rebuild on the same machine retraces the same run (float
 reductions may differ across CPUs/thread counts, so figures can move slightly).
@@ -19,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import shutil
@@ -32,7 +35,11 @@ from typing import Any
 import torch
 
 from hyperclone.assets import ASSETS_DIR, TOKENIZER_DIR
+from hyperclone.compare import greedy
+from hyperclone.contestants import make_optimizer
 from hyperclone.data import EOT_TOKEN, builtin_documents, load_corpus, split_of
+from hyperclone.race_config import lr_at
+from hyperclone.train import evaluate, loss_on
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 256
@@ -99,7 +106,9 @@ class Recipe:
     lr: float = 3e-3
     warmup: int = 100
     min_lr_ratio: float = 0.1
+    schedule: str = "cosine"  # after warm-up (``lr_at``)
     weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
     # Attention kernel used for training only (the saved config keeps the
     # default): GPT-2's sdpa path is ~2x slower than eager on CPU here.
     train_attn: str | None = None
@@ -154,91 +163,47 @@ def make_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Module:
     return AutoModelForCausalLM.from_config(config)
 
 
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, windows: torch.Tensor, batch_size: int = 16) -> dict[str, float]:
-    """Mean next-token loss (nats) and top-1 accuracy over ``windows`` ``[n, T+1]``."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    loss_sum, correct, count = 0.0, 0, 0
-    for start in range(0, len(windows), batch_size):
-        batch = windows[start : start + batch_size].to(device)
-        x, y = batch[:, :-1], batch[:, 1:]
-        logits = model(input_ids=x).logits.float()
-        loss_sum += torch.nn.functional.cross_entropy(
-            logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"
-        ).item()
-        correct += (logits.argmax(-1) == y).sum().item()
-        count += y.numel()
-    model.train(was_training)
-    return {"loss": loss_sum / count, "accuracy": correct / count}
-
-
-def lr_at(step: int, recipe: Recipe) -> float:
-    """Linear warmup, then cosine decay to ``min_lr_ratio`` of the peak."""
-    if step < recipe.warmup:
-        return recipe.lr * (step + 1) / recipe.warmup
-    progress = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
-    ratio = recipe.min_lr_ratio + (1 - recipe.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-    return recipe.lr * ratio
-
-
 def train(model: torch.nn.Module, corpus: Any, recipe: Recipe, eval_windows: torch.Tensor,
           eval_every: int = 100) -> list[dict]:
     """AdamW on random train windows (fixed by step number); returns the loss curve."""
-    decay = [p for p in model.parameters() if p.dim() >= 2]  # matrices and embeddings
-    no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases and norm gains
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-        betas=(0.9, 0.95),
-    )
+    optimizer = make_optimizer(model, recipe)
     curve, t0, recent = [], time.perf_counter(), []
     model.train()
     for step in range(recipe.steps):
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, recipe)
+            group["lr"] = lr_at(step, recipe.steps, recipe)
         x, y = corpus.get_batch("train", recipe.batch_size, SEQ_LEN, step=step, seed=SEED)
-        logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1))
+        loss = loss_on(model, x, y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         recent.append(loss.item())
         if (step + 1) % eval_every == 0 or step + 1 == recipe.steps:
-            val = evaluate(model, eval_windows)
-            point = {
-                "step": step + 1,
-                "train_loss": round(sum(recent) / len(recent), 4),
-                "val_loss": round(val["loss"], 4),
-                "val_accuracy": round(val["accuracy"], 4),
-                "seconds": round(time.perf_counter() - t0, 1),
-            }
-            curve.append(point)
+            curve.append(curve_point(model, eval_windows, step + 1, recent, time.perf_counter() - t0))
             recent = []
-            print(f"  [{recipe.name}] step {point['step']:5d}  train {point['train_loss']:.3f}  "
-                  f"val {point['val_loss']:.3f}  acc {point['val_accuracy']:.3f}  {point['seconds']:.0f}s",
+            print(f"  [{recipe.name}] step {step + 1:5d}  train {curve[-1]['train_loss']:.3f}  "
+                  f"val {curve[-1]['val_loss']:.3f}  acc {curve[-1]['val_accuracy']:.3f}  {curve[-1]['seconds']:.0f}s",
                   flush=True)
     model.eval()
     return curve
 
 
-@torch.no_grad()
-def greedy(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens: int = 48) -> str:
-    """Greedy continuation of ``prompt`` (what the card shows as a sample)."""
-    ids = tokenizer(prompt, return_tensors="pt")["input_ids"]
-    out = model.generate(
-        ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens, do_sample=False,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    return tokenizer.decode(out[0, ids.shape[1]:])
+def curve_point(model: torch.nn.Module, eval_windows: torch.Tensor, step: int, recent: list[float],
+                seconds: float) -> dict:
+    """One row of a card's loss curve: mean training loss since the last row, then validation figures."""
+    val_loss, val_accuracy = evaluate(model, eval_windows)
+    return {"step": step, "train_loss": round(sum(recent) / len(recent), 4), "val_loss": round(val_loss, 4),
+            "val_accuracy": round(val_accuracy, 4), "seconds": round(seconds, 1)}
+
+
+def card_sample(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens: int = 48) -> str:
+    """The greedy continuation of ``prompt`` that a card shows as a sample."""
+    return greedy(model, tokenizer, tokenizer(prompt, return_tensors="pt")["input_ids"], max_new_tokens=new_tokens)
 
 
 def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = ASSETS_DIR) -> dict:
     """Train one built-in model and save it with its tokenizer and cards; return the card."""
-    import transformers
-
     model = make_model(recipe, len(tokenizer), tokenizer.eos_token_id)
     if recipe.train_attn:
         model.set_attn_implementation(recipe.train_attn)
@@ -251,17 +216,13 @@ def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = AS
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 
     model.set_attn_implementation("sdpa")  # what a plain from_pretrained gives users
-    final = evaluate(model, eval_windows)
-    full = evaluate(model, corpus.validation_windows(None, SEQ_LEN))
-    samples = [{"prompt": p, "completion": greedy(model, tokenizer, p)} for p in recipe.prompts]
+    measured = measured_figures(model, tokenizer, recipe, corpus, eval_windows)
 
     out = out_root / recipe.name
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json"):  # the tokenizer, byte for byte
         shutil.copyfile(Path(tokenizer.name_or_path) / name, out / name)
-    cfg = model.config
-    tokens_seen = recipe.steps * recipe.batch_size * SEQ_LEN
     card = {
         "name": recipe.name,
         "family": recipe.family,
@@ -269,51 +230,74 @@ def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = AS
         "summary": recipe.summary,
         "params": params,
         "size_mb": round((out / "model.safetensors").stat().st_size / 2**20, 2),
-        "config": {"vocab_size": cfg.vocab_size, "context": SEQ_LEN, **recipe.config},
-        "data": {
-            "corpus": "builtin (CPython standard library sources + pydoc topics)",
-            "python": sys.version.split()[0],
-            "train_tokens": corpus.num_tokens("train"),
-            "validation_tokens": corpus.num_tokens("validation"),
-            "eval_windows": EVAL_WINDOWS,
-            "eval_window_tokens": SEQ_LEN,
-        },
-        "training": {
-            "steps": recipe.steps,
-            "batch_size": recipe.batch_size,
-            "seq_len": SEQ_LEN,
-            "tokens_seen": tokens_seen,
-            "epochs": round(tokens_seen / corpus.num_tokens("train"), 2),
-            "optimizer": f"AdamW(lr={recipe.lr}, betas=(0.9, 0.95), weight_decay={recipe.weight_decay})",
-            "schedule": f"linear warmup {recipe.warmup} steps, cosine to {recipe.min_lr_ratio} x peak",
-            "seed": SEED,
-            "wall_seconds": round(wall, 1),
-            "cpu_seconds": round(cpu, 1),  # summed over threads; wall time depends on machine load
-            "cpu_count": os.cpu_count(),
-            "load_average_15min": round(os.getloadavg()[2], 1),  # > cpu_count: wall time inflated
-            "torch_threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-        },
-        "val_loss": round(final["loss"], 4),
-        "val_accuracy": round(final["accuracy"], 4),
-        "val_loss_all_windows": round(full["loss"], 4),
-        "val_accuracy_all_windows": round(full["accuracy"], 4),
-        "samples": samples,
+        "config": {"vocab_size": model.config.vocab_size, "context": SEQ_LEN, **recipe.config},
+        "data": data_facts(corpus),
+        "training": training_facts(recipe, corpus, wall, cpu),
+        **measured,
         "curve": curve,
         "rebuild": f"{REBUILD} --only {next(k for k, r in MODELS.items() if r is recipe)}",
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    (out / "README.md").write_text(model_card(card))
+    (out / "README.md").write_text(readme_from_card(card))
     print(f"saved {out}: val loss {card['val_loss']:.4f}, accuracy {card['val_accuracy']:.4f}, "
           f"{wall:.0f}s", flush=True)
     return card
 
 
-def model_card(card: dict) -> str:
-    """The README.md of a built-in model, written from its measured ``card``."""
-    t, d = card["training"], card["data"]
+def measured_figures(model: torch.nn.Module, tokenizer: Any, recipe: Recipe, corpus: Any,
+                     eval_windows: torch.Tensor) -> dict:
+    """The card's validation figures (fixed windows and all windows) and greedy samples."""
+    val_loss, val_accuracy = evaluate(model, eval_windows)
+    all_loss, all_accuracy = evaluate(model, corpus.validation_windows(None, SEQ_LEN))
+    return {
+        "val_loss": round(val_loss, 4),
+        "val_accuracy": round(val_accuracy, 4),
+        "val_loss_all_windows": round(all_loss, 4),
+        "val_accuracy_all_windows": round(all_accuracy, 4),
+        "samples": [{"prompt": p, "completion": card_sample(model, tokenizer, p)} for p in recipe.prompts],
+    }
+
+
+def data_facts(corpus: Any) -> dict:
+    """The card's ``data`` section: which corpus, how big, which windows the figures use."""
+    return {
+        "corpus": "builtin (CPython standard library sources + pydoc topics)",
+        "python": sys.version.split()[0],
+        "train_tokens": corpus.num_tokens("train"),
+        "validation_tokens": corpus.num_tokens("validation"),
+        "eval_windows": EVAL_WINDOWS,
+        "eval_window_tokens": SEQ_LEN,
+    }
+
+
+def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float) -> dict:
+    """The card's ``training`` section: budget, optimizer, schedule, time and machine."""
+    import transformers
+
+    tokens_seen = recipe.steps * recipe.batch_size * SEQ_LEN
+    return {
+        "steps": recipe.steps,
+        "batch_size": recipe.batch_size,
+        "seq_len": SEQ_LEN,
+        "tokens_seen": tokens_seen,
+        "epochs": round(tokens_seen / corpus.num_tokens("train"), 2),
+        "optimizer": f"AdamW(lr={recipe.lr}, betas={tuple(recipe.betas)}, weight_decay={recipe.weight_decay})",
+        "schedule": f"linear warmup {recipe.warmup} steps, {recipe.schedule} to {recipe.min_lr_ratio} x peak",
+        "seed": SEED,
+        "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),  # summed over threads; wall time depends on machine load
+        "cpu_count": os.cpu_count(),
+        "load_average_15min": round(os.getloadavg()[2], 1),  # > cpu_count: wall time inflated
+        "torch_threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def readme_pieces(card: dict) -> tuple[str, str, str, str]:
+    """The README's config table rows, loss-curve rows, samples, and the note on training time."""
+    t = card["training"]
     config = "\n".join(f"| `{k}` | {v} |" for k, v in card["config"].items())
     curve = "\n".join(
         f"| {p['step']} | {p['train_loss']:.3f} | {p['val_loss']:.3f} | {p['val_accuracy']:.3f} |"
@@ -328,6 +312,13 @@ def model_card(card: dict) -> str:
         cpu_time += f"; machine load average {t['load_average_15min']} on {t['cpu_count']} cores"
     if t.get("note"):
         cpu_time += f"; {t['note']}"
+    return config, curve, samples, cpu_time
+
+
+def readme_from_card(card: dict) -> str:
+    """The README.md of a built-in model, written from its measured ``card``."""
+    t, d = card["training"], card["data"]
+    config, curve, samples, cpu_time = readme_pieces(card)
     return f"""# {card['name']}
 
 A small pretrained source model for HyperClone, shipped so that cloning,

@@ -1,0 +1,165 @@
+"""The contestants of a race: how each starts, its optimizer, its own RNG stream, and its checkpoints.
+
+A ``Contestant`` is one model in the race with everything needed to continue
+it exactly; ``train.py`` runs the loop over them. The checkpoint files
+themselves (names, atomic writes) belong to ``runs.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from .grow import VARIANTS
+from .race_config import RaceConfig
+from .runs import read_checkpoint, write_checkpoint
+
+
+@dataclass
+class Contestant:
+    """One model in the race with its optimizer and its place in the data stream."""
+
+    name: str
+    origin: str  # where its weights start: "clone", "random" or "source"
+    raw: torch.nn.Module  # the transformers model
+    model: torch.nn.Module  # what trains: ``raw`` as prepared by accelerate (DDP-wrapped when distributed)
+    optimizer: torch.optim.Optimizer
+    budget: int
+    params: int
+    flop_params: int
+    rng: torch.Tensor
+    cuda_rng: torch.Tensor | None = None
+    step: int = 0
+    seconds: float = 0.0
+    loss_sum: float = 0.0  # training loss summed since the last evaluation (this process's shard)
+    loss_count: int = 0
+    data_sha1: str = ""  # sha1 chain over every global batch trained on, in order
+    status: str = "running"  # running | finished | diverged | stopped
+    message: str = ""
+    last_checkpoint: int = 0  # step of the newest checkpoint (step 0 needs none: it is rebuilt)
+
+
+def origin_of(name: str) -> str:
+    """"clone" for a clone variant, else the name itself ("random" or "source")."""
+    return "clone" if name in VARIANTS else name
+
+
+def flop_parameters(model: torch.nn.Module) -> int:
+    """Parameters that cost 6 FLOPs per token in training: all but input-embedding lookups.
+
+    Token and position tables are looked up, not multiplied; a head tied to
+    the token table still multiplies, so it counts once.
+    """
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and id(head.weight) in lookups:
+        lookups.discard(id(head.weight))
+    return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices and embeddings only (not on biases or norm gains).
+
+    ``cfg``: anything with ``lr``, ``betas`` and ``weight_decay`` (a ``RaceConfig``, an asset recipe).
+    """
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
+
+
+def build_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch.nn.Module:
+    """The starting point of contestant ``name``, in float32 on the source's device."""
+    from transformers import AutoModelForCausalLM
+
+    from .clone import clone, make_plan
+
+    if name == "source":
+        model = copy.deepcopy(source)  # never train the caller's model in place
+    elif name == "random":
+        wide_config = make_plan(source.config, cfg.factor, cfg.ffn_factor).wide_config()
+        torch.manual_seed(cfg.seed)
+        model = AutoModelForCausalLM.from_config(wide_config)  # transformers' default initialisation
+    else:
+        model = clone(source, cfg.factor, cfg.ffn_factor, variant=name, snr_db=cfg.snr_db, seed=cfg.seed)
+    if cfg.attn_implementation:
+        model.set_attn_implementation(cfg.attn_implementation)
+    return model.float()
+
+
+def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Contestant]:
+    """Every contestant, built next to the source (the caller's model is never changed), then placed."""
+    contestants = []
+    for name in cfg.contestants:
+        raw = build_model(name, source, cfg).to(acc.device)
+        optimizer = make_optimizer(raw, cfg)
+        prepared = acc.prepare_model(raw)
+        cuda_rng = torch.cuda.get_rng_state() if acc.device.type == "cuda" else None
+        contestants.append(Contestant(
+            name=name, origin=origin_of(name), raw=raw, model=prepared, optimizer=optimizer,
+            budget=cfg.budget(name), params=sum(p.numel() for p in raw.parameters()),
+            flop_params=flop_parameters(raw), rng=torch.Generator().manual_seed(cfg.seed).get_state(),
+            cuda_rng=cuda_rng,
+        ))
+    return contestants
+
+
+@contextlib.contextmanager
+def own_rng(c: Contestant) -> Iterator[None]:
+    """Run with the contestant's own RNG state (dropout), leaving the global one as it was."""
+    cpu = torch.get_rng_state()
+    cuda = torch.cuda.get_rng_state() if c.cuda_rng is not None else None
+    torch.set_rng_state(c.rng)
+    if c.cuda_rng is not None:
+        torch.cuda.set_rng_state(c.cuda_rng)
+    try:
+        yield
+    finally:
+        c.rng = torch.get_rng_state()
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            c.cuda_rng = torch.cuda.get_rng_state()
+            torch.cuda.set_rng_state(cuda)
+
+
+
+# --------------------------------------------------------------------------- #
+# Checkpoints
+# --------------------------------------------------------------------------- #
+RESTORED = ("step", "seconds", "loss_sum", "loss_count", "data_sha1", "status", "message")
+
+
+def save_checkpoint(c: Contestant, run_dir: Path, is_main_process: bool = True) -> None:
+    """Everything needed to continue ``c`` exactly: weights, AdamW state, step, RNG, accumulators.
+
+    The data position is the step itself (batches depend only on it). Only
+    the main process writes; every process notes the step.
+    """
+    c.last_checkpoint = c.step
+    if not is_main_process:
+        return
+    saved = {"model": c.raw.state_dict(), "optimizer": c.optimizer.state_dict(), "rng": c.rng,
+             "cuda_rng": c.cuda_rng, **{key: getattr(c, key) for key in RESTORED}}
+    write_checkpoint(run_dir, c.name, saved)
+
+
+def load_checkpoint(c: Contestant, run_dir: Path, device: torch.device) -> bool:
+    """Restore ``c`` from its checkpoint; False when it has none (it then starts over)."""
+    saved = read_checkpoint(run_dir, c.name)
+    if saved is None:
+        return False
+    c.raw.load_state_dict(saved["model"])
+    c.optimizer.load_state_dict(saved["optimizer"])
+    for key in RESTORED:
+        setattr(c, key, saved[key])
+    c.rng = saved["rng"]
+    c.cuda_rng = saved["cuda_rng"] if device.type == "cuda" else None
+    if c.status == "stopped":
+        c.status, c.message = "running", ""
+    c.last_checkpoint = c.step
+    return True

@@ -1,0 +1,99 @@
+"""A race as plain text: the final-figures table with both speed-ups, and the curves side by side.
+
+Only formatting lives here; every figure comes from the ``RaceResult`` passed
+in (``result.final``, ``result.status``, ``result.speedups``, ...).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # for the annotations only: results.py imports this module
+    from .results import RaceResult
+
+FINAL_COLUMNS = ("contestant", "params", "steps", "tokens", "val loss", "best", "accuracy", "symmetry", "seconds",
+                 "status")
+
+
+def format_tokens(n: float) -> str:
+    """A token count in k, M or G with three significant digits."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def align(rows: list[tuple[str, ...]]) -> list[str]:
+    """Rows as lines of columns: the first left-aligned, the others right-aligned."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))).rstrip()
+            for r in rows]
+
+
+def _figure(record: dict, key: str, fmt: str = ".4f") -> str:
+    value = record.get(key)
+    return format(value, fmt) if value is not None else "-"
+
+
+def final_row(result: RaceResult, name: str) -> tuple[str, ...]:
+    """One contestant's row of the final-figures table."""
+    last = result.final(name) or {}
+    best = min((r["val_loss"] for r in result.history(name) if r.get("val_loss") is not None), default=None)
+    params = result.info.get("contestants", {}).get(name, {}).get("params")
+    return (
+        name,
+        f"{params / 1e6:.2f}M" if params else "?",
+        str(last.get("step", "-")),
+        format_tokens(last["tokens"]) if last else "-",
+        _figure(last, "val_loss"),
+        f"{best:.4f}" if best is not None else "-",
+        _figure(last, "val_accuracy"),
+        _figure(last, "symmetry"),
+        _figure(last, "seconds", ".0f"),
+        result.status(name)[0],
+    )
+
+
+def speedup_lines(result: RaceResult) -> list[str]:
+    """Both speed-ups of every contestant over random init, in tokens, then counting the source's training."""
+    speedups = result.speedups()
+    if not speedups:
+        return []
+    lines = ["", "speed-up over random init (tokens; linear interpolation between evaluations):"]
+    lines += [f"  {s.contestant:<16} {s.describe()}" for s in speedups]
+    source_flops = result.source_flops()
+    if source_flops is None:
+        lines.append("  counting the source's own training: unknown (no record of its training tokens)")
+        return lines
+    tokens = result.info.get("source", {})["train_tokens"]
+    lines.append(f"counting the source's own training too ({format_tokens(tokens)} tokens, "
+                 f"{source_flops:.3g} FLOPs; speed-up in FLOPs, 6·N·tokens):")
+    lines += [f"  {s.contestant:<16} ({s.definition}) {s.describe_with_source()}" for s in speedups]
+    return lines
+
+
+def results_table(result: RaceResult) -> str:
+    """Final figures per contestant, why any did not finish, then both speed-ups, as plain text."""
+    lines = align([FINAL_COLUMNS, *(final_row(result, name) for name in result.contestants)])
+    for name in result.contestants:
+        status, message = result.status(name)
+        if status != "finished" and message:
+            lines.append(f"  {name}: {message}")
+    return "\n".join(lines + speedup_lines(result))
+
+
+def curves_table(result: RaceResult, metric: str = "val_loss") -> str:
+    """One row per evaluation step with a value, one column per contestant (plain text)."""
+    steps = sorted({r["step"] for r in result.records})
+    by_cell: dict[tuple[str, int], dict] = {(r["contestant"], r["step"]): r for r in result.records}
+    rows = [("step", "tokens", *result.contestants)]
+    for step in steps:
+        tokens = next(r["tokens"] for r in result.records if r["step"] == step)
+        values = []
+        for name in result.contestants:
+            record = by_cell.get((name, step))
+            value = record.get(metric) if record else None
+            values.append(f"{value:.4f}" if isinstance(value, (int, float)) else "")
+        if any(values):  # e.g. symmetry while only random init is still training
+            rows.append((str(step), format_tokens(tokens), *values))
+    return "\n".join(align(rows))
