@@ -2,7 +2,8 @@
 
 Read top to bottom:
 
-1. ``RaceConfig``: every setting as a plain value (saved in ``run.json``).
+1. ``RaceConfig``: every setting as a plain value (saved in ``run.json``; in
+   ``race_config.py``, which needs no torch).
 2. ``build_contestants``: the clones, random init, the source; one AdamW each.
 3. ``train_interval``: the training loop, as nanoGPT would write it, run for
    one contestant up to its next evaluation.
@@ -24,7 +25,6 @@ process.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import math
 import os
@@ -33,7 +33,7 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -41,100 +41,10 @@ import torch
 import torch.nn.functional as F
 
 from .errors import HyperCloneError
-from .grow import VARIANTS
+from .race_config import KINDS, PRECISIONS, SCHEDULES, RaceConfig  # noqa: F401 - 1. the configuration
 from .results import RUN_FILE, RaceResult, RunLog, fsync_dir, read_events, supersede, write_json_atomic
 
-KINDS = (*VARIANTS, "random", "source")
-SCHEDULES = ("cosine", "linear", "constant")
-PRECISIONS = ("fp32", "bf16")
 CHECKPOINT_DIR = "checkpoints"
-
-
-# --------------------------------------------------------------------------- #
-# 1. Configuration
-# --------------------------------------------------------------------------- #
-@dataclass
-class RaceConfig:
-    """All settings of a race as plain values; ``run.json`` stores exactly this."""
-
-    source: str = "tiny-gpt2-stdlib"
-    factor: int = 2
-    ffn_factor: int | None = None
-    contestants: tuple[str, ...] = ("noisy_symmetric", "random")
-    data: str = "builtin"
-    steps: int = 300
-    steps_for: dict[str, int] = field(default_factory=dict)  # per-contestant budgets overriding ``steps``
-    batch_size: int = 16
-    seq_len: int = 128
-    lr: float = 1e-3
-    min_lr_ratio: float = 0.1
-    warmup: int = 30
-    schedule: str = "cosine"
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    eval_every: int = 25
-    eval_windows: int = 32
-    seed: int = 0
-    snr_db: float = 10.0
-    precision: str = "fp32"
-    attn_implementation: str | None = None
-    checkpoint_every: int | None = None
-    source_train_tokens: int | None = None  # the source's own training (from its card when built in)
-    source_sha1: str | None = None  # weights fingerprint when the source was passed as a model
-
-    def budget(self, name: str) -> int:
-        """How many steps contestant ``name`` trains."""
-        return int(self.steps_for.get(name, self.steps))
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["contestants"], d["betas"] = list(self.contestants), list(self.betas)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "RaceConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in d.items() if k in known}
-        d["contestants"] = tuple(d.get("contestants", ()))
-        d["betas"] = tuple(d.get("betas", (0.9, 0.95)))
-        return cls(**d)
-
-    def validate(self) -> None:
-        """One-line errors for settings that cannot work, before anything is loaded."""
-        names = list(self.contestants)
-        if not names:
-            raise HyperCloneError(f"no contestants; choose from {', '.join(KINDS)}")
-        unknown = [n for n in names if n not in KINDS]
-        if unknown:
-            raise HyperCloneError(f"unknown contestant {unknown[0]!r}; choose from {', '.join(KINDS)}")
-        if len(set(names)) != len(names):
-            raise HyperCloneError(f"contestant listed twice in {', '.join(names)}")
-        extra = [n for n in self.steps_for if n not in names]
-        if extra:
-            raise HyperCloneError(f"steps_for names {extra[0]!r}, which is not racing ({', '.join(names)})")
-        for key in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HyperCloneError(f"{key} must be a positive integer, got {value!r}")
-        for name, value in self.steps_for.items():
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise HyperCloneError(f"steps for {name} must be a positive integer, got {value!r}")
-        if self.checkpoint_every is not None and (not isinstance(self.checkpoint_every, int)
-                                                  or self.checkpoint_every < 1):
-            raise HyperCloneError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise HyperCloneError(f"lr must be a positive number, got {self.lr!r}")
-        if self.warmup < 0:
-            raise HyperCloneError(f"warmup must be >= 0 steps, got {self.warmup}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise HyperCloneError(f"min_lr_ratio must be between 0 and 1, got {self.min_lr_ratio}")
-        if self.schedule not in SCHEDULES:
-            raise HyperCloneError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
-        if self.precision not in PRECISIONS:
-            hint = ("fp16 needs a loss scaler, which racing models would share; use bf16"
-                    if self.precision == "fp16" else f"choose from {', '.join(PRECISIONS)}")
-            raise HyperCloneError(f"unsupported precision {self.precision!r}; {hint}")
 
 
 def lr_at(step: int, total: int, cfg: RaceConfig) -> float:
@@ -544,13 +454,13 @@ def _weights_sha1(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
-def _resolve_source(source, tokenizer, cfg_source_tokens):
+def _resolve_source(source, tokenizer, cfg_source_tokens, trust_remote_code: bool = False):
     """(model, tokenizer, display name, source training tokens or None, where that figure came from)."""
     from .sources import BUILTIN_NAMES, load_source, read_card
 
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
-        model, loaded_tok = load_source(name, device="cpu")
+        model, loaded_tok = load_source(name, device="cpu", trust_remote_code=trust_remote_code)
         tokenizer = tokenizer if tokenizer is not None else loaded_tok
         tokens, origin = cfg_source_tokens, "given" if cfg_source_tokens is not None else "unknown"
         if tokens is None and name in BUILTIN_NAMES:
@@ -621,6 +531,7 @@ def race(
     checkpoint_every: int | None = None,
     resume: bool = False,
     source_train_tokens: int | None = None,
+    trust_remote_code: bool = False,
 ) -> RaceResult:
     """Race HyperCloned models against random init (and the source) on identical data.
 
@@ -636,7 +547,8 @@ def race(
     ``run_dir/metrics.jsonl``; ``stop_event`` stops cleanly between steps
     (with checkpoints when ``checkpoint_every`` is set); ``resume=True``
     continues the run in ``run_dir`` from its checkpoints to the same final
-    state as an unbroken run.
+    state as an unbroken run. A source checkpoint with its own Python code is
+    refused unless ``trust_remote_code``.
     """
     from .data import Corpus, load_corpus
 
@@ -660,7 +572,7 @@ def race(
     stored = _check_run_dir(run_path, resume)
 
     model, tokenizer, cfg.source, cfg.source_train_tokens, tokens_origin = _resolve_source(
-        source, tokenizer, source_train_tokens)
+        source, tokenizer, source_train_tokens, trust_remote_code)
     if not isinstance(source, (str, os.PathLike)):
         cfg.source_sha1 = _weights_sha1(model)
     if isinstance(data, Corpus):
