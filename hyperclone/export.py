@@ -14,6 +14,7 @@ import platform
 import re
 import secrets
 import shutil
+import stat
 import sys
 import time
 from contextlib import contextmanager
@@ -137,6 +138,7 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, src: str | os.Pa
     tmp = _make_temp_dir(out)
     try:
         yield tmp
+        _follow_umask(tmp)
         old = None
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
@@ -147,6 +149,17 @@ def atomic_dir(out: str | os.PathLike, overwrite: bool = False, src: str | os.Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _follow_umask(tmp: Path) -> None:
+    """Give what was written under ``tmp`` the modes the umask gives new files (safetensors writes 0600).
+
+    ``tmp`` was made with ``mkdir``, so its own mode already shows the umask.
+    """
+    umask = 0o777 & ~stat.S_IMODE(tmp.stat().st_mode)
+    for path in tmp.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def disk_full_error(out: str | os.PathLike, need_bytes: int | None = None) -> HyperCloneError:

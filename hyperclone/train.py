@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import HyperCloneError
+from .growth import VARIANTS
 from .race_config import KINDS, PRECISIONS, SCHEDULES, RaceConfig  # noqa: F401 - 1. the configuration
 from .results import RUN_FILE, RaceResult, RunLog, fsync_dir, read_events, supersede, write_json_atomic
 
