@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_clone_args(p)
     _add_load_args(p)
     p.add_argument("--text", default=None, help="text for the equivalence check (default: fixed token sample)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an earlier HyperClone output")
     p.add_argument("--force", action="store_true", help="skip the will-it-fit memory check")
     p.add_argument("--max-shard-size", default="2GB",
                    help="largest output safetensors shard, e.g. 500MB, 2GB, 1GiB or bytes (default 2GB)")
