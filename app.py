@@ -25,7 +25,7 @@ import torch
 from hyperclone import VARIANTS, clone, make_plan, verify
 from hyperclone.clone import wide_model_bytes
 from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
-from hyperclone.errors import HyperCloneError
+from hyperclone.errors import HyperCloneError, OutputExistsError
 from hyperclone.export import provenance, save_clone
 from hyperclone.grow import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrix_names
@@ -33,7 +33,7 @@ from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmet
 from hyperclone.resources import check_fits, free_bytes, human_bytes
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
 from hyperclone.runs import is_run_dir, load_run
-from hyperclone.sources import BUILTIN_NAMES, HUB_PRESETS, default_device, list_sources, load_source
+from hyperclone.sources import BUILTIN_NAMES, HUB_PRESETS, default_device, list_sources, load_source, resolve_source
 from hyperclone.train import race
 
 log = logging.getLogger("hyperclone.app")
@@ -81,7 +81,7 @@ def device_problem(device: str) -> str | None:
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_source(name: str, device: str, dtype: str):
     """(model, tokenizer) of a source, loaded once per (name, device, dtype)."""
-    return load_source(name, device=None if device == "auto" else device, dtype=dtype)
+    return load_source(name, device=None if device == "auto" else device, dtype=dtype, trust_remote_code=False)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -360,15 +360,19 @@ def show_export(key: tuple) -> None:
     default = f"out/{safe}-x{key[3]}-{key[5]}"
     c1, c2 = st.columns([4, 1])
     out = c1.text_input("Save to directory", default, key="export_dir").strip()
-    overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace a non-empty directory")
+    overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace an earlier HyperClone output")
     if st.button("Save clone", key="export_save", disabled=not out):
         try:
             text = st.session_state.get("check_text", DEFAULT_TEXT)
             report = cached_report(key, text if tokenizer is not None else "")
             record = provenance(wide.hyperclone_plan, key[0], report, {"dashboard": True})
+            kind, where = resolve_source(key[0])  # a source directory is never written into or over
             with st.spinner("Saving…"):
-                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite)
+                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite,
+                                  src=None if kind == "hub" else where)
             st.session_state.exported = str(path)
+        except OutputExistsError as e:
+            show_error(HyperCloneError(e.with_control("tick Overwrite")), "saving the clone")
         except Exception as e:  # noqa: BLE001
             show_error(e, "saving the clone")
     exported = st.session_state.get("exported")

@@ -2,18 +2,21 @@
 
 Every expected failure is a ``HyperCloneError`` and is printed as one line
 (``error: ...``) with exit status 2; a failed equivalence check exits 1.
+Arguments are parsed and checked before torch and transformers are imported
+(inside the commands), so ``--help`` and a bad argument answer at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 
 from .errors import HyperCloneError
-from .grow import VARIANTS, check_factor
+from .growth import VARIANTS, check_factor
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -52,7 +55,7 @@ def _cmd_clone_stream(args, where: Path) -> int:
         where, args.out, args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie,
         dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
         verify="auto" if args.verify else False, device=args.device, source_name=args.src, force=args.force,
-        text=args.text, progress=print,
+        text=args.text, progress=print, trust_remote_code=args.trust_remote_code,
     )
     if result.report is not None:
         print(result.report.summary())
@@ -65,19 +68,22 @@ def _cmd_clone_stream(args, where: Path) -> int:
 
 
 def cmd_clone(args) -> int:
+    check_factor(args.factor, "factor")  # fail before importing torch or loading anything
+    check_factor(args.factor if args.ffn_factor is None else args.ffn_factor, "ffn_factor")
     from .clone import clone, make_plan, wide_model_bytes
     from .export import check_output_dir, provenance, save_clone
     from .resources import check_fits, human_bytes
+    from .sources import resolve_source
     from .verify import verify
 
-    check_factor(args.factor, "factor")  # fail before loading anything
-    check_factor(args.factor if args.ffn_factor is None else args.ffn_factor, "ffn_factor")
-    check_output_dir(args.out, args.overwrite)
+    kind, src_dir = resolve_source(args.src)
+    src_dir = None if kind == "hub" else src_dir
+    check_output_dir(args.out, args.overwrite, src_dir)
     if not args.in_memory:
         from .stream import parse_size, streamable_source
 
         parse_size(args.max_shard_size)
-        where = streamable_source(args.src, args.allow_pickle)
+        where = streamable_source(args.src, args.allow_pickle, args.trust_remote_code)
         if where is not None:  # None: pickle-only and allowed, so load it in memory below
             return _cmd_clone_stream(args, where)
     t0 = time.perf_counter()
@@ -91,7 +97,8 @@ def cmd_clone(args) -> int:
     wide = clone(source, plan.factor, plan.ffn_factor, plan.variant, plan.snr_db, plan.seed, plan.tie)
     report = verify(source, wide, text=args.text, tokenizer=tokenizer if args.text else None)
     print(report.summary())
-    save_clone(wide, args.out, provenance(plan, args.src, report), tokenizer, args.overwrite, args.max_shard_size)
+    save_clone(wide, args.out, provenance(plan, args.src, report), tokenizer, args.overwrite, args.max_shard_size,
+               src_dir)
     print(f"saved {args.out} in {time.perf_counter() - t0:.1f}s")
     return 0 if report.passed else 1
 
@@ -144,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_clone_args(p)
     _add_load_args(p)
     p.add_argument("--text", default=None, help="text for the equivalence check (default: fixed token sample)")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it holds an earlier HyperClone output")
     p.add_argument("--force", action="store_true", help="skip the will-it-fit memory check")
     p.add_argument("--max-shard-size", default="2GB",
                    help="largest output safetensors shard, e.g. 500MB, 2GB, 1GiB or bytes (default 2GB)")
@@ -169,7 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sources", help="list the built-in models (offline) and curated hub presets")
     p.set_defaults(func=cmd_sources)
 
-    from .assets.build import add_arguments as add_build_arguments
+    from .assets import add_arguments as add_build_arguments
 
     p = sub.add_parser("build-assets", help="rebuild the built-in tokenizer and models from scratch on CPU")
     add_build_arguments(p)
@@ -181,19 +188,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that it unwinds (and cleans up) exactly like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough: let the clean-up finish
+    raise Terminated
+
+
+def _catch_sigterm():
+    """Handle SIGTERM like Ctrl-C; the handler it replaces (None off the main thread, where it cannot)."""
+    try:
+        return signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    previous = _catch_sigterm()
     try:
         return args.func(args)
     except HyperCloneError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated: an unfinished clone leaves nothing at OUT; a race keeps the records written so far",
+              file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted: an unfinished clone leaves nothing at OUT; a race keeps the records written so far", file=sys.stderr)
         return 130
     except MemoryError:
         print("error: out of memory; use a smaller factor or dtype, or stream from disk", file=sys.stderr)
         return 2
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

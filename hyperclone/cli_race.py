@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 
 from .errors import HyperCloneError
-from .race_config import CONTESTANT_CHOICES, PRECISIONS, SCHEDULES, RaceConfig
+from .race_config import CONTESTANT_CHOICES, PRECISIONS, SCHEDULES, RaceConfig  # no torch: --help answers at once
 from .runs import METRICS_FILE, is_run_dir
 
 DEFAULTS = RaceConfig()  # shown in --help
@@ -71,6 +71,7 @@ def add_race_parser(sub) -> None:
     a("--source-train-tokens", type=int, default=None,
       help="tokens the source was trained on, for the FLOPs comparison (built-in models: read from their card)")
     a("--device", default=None, help="cpu, cuda or mps (default: the best available)")
+    a("--trust-remote-code", action="store_true", help="allow custom model code from the source checkpoint")
     a("--precision", choices=PRECISIONS, default=None, help="fp32, or bf16 (default: bf16 on GPUs, else fp32)")
     a("--run-dir", default=None, help="where run.json, metrics.jsonl, checkpoints and race.html go "
                                       "(default runs/race-<time>)")
@@ -82,7 +83,7 @@ def add_race_parser(sub) -> None:
 
 
 # Settings that are not part of RaceConfig but race() arguments.
-RUNTIME = ("device", "precision")
+RUNTIME = ("device", "precision", "trust_remote_code")
 
 
 def _race_kwargs(args) -> dict:

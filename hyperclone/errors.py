@@ -30,3 +30,20 @@ class MissingSourceError(SourceError, MissingPathError):
 
 class MissingDataError(DataError, MissingPathError):
     """A local corpus file or directory does not exist."""
+
+
+class OutputExistsError(HyperCloneError):
+    """The output directory holds an earlier HyperClone output, and replacing it was not allowed.
+
+    ``str(e)`` names the CLI flag and the API argument; a caller with another
+    control (the dashboard's Overwrite box) asks for its own wording with ``with_control``.
+    """
+
+    def __init__(self, out: object):
+        self.out = out
+        super().__init__(self.with_control("pass --overwrite (overwrite=True)"))
+
+    def with_control(self, how: str) -> str:
+        """The message, with ``how`` saying how to allow replacing it (e.g. "tick Overwrite")."""
+        return (f"output directory {self.out} holds an earlier HyperClone output; choose a new directory, "
+                f"or {how} to replace it")

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import HyperCloneError
-from .grow import VARIANTS
+from .growth import VARIANTS
 from .runs import read_run_info
 
 CONTESTANT_CHOICES = (*VARIANTS, "random", "source")

@@ -95,13 +95,13 @@ def weights_sha1(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def resolve_source(source, tokenizer, cfg_source_tokens):
+def resolve_source(source, tokenizer, cfg_source_tokens, trust_remote_code: bool = False):
     """(model, tokenizer, display name, source training tokens or None, where that figure came from)."""
     from .sources import BUILTIN_NAMES, load_source, read_card
 
     if isinstance(source, (str, os.PathLike)):
         name = str(source)
-        model, loaded_tok = load_source(name, device="cpu")
+        model, loaded_tok = load_source(name, device="cpu", trust_remote_code=trust_remote_code)
         tokenizer = tokenizer if tokenizer is not None else loaded_tok
         tokens, origin = cfg_source_tokens, "given" if cfg_source_tokens is not None else "unknown"
         if tokens is None and name in BUILTIN_NAMES:
@@ -168,10 +168,11 @@ def check_batch_splits(cfg: RaceConfig, acc) -> None:
                               f"processes; use a multiple of {acc.num_processes}")
 
 
-def load_race_source(cfg: RaceConfig, source, tokenizer) -> tuple[torch.nn.Module, object, str]:
+def load_race_source(cfg: RaceConfig, source, tokenizer,
+                     trust_remote_code: bool = False) -> tuple[torch.nn.Module, object, str]:
     """(source model, tokenizer, where its training tokens came from); fills in ``cfg.source`` and friends."""
     model, tokenizer, cfg.source, cfg.source_train_tokens, tokens_origin = resolve_source(
-        source, tokenizer, cfg.source_train_tokens)
+        source, tokenizer, cfg.source_train_tokens, trust_remote_code)
     if not isinstance(source, (str, os.PathLike)):
         cfg.source_sha1 = weights_sha1(model)
     return model, tokenizer, tokens_origin

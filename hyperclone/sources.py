@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from urllib.parse import urlparse
 import torch
 
 from hyperclone.errors import MissingSourceError, SourceError
+from hyperclone.pretrained import from_pretrained
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib")
@@ -257,7 +259,9 @@ def load_source(
         if not hub_reachable():
             kwargs["local_files_only"] = True  # a model already in the HF cache still loads
         try:
-            config = AutoConfig.from_pretrained(where, **kwargs)
+            config = from_pretrained(AutoConfig, where, **kwargs)
+        except SourceError:
+            raise
         except Exception as e:
             if kwargs.get("local_files_only"):
                 raise SourceError(
@@ -268,13 +272,19 @@ def load_source(
             raise SourceError(f"could not load '{where}' from the Hugging Face hub: {reason}") from None
     else:
         _check_local_weights(Path(where), allow_pickle)
-        config = AutoConfig.from_pretrained(where, **kwargs)
+        config = from_pretrained(AutoConfig, where, **kwargs)
     _check_family(config, f"'{name_or_path}'")
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            where, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
+        model = from_pretrained(
+            AutoModelForCausalLM, where, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
         )
+    except pickle.UnpicklingError:
+        raise SourceError(
+            f"the pickle weights of '{name_or_path}' hold arbitrary Python objects, which torch's safe loader "
+            "(weights_only) blocked; nothing in them was run. Convert them to safetensors with the code that "
+            "wrote them"
+        ) from None
     except OSError as e:
         if kind == "hub" and not allow_pickle and "safetensors" in str(e).lower():
             raise SourceError(
@@ -285,7 +295,7 @@ def load_source(
         raise SourceError(f"could not load the weights of '{name_or_path}': {reason}") from None
     tokenizer = None
     if kind == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
-        tokenizer = AutoTokenizer.from_pretrained(where, **kwargs)
+        tokenizer = from_pretrained(AutoTokenizer, where, **kwargs)
     return model.to(device).eval(), tokenizer
 
 

@@ -17,7 +17,6 @@ record and model card, all written atomically (``export.atomic_dir``).
 from __future__ import annotations
 
 import copy
-import errno
 import json
 import re
 import shutil
@@ -35,7 +34,8 @@ from . import resources
 from .clone import ClonePlan, build_model, make_plan
 from .errors import HyperCloneError, SourceError
 from .specs import spec_for
-from .export import atomic_dir, check_output_dir, provenance, write_metadata
+from .export import atomic_dir, check_output_dir, disk_full_error, is_disk_full, provenance, write_metadata
+from .pretrained import from_pretrained
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -134,7 +134,7 @@ def read_layout(src: str | Path, config=None) -> SourceLayout:
     src = Path(src)
     files = weight_files(src)
     if config is None:
-        config = AutoConfig.from_pretrained(src)
+        config = from_pretrained(AutoConfig, src, trust_remote_code=False)
     expected, meta_model = _meta_state(config)
     to_model_name = _load_renamer(meta_model, expected)
     ignore = list(getattr(meta_model, "_keys_to_ignore_on_load_unexpected", None) or []) + list(RECOMPUTED_BUFFERS)
@@ -425,7 +425,7 @@ def _copy_side_files(src: Path, target: Path) -> list[str]:
     copied = []
     for name in ("generation_config.json", *TOKENIZER_FILES):
         if (src / name).is_file():
-            shutil.copy2(src / name, target / name)
+            shutil.copyfile(src / name, target / name)  # not copy2: new files follow the umask, not the source's mode
             copied.append(name)
     return copied
 
@@ -449,6 +449,7 @@ def stream_clone(
     force: bool = False,
     text: str | None = None,
     progress: Callable[[str], None] | None = None,
+    trust_remote_code: bool = False,
 ) -> StreamResult:
     """Clone the safetensors checkpoint directory ``src`` into ``out`` without loading either model.
 
@@ -457,6 +458,7 @@ def stream_clone(
     ``verify``: False; True/"auto" = compare logits of the full models when
     both fit in free memory, else of a truncated model made of sampled layers;
     "full" or "sample" to force one. The outcome is recorded in the provenance.
+    A checkpoint with its own Python code is refused unless ``trust_remote_code``.
     """
     from transformers import AutoConfig
 
@@ -467,9 +469,9 @@ def stream_clone(
     dtype = _resolve_dtype(dtype)
     if verify not in (False, True, "auto", "full", "sample"):
         raise HyperCloneError(f"verify must be False, True, 'auto', 'full' or 'sample', got {verify!r}")
-    out = check_output_dir(out, overwrite)
+    out = check_output_dir(out, overwrite, src)
     weight_files(src)  # refuse pickle-only/empty checkpoints before reading the config's family
-    config = AutoConfig.from_pretrained(src)
+    config = from_pretrained(AutoConfig, src, trust_remote_code=trust_remote_code)
     plan = make_plan(config, factor, ffn_factor, variant, snr_db, seed, tie)
     layout = read_layout(src, config)
     wide_config = plan.wide_config()
@@ -484,7 +486,7 @@ def stream_clone(
     writer: ShardWriter | None = None
     written: set[str] = set()
     try:
-        with atomic_dir(out, overwrite) as tmp:
+        with atomic_dir(out, overwrite, src) as tmp:
             n_written = [0]
 
             def shard_done(name: str, nbytes: int) -> None:
@@ -519,7 +521,7 @@ def stream_clone(
                 say("  verifying ...")
                 verification, report = verify_streamed(
                     src, tmp, plan, layout, mode="auto" if verify is True else verify, device=device,
-                    dtype=dtype or _common_dtype(layout), text=text)
+                    dtype=dtype or _common_dtype(layout), text=text, trust_remote_code=trust_remote_code)
             verification["structure"] = (f"all {n_tensors} tensors present with the shapes the wide config "
                                          "implies (checked while writing)")
             record = provenance(plan, source_name or str(src), report, {
@@ -530,10 +532,9 @@ def stream_clone(
             with (tmp / "README.md").open("a") as card:
                 card.write(f"\nVerification: {verification['method']}"
                            f"{' - ' + verification['note'] if verification.get('note') else ''}.\n")
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise HyperCloneError(f"no space left on the device while writing {out}; nothing was written "
-                                  f"there (free at least {resources.human_bytes(total_out)})") from None
+    except Exception as e:
+        if is_disk_full(e):
+            raise disk_full_error(out, total_out) from None
         raise
     return StreamResult(out, shards, n_tensors, writer.total_params, writer.total_bytes, out_dtype,
                         time.perf_counter() - t0, verification, report)
@@ -576,6 +577,7 @@ def verify_streamed(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     text: str | None = None,
+    trust_remote_code: bool = False,
 ) -> tuple[dict[str, Any], Any]:
     """Compare a streamed clone's logits and hidden states with its source's.
 
@@ -594,7 +596,7 @@ def verify_streamed(
     layout = layout or read_layout(src)
     device = torch.device(device) if device is not None else default_device()
     dtype = dtype or _common_dtype(layout)
-    wide_config = AutoConfig.from_pretrained(out)
+    wide_config = from_pretrained(AutoConfig, out, trust_remote_code=False)  # written by us: never custom code
     elem = resources.dtype_bytes(dtype)
     src_bytes = sum(_numel(s) for s in layout.shapes.values()) * elem
     out_bytes = sum(_numel(s) for s in _meta_state(wide_config)[0].values()) * elem
@@ -621,7 +623,8 @@ def verify_streamed(
 
         if not _has_tokenizer(src):
             raise HyperCloneError(f"--text needs a tokenizer, and {src} has none")
-        input_ids = AutoTokenizer.from_pretrained(src)(text, return_tensors="pt")["input_ids"]
+        tokenizer = from_pretrained(AutoTokenizer, src, trust_remote_code=trust_remote_code)
+        input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
         if input_ids.numel() == 0:
             raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
     report = verify(src_model.to(device).eval(), wide_model.to(device).eval(), input_ids=input_ids,
@@ -676,7 +679,7 @@ def _load_layers(config, get: Callable[[str], torch.Tensor], layers: list[int], 
 # --------------------------------------------------------------------------- #
 # Where a streamable checkpoint comes from (CLI)
 # --------------------------------------------------------------------------- #
-def streamable_source(name: str, allow_pickle: bool = False) -> Path | None:
+def streamable_source(name: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path | None:
     """The local safetensors directory to stream ``name`` from, or None to load it in memory instead.
 
     Built-in names and local directories are used in place; a hub id is
@@ -688,7 +691,7 @@ def streamable_source(name: str, allow_pickle: bool = False) -> Path | None:
     from .sources import resolve_source
 
     kind, where = resolve_source(name)
-    path = Path(where) if kind != "hub" else _download(where)
+    path = Path(where) if kind != "hub" else _download(where, trust_remote_code)
     if path is None:
         if allow_pickle:
             return None
@@ -703,7 +706,7 @@ def streamable_source(name: str, allow_pickle: bool = False) -> Path | None:
     return path
 
 
-def _download(repo_id: str) -> Path | None:
+def _download(repo_id: str, trust_remote_code: bool = False) -> Path | None:
     from huggingface_hub import snapshot_download
 
     from .sources import _check_family, hub_reachable
@@ -725,7 +728,7 @@ def _download(repo_id: str) -> Path | None:
     path = fetch(["config.json", "generation_config.json", INDEX_FILE, *TOKENIZER_FILES])
     if not (path / "config.json").exists():
         raise SourceError(f"'{repo_id}' on the hub has no config.json")
-    _check_family(AutoConfig.from_pretrained(path), f"'{repo_id}'")
+    _check_family(from_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code), f"'{repo_id}'")
     if (path / INDEX_FILE).exists():
         shards = sorted(set(json.loads((path / INDEX_FILE).read_text())["weight_map"].values()))
     else:

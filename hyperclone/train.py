@@ -320,6 +320,7 @@ def race(
     checkpoint_every: int | None = DEFAULTS.checkpoint_every,
     resume: bool = False,
     source_train_tokens: int | None = None,
+    trust_remote_code: bool = False,
 ) -> RaceResult:
     """Race HyperCloned models against random init (and the source) on identical data.
 
@@ -332,9 +333,8 @@ def race(
     ``steps_for``: other budgets for some (a longer random run measures
     speed-up (a)). Every ``eval_every`` steps each contestant is evaluated and
     a record goes to ``callback`` and to ``run_dir/metrics.jsonl``;
-    ``stop_event`` stops cleanly between steps (with checkpoints when
-    ``checkpoint_every`` is set); ``resume=True`` continues the run in
-    ``run_dir`` to the same final state as an unbroken run.
+    ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``); ``resume=True``
+    continues ``run_dir``'s run to the state of an unbroken run. Custom model code: ``trust_remote_code``.
     """
     cfg = RaceConfig(
         factor=factor, ffn_factor=ffn_factor, contestants=tuple(contestants),
@@ -347,13 +347,13 @@ def race(
     )
     return run_race(cfg, source, tokenizer=tokenizer, corpus=data if isinstance(data, Corpus) else None,
                     device=device, precision=precision, run_dir=run_dir, callback=callback,
-                    stop_event=stop_event, resume=resume)
+                    stop_event=stop_event, resume=resume, trust_remote_code=trust_remote_code)
 
 
 def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any = None, device=None,
              precision: str | None = None, run_dir: str | os.PathLike | None = None,
              callback: Callable[[dict], None] | None = None, stop_event: threading.Event | None = None,
-             resume: bool = False) -> RaceResult:
+             resume: bool = False, trust_remote_code: bool = False) -> RaceResult:
     """The race for the settings in ``cfg``, top to bottom (``race`` gathers them from its arguments).
 
     ``precision`` None picks bf16 on GPUs that have it, else fp32; ``corpus``
@@ -367,7 +367,7 @@ def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any
     run_path = resolve_run_dir(run_dir, accelerator)
     stored = open_run_dir(run_path, resume)
 
-    source_model, tokenizer, tokens_origin = load_race_source(cfg, source, tokenizer)
+    source_model, tokenizer, tokens_origin = load_race_source(cfg, source, tokenizer, trust_remote_code)
     corpus = corpus if corpus is not None else load_race_corpus(cfg, tokenizer, accelerator)
     check_fits(source_model, cfg, corpus)
     if stored is not None:

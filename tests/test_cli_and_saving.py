@@ -73,13 +73,15 @@ def test_verify_command_passes_and_fails(tied_llama_dir, tmp_path, capsys):
     assert "equivalence FAILED" in capsys.readouterr().out
 
 
-def test_non_empty_output_is_refused_without_overwrite(tied_llama_dir, tmp_path, capsys):
+def test_an_earlier_output_is_refused_without_overwrite(tied_llama_dir, tmp_path, capsys):
+    """Foreign non-empty directories are refused even with --overwrite: tests/test_output_safety.py."""
     src, _ = tied_llama_dir
     out = tmp_path / "busy"
     out.mkdir()
+    (out / "hyperclone.json").write_text("{}")
     (out / "keep.txt").write_text("precious")
     assert main(["clone", str(src), str(out)]) == 2
-    assert "is not empty; pass --overwrite" in capsys.readouterr().err
+    assert "holds an earlier HyperClone output; choose a new directory, or pass --overwrite" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "precious"
     assert main(["clone", str(src), str(out), "--overwrite"]) == 0
     assert not (out / "keep.txt").exists() and (out / "config.json").exists()
@@ -104,12 +106,13 @@ def test_interrupted_save_leaves_nothing_at_out(tied_llama_dir, tmp_path, monkey
 def test_atomic_dir_keeps_the_old_output_when_overwrite_fails(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
+    (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
     (out / "old.txt").write_text("old")
     with pytest.raises(RuntimeError):
         with atomic_dir(out, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
             raise RuntimeError("disk full")
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]
 
 
 def test_pickle_only_checkpoint_is_refused_unless_allowed(tied_llama_dir, tmp_path, capsys):

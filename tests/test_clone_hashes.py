@@ -17,7 +17,6 @@ import json
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 from families import CASES, make_config
 from transformers import AutoModelForCausalLM

@@ -219,6 +219,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
     src, _ = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
     out.mkdir()
+    (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
     (out / "old.txt").write_text("old")
     real_grow = stream.ClonePlan.grow
     seen = []
@@ -231,7 +232,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
 
     monkeypatch.setattr(stream.ClonePlan, "grow", interrupt)
     assert main(["clone", str(src), str(out), "--overwrite", "--max-shard-size", "10KB"]) == 130
-    assert [p.name for p in out.iterdir()] == ["old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out"])
     assert "an unfinished clone leaves nothing at OUT" in capsys.readouterr().err
 

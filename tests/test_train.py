@@ -208,7 +208,7 @@ def test_a_source_named_as_built_in_takes_its_training_tokens_from_the_card(kit,
 
     model, tok, corpus = kit
     monkeypatch.setattr(sources, "BUILTIN_NAMES", ("tiny-test",))
-    monkeypatch.setattr(sources, "load_source", lambda name, device=None: (model, tok))
+    monkeypatch.setattr(sources, "load_source", lambda name, device=None, **kwargs: (model, tok))
     monkeypatch.setattr(sources, "read_card", lambda name: {"training": {"tokens_seen": 10_000}})
     result = race("tiny-test", data=corpus, contestants=("noisy_symmetric", "random"), **{**TINY, "steps": 2})
     assert result.info["source"]["train_tokens"] == 10_000

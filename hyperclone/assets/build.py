@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from hyperclone.assets import ASSETS_DIR, TOKENIZER_DIR
+from hyperclone.assets import ASSETS_DIR, MODEL_KEYS, TOKENIZER_DIR, add_arguments
 from hyperclone.compare import greedy
 from hyperclone.contestants import make_optimizer
 from hyperclone.data import EOT_TOKEN, builtin_documents, load_corpus, split_of
@@ -87,7 +87,7 @@ def load_tokenizer(path: Path = TOKENIZER_DIR) -> Any:
     """The shipped tokenizer, as ``AutoTokenizer`` loads it."""
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=False)  # our own files: never custom code
 
 
 # --------------------------------------------------------------------------- #
@@ -145,6 +145,7 @@ MODELS: dict[str, Recipe] = {
         steps=800,
     ),
 }
+assert tuple(MODELS) == MODEL_KEYS, "keep MODEL_KEYS in hyperclone/assets/__init__.py in step with MODELS"
 
 
 def make_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Module:
@@ -404,13 +405,6 @@ def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int |
             cards[recipe.name] = build_model(recipe, tokenizer, corpus, out)
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return cards
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``build-assets`` (shared with the ``hyperclone`` CLI)."""
-    parser.add_argument("--only", choices=["tokenizer", *MODELS], help="build just this part")
-    parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="where to write (default: the package)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
 
 
 def main(argv: list[str] | None = None) -> int:
