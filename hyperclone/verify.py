@@ -42,6 +42,19 @@ def rounding_tolerance(dtype: torch.dtype, reduction_size: int, magnitude: float
     return roundings * eps * magnitude
 
 
+def kl_tolerance(vocab_size: int, max_abs_diff: float) -> float:
+    """The largest mean KL(source||clone) that logits at most ``max_abs_diff`` apart can show in float32.
+
+    Exactly, KL = log E_p[exp(d)] - E_p[d] for the logit difference d, at most (range of d)^2 / 8
+    <= max_abs_diff^2 / 2 (Hoeffding's lemma). Computed, each log-softmax rounds its log-sum-exp
+    over ``vocab_size`` terms (random-walk rule, relative to a sum >= 1) and each log-probability
+    by eps |log p|, whose p-weighted mean is the entropy, at most log(vocab_size).
+    """
+    v = max(2, int(vocab_size))
+    lse = rounding_tolerance(torch.float32, v)
+    return max_abs_diff**2 / 2 + lse + torch.finfo(torch.float32).eps * math.log(v)
+
+
 # Relative tolerance on max |logit difference| / max |logit| for `passed`: source and clone logits are
 # two roundings of the same chain of dot products, so the budget is eps times a reduction size.
 # fp32: 1e-5 = 84 eps = rounding_tolerance(float32, 196), the random-walk rule for ~200 roundings reaching
