@@ -158,6 +158,17 @@ def test_clone_refuses_a_model_with_an_infinite_weight_naming_it():
         clone(model, 2)
 
 
+def test_a_float16_weight_whose_sum_overflows_is_still_finite_and_accepted():
+    from hyperclone.clone import check_finite
+
+    big = torch.full((4,), 60000.0, dtype=torch.float16)  # each finite; the float16 sum is inf
+    assert torch.isinf(big.sum())
+    check_finite("model.norm.weight", big)
+    big[1] = float("-inf")
+    with pytest.raises(HyperCloneError, match="'model.norm.weight' holds NaN or infinite"):
+        check_finite("model.norm.weight", big)
+
+
 # --------------------------------------------------------------------------- #
 # Growth settings (item 6)
 # --------------------------------------------------------------------------- #
