@@ -106,8 +106,8 @@ def check_input_ids(input_ids, config) -> torch.Tensor:
                               f"(ids 0 to {vocab - 1})")
     context = _context_length(config)
     if context is not None and input_ids.shape[1] > context:
-        raise HyperCloneError(f"input_ids hold {input_ids.shape[1]} tokens, more than the model's context of "
-                              f"{context}; shorten them")
+        raise HyperCloneError(f"the input holds {input_ids.shape[1]} tokens, more than the model's context of "
+                              f"{context}; give a shorter text or fewer ids")
     return input_ids
 
 
