@@ -20,7 +20,6 @@ from typing import Any
 
 import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it lazily, from more than one thread
 import streamlit as st
-import torch
 
 from hyperclone import VARIANTS, clone, make_plan, verify
 from hyperclone.clone import wide_model_bytes
@@ -30,10 +29,11 @@ from hyperclone.export import provenance, save_clone
 from hyperclone.grow import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrix_names
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
-from hyperclone.resources import check_fits, free_bytes, human_bytes
+from hyperclone.resources import check_fits, free_bytes, human_bytes, is_out_of_memory
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
 from hyperclone.runs import is_run_dir, load_run
-from hyperclone.sources import BUILTIN_NAMES, HUB_PRESETS, default_device, list_sources, load_source, resolve_source
+from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
+                                resolve_source)
 from hyperclone.train import race
 
 log = logging.getLogger("hyperclone.app")
@@ -52,7 +52,7 @@ def error_line(e: BaseException, doing: str) -> str:
     """A one-line message for ``e``, raised while ``doing`` something."""
     if isinstance(e, HyperCloneError):
         msg = str(e)
-    elif isinstance(e, (MemoryError, torch.OutOfMemoryError)):
+    elif is_out_of_memory(e):
         msg = f"out of memory while {doing}; use a smaller factor, bfloat16, or another device"
     else:
         first = (str(e).strip().splitlines() or [""])[0][:200]
@@ -66,12 +66,11 @@ def show_error(e: BaseException, doing: str) -> None:
 
 
 def device_problem(device: str) -> str | None:
-    """Why ``device`` cannot be used here, or None."""
-    if device == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available on this machine; choose device auto or cpu"
-    mps = getattr(torch.backends, "mps", None)
-    if device == "mps" and not (mps is not None and mps.is_available()):
-        return "Apple MPS is not available on this machine; choose device auto or cpu"
+    """Why ``device`` cannot be used here (the library's own check), or None."""
+    try:
+        check_device(device)
+    except HyperCloneError as e:
+        return str(e)
     return None
 
 

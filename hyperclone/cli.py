@@ -32,7 +32,7 @@ def _add_clone_args(p: argparse.ArgumentParser) -> None:
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="load dtype (default float32)")
-    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--device", default=None, help="cuda, mps, cpu or auto (default: auto, the best available)")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the checkpoint")
 
@@ -73,9 +73,10 @@ def cmd_clone(args) -> int:
     from .clone import clone, make_plan, wide_model_bytes
     from .export import check_output_dir, provenance, save_clone
     from .resources import check_fits, human_bytes
-    from .sources import resolve_source
+    from .sources import check_device, resolve_source
     from .verify import verify
 
+    check_device(args.device)  # fail before any work
     kind, src_dir = resolve_source(args.src)
     src_dir = None if kind == "hub" else src_dir
     check_output_dir(args.out, args.overwrite, src_dir)
@@ -105,8 +106,10 @@ def cmd_clone(args) -> int:
 
 def cmd_verify(args) -> int:
     from .export import PROVENANCE_FILE
+    from .sources import check_device
     from .verify import verify
 
+    check_device(args.device)
     source, tokenizer = _load(args.src, args)
     cloned, _ = _load(args.dst, args)
     record = Path(args.dst) / PROVENANCE_FILE
@@ -220,7 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: an unfinished clone leaves nothing at OUT; a race keeps the records written so far", file=sys.stderr)
         return 130
-    except MemoryError:
+    except (MemoryError, RuntimeError) as e:
+        from .resources import is_out_of_memory
+
+        if not is_out_of_memory(e):
+            raise
         print("error: out of memory; use a smaller factor or dtype, or stream from disk", file=sys.stderr)
         return 2
     finally:

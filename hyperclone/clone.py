@@ -9,13 +9,14 @@ read lazily from safetensors shards. Both therefore give identical results.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from .errors import HyperCloneError
+from .errors import HyperCloneError, SourceError
 from .grow import check_factor, check_variant, grow_matrix, repeat_vector, tensor_generator
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
 
@@ -75,6 +76,7 @@ class ClonePlan:
         the embedding tensor under the head's name.
         """
         rule = self.spec.rule_for(name)
+        check_finite(name, tensor)
         out = self._grow_by_rule(name, rule, tensor)
         scale = 1.0
         if rule.kind == "embedding" and self.spec.embed_scale and name == self.spec.embed:
@@ -132,6 +134,19 @@ class ClonePlan:
         return int(size(self.source_config)) if size else equal_split
 
 
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Refuse a source weight holding NaN or inf: its clone would be saved, and only fail verification.
+
+    A NaN or inf element makes the sum NaN or inf, so a finite sum clears the tensor in one cheap
+    reduction; a sum that overflowed is settled element by element.
+    """
+    if not tensor.is_floating_point() or tensor.numel() == 0 or math.isfinite(float(tensor.sum())):
+        return
+    if not bool(torch.isfinite(tensor).all()):
+        raise SourceError(f"the source weight {name!r} holds NaN or infinite values; the checkpoint is damaged "
+                          "(re-download or re-save it), so nothing was cloned")
+
+
 def make_plan(
     config: PretrainedConfig,
     factor: int = 2,
@@ -147,8 +162,8 @@ def make_plan(
     check_variant(variant)
     if tie not in TIE_MODES:
         raise HyperCloneError(f"tie must be one of {', '.join(TIE_MODES)}, got {tie!r}")
-    if not isinstance(snr_db, (int, float)) or snr_db != snr_db:
-        raise HyperCloneError(f"snr_db must be a number of decibels, got {snr_db!r}")
+    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not math.isfinite(snr_db):
+        raise HyperCloneError(f"snr_db must be a finite number of decibels, got {snr_db!r}")
     spec = spec_for(config)
     plan = ClonePlan(spec, config, factor, ffn_factor, variant, float(snr_db), int(seed), tie)
     if plan.keep_tied and not spec.supports_tie_keep:

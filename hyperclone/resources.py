@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+
 import torch
 
 from .errors import HyperCloneError
@@ -20,15 +23,99 @@ def dtype_bytes(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
 
 
+# Where a cgroup's memory files are seen from inside it (v2 unified, then v1); the namespace root in a container.
+_V2_ROOT, _V1_ROOT = Path("/sys/fs/cgroup"), Path("/sys/fs/cgroup/memory")
+CGROUP_DIRS = (_V2_ROOT, _V1_ROOT)
+_UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
+
+
 def free_bytes(device: torch.device | str) -> int:
-    """Memory a new allocation can use on ``device`` (RAM for cpu/mps)."""
+    """Memory a new allocation can use on ``device``.
+
+    For cpu/mps the least of: the RAM the kernel calls available, the room left under this process's
+    address-space and data limits (``ulimit -v``/``-d``), and the room left under its cgroup's memory limit
+    (containers, systemd slices). Any of them, when hit, fails an allocation.
+    """
     device = torch.device(device)
     if device.type == "cuda":
         free, _total = torch.cuda.mem_get_info(device)
         return int(free)
     import psutil
 
-    return int(psutil.virtual_memory().available)
+    return int(min(psutil.virtual_memory().available, _rlimit_room(), _cgroup_room()))
+
+
+def _rlimit_room() -> float:
+    """Bytes left under RLIMIT_AS (virtual size) and RLIMIT_DATA (data segment); inf when unlimited."""
+    try:
+        import resource
+    except ImportError:  # not on Windows
+        return math.inf
+    import psutil
+
+    used = psutil.Process().memory_info()
+    room = math.inf
+    for which, in_use in ((resource.RLIMIT_AS, used.vms), (getattr(resource, "RLIMIT_DATA", None), used.data)):
+        if which is None:
+            continue
+        soft, _hard = resource.getrlimit(which)
+        if soft != resource.RLIM_INFINITY and soft >= 0:
+            room = min(room, max(0, soft - in_use))
+    return room
+
+
+def _read_number(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None  # "max": no limit
+
+
+def _reclaimable(stat: Path) -> int:
+    """Page cache the kernel drops before failing an allocation (inactive file pages in memory.stat)."""
+    try:
+        lines = stat.read_text().splitlines()
+    except OSError:
+        return 0
+    fields = dict(line.split(maxsplit=1) for line in lines if " " in line)
+    value = fields.get("inactive_file", fields.get("total_inactive_file", "0")).strip()
+    return int(value) if value.isdigit() else 0
+
+
+def _own_cgroup_dirs() -> list[Path]:
+    """This process's cgroup directories, from /proc/self/cgroup (when /sys/fs/cgroup is the host's root)."""
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return []
+    dirs = []
+    for line in lines:
+        _id, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if path.strip("/") and (controllers == "" or "memory" in controllers.split(",")):
+            dirs.append((_V2_ROOT if controllers == "" else _V1_ROOT) / path.strip("/"))
+    return dirs
+
+
+def _cgroup_room() -> float:
+    """Bytes left under the cgroup memory limit (v2 memory.max, or v1 memory.limit_in_bytes); inf if none."""
+    room = math.inf
+    for where in (*CGROUP_DIRS, *_own_cgroup_dirs()):
+        for limit_file, usage_file in (("memory.max", "memory.current"), ("memory.limit_in_bytes", "memory.usage_in_bytes")):
+            limit, usage = _read_number(where / limit_file), _read_number(where / usage_file)
+            if limit is None or limit >= _UNLIMITED or usage is None:
+                continue
+            room = min(room, max(0, limit - max(0, usage - _reclaimable(where / "memory.stat"))))
+    return room
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether ``error`` is an allocation failure (the allocators' RuntimeErrors, MemoryError)."""
+    if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        phrase in text for phrase in ("can't allocate memory", "out of memory", "not enough memory"))
 
 
 def human_bytes(n: float) -> str:

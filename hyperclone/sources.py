@@ -12,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 from urllib.parse import urlparse
 
 import torch
@@ -152,9 +153,37 @@ def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
     if isinstance(dtype, torch.dtype) or dtype == "auto":
         return dtype
     value = getattr(torch, str(dtype), None)
-    if not isinstance(value, torch.dtype):
-        raise SourceError(f"unknown dtype '{dtype}'; use float32, bfloat16, float16 or auto")
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise SourceError(f"unknown dtype '{dtype}' for model weights; use float32, bfloat16, float16, float64 or auto")
     return value
+
+
+def check_device(device: torch.device | str | None = None) -> torch.device:
+    """The device ``device`` names (None or "auto": the best available), or a one-line error saying why not.
+
+    The one device check of the CLI, the API and the dashboard, made before any work.
+    """
+    if device is None or device == "auto":
+        return default_device()
+    try:
+        where = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        where = None
+    if where is None or where.type not in ("cpu", "cuda", "mps"):
+        raise SourceError(f"unknown device {str(device)!r}; use cuda, mps, cpu or auto (the best one available)")
+    if where.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "was built without CUDA" if torch.version.cuda is None else "finds no CUDA GPU"
+            raise SourceError(f"CUDA is not available on this machine (torch {torch.__version__} {why}); "
+                              "use device cpu, or auto for the best one available")
+        if where.index is not None and where.index >= torch.cuda.device_count():
+            raise SourceError(f"there is no {where}: this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              "numbered from cuda:0")
+    mps = getattr(torch.backends, "mps", None)
+    if where.type == "mps" and not (mps is not None and mps.is_available()):
+        raise SourceError("Apple MPS is not available on this machine; use device cpu, or auto for the best one "
+                          "available")
+    return where
 
 
 def _supported() -> list[str]:
@@ -171,6 +200,63 @@ def _check_family(config: Any, what: str) -> None:
             f"{what} is a '{model_type}' model, which hyperclone cannot clone; "
             f"supported families: {', '.join(sorted(supported))}"
         )
+
+
+def load_config(where: str | os.PathLike, what: str | None = None, trust_remote_code: bool = False, **kwargs: Any):
+    """``AutoConfig.from_pretrained``, naming a model type transformers does not know in one line."""
+    from transformers import AutoConfig
+
+    try:
+        return from_pretrained(AutoConfig, where, trust_remote_code, **kwargs)
+    except ValueError as e:
+        made_up = re.search(r"model type `([^`]*)`", str(e))
+        if made_up is None or "does not recognize" not in str(e):
+            raise
+        raise SourceError(
+            f"unknown model type {made_up.group(1)!r} in {what or where}: not a transformers architecture; "
+            f"supported families: {', '.join(sorted(_supported()))}"
+        ) from None
+
+
+def open_safetensors(path: str | os.PathLike):
+    """``safe_open`` on one weights file, or a one-line error naming the file when it is not valid safetensors."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        return safe_open(str(path), framework="pt")
+    except SafetensorError as e:
+        reason = str(e).strip().removeprefix("Error while deserializing header: ")
+        raise SourceError(f"not a valid safetensors file: {path} ({reason}); re-download or re-save it") from None
+
+
+def _name_order(name: str) -> list:
+    # layers.2 before layers.10
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def check_weights_agree(where: Any, model_type: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
+                        mismatched: Iterable[tuple[str, tuple, tuple]] = ()) -> None:
+    """Refuse, naming the first culprit, a checkpoint whose weights disagree with its config.
+
+    ``mismatched`` holds (name, stored shape, shape the config implies). Shared by the in-memory load
+    (transformers' loading info) and the streaming layout, so both refuse the same checkpoints.
+    """
+    missing, unexpected = sorted(missing, key=_name_order), sorted(unexpected, key=_name_order)
+    mismatched = sorted(mismatched, key=lambda m: _name_order(m[0]))
+
+    def more(items: list) -> str:
+        return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+
+    if unexpected:
+        raise SourceError(f"{where} stores {unexpected[0]!r}, which a {model_type} model with this config does not "
+                          f"have{more(unexpected)}; refusing to guess where it goes")
+    if mismatched:
+        name, stored, expected = mismatched[0]
+        raise SourceError(f"{name!r} has shape {tuple(stored)} in {where} but the config implies {tuple(expected)}"
+                          f"{more(mismatched)}; the checkpoint and its config.json disagree")
+    if missing:
+        raise SourceError(f"{where} lacks the weight {missing[0]!r} that its config implies{more(missing)}; "
+                          "the checkpoint and its config.json disagree")
 
 
 # --------------------------------------------------------------------------- #
@@ -247,11 +333,12 @@ def load_source(
     None picks cuda, then mps, then cpu; ``dtype`` None means float32. The
     model is returned in eval mode.
     """
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from safetensors import SafetensorError
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    kind, where = resolve_source(name_or_path)
+    device = check_device(device)
     torch_dtype = _torch_dtype(dtype)
-    device = torch.device(device) if device is not None else default_device()
+    kind, where = resolve_source(name_or_path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
 
     if kind == "hub":
@@ -259,7 +346,7 @@ def load_source(
         if not hub_reachable():
             kwargs["local_files_only"] = True  # a model already in the HF cache still loads
         try:
-            config = from_pretrained(AutoConfig, where, **kwargs)
+            config = load_config(where, f"'{where}'", **kwargs)
         except SourceError:
             raise
         except Exception as e:
@@ -272,13 +359,17 @@ def load_source(
             raise SourceError(f"could not load '{where}' from the Hugging Face hub: {reason}") from None
     else:
         _check_local_weights(Path(where), allow_pickle)
-        config = from_pretrained(AutoConfig, where, **kwargs)
+        config = load_config(where, f"{Path(where) / 'config.json'}", **kwargs)
     _check_family(config, f"'{name_or_path}'")
 
     try:
-        model = from_pretrained(
-            AutoModelForCausalLM, where, dtype=torch_dtype, use_safetensors=None if allow_pickle else True, **kwargs
+        # Mismatched shapes are reported (not raised) so that the one check below names them.
+        model, loading = from_pretrained(
+            AutoModelForCausalLM, where, dtype=torch_dtype, use_safetensors=None if allow_pickle else True,
+            output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
+    except SafetensorError as e:
+        _refuse_broken_weights(kind, where, e)
     except pickle.UnpicklingError:
         raise SourceError(
             f"the pickle weights of '{name_or_path}' hold arbitrary Python objects, which torch's safe loader "
@@ -293,10 +384,22 @@ def load_source(
             ) from None
         reason = str(e).strip().splitlines()[0][:200]
         raise SourceError(f"could not load the weights of '{name_or_path}': {reason}") from None
+    check_weights_agree(where, config.model_type, loading["missing_keys"], loading["unexpected_keys"],
+                        loading["mismatched_keys"])
     tokenizer = None
     if kind == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
         tokenizer = from_pretrained(AutoTokenizer, where, **kwargs)
     return model.to(device).eval(), tokenizer
+
+
+def _refuse_broken_weights(kind: str, where: str, error: Exception) -> None:
+    """Name the weights file that safetensors could not read (a truncated download, a garbage header)."""
+    if kind != "hub":
+        for path in sorted(Path(where).glob("*.safetensors")):
+            with open_safetensors(path):
+                pass
+    reason = str(error).strip().removeprefix("Error while deserializing header: ")
+    raise SourceError(f"not a valid safetensors file in {where} ({reason}); re-download or re-save it") from None
 
 
 def _has_tokenizer(path: Path) -> bool:

@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 
 from . import resources
@@ -129,12 +128,12 @@ def read_layout(src: str | Path, config=None) -> SourceLayout:
     stored once) and refuses anything else by name: a missing weight, an
     unknown one, or a shape that disagrees with the config.
     """
-    from transformers import AutoConfig
+    from .sources import check_weights_agree, load_config, open_safetensors
 
     src = Path(src)
     files = weight_files(src)
     if config is None:
-        config = from_pretrained(AutoConfig, src, trust_remote_code=False)
+        config = load_config(src, src / "config.json", trust_remote_code=False)
     expected, meta_model = _meta_state(config)
     to_model_name = _load_renamer(meta_model, expected)
     ignore = list(getattr(meta_model, "_keys_to_ignore_on_load_unexpected", None) or []) + list(RECOMPUTED_BUFFERS)
@@ -142,34 +141,31 @@ def read_layout(src: str | Path, config=None) -> SourceLayout:
     shapes: dict[str, tuple[int, ...]] = {}
     dtypes: dict[str, torch.dtype] = {}
     ignored: list[str] = []
+    unexpected: list[str] = []
+    mismatched: list[tuple[str, tuple, tuple]] = []
     for path in files:
-        with safe_open(path, framework="pt") as f:
+        with open_safetensors(path) as f:
             for key in f.keys():
                 name = to_model_name(key)
                 if name not in expected:
-                    if any(re.search(p, key) for p in ignore):
-                        ignored.append(key)
-                        continue
-                    raise SourceError(f"{path.name} stores {key!r}, which a {config.model_type} model with this "
-                                      "config does not have; refusing to guess where it goes")
+                    (ignored if any(re.search(p, key) for p in ignore) else unexpected).append(key)
+                    continue
                 sl = f.get_slice(key)
                 shape = tuple(sl.get_shape())
                 if shape != expected[name]:
-                    raise SourceError(f"{key!r} has shape {shape} in {path.name} but the config implies "
-                                      f"{expected[name]}; the checkpoint and its config.json disagree")
+                    mismatched.append((key, shape, expected[name]))
                 stored[name] = (path, key)
                 shapes[name] = shape
                 dtypes[name] = _st_dtype(sl.get_dtype())
     spec = spec_for(config)
     tied = bool(getattr(config, "tie_word_embeddings", False))
-    entries = []
-    for name in expected:
-        if tied and name == spec.lm_head and spec.embed in stored:
-            # The loaded model shares one tensor (whatever the file holds under the head's name).
-            stored[name], shapes[name], dtypes[name] = stored[spec.embed], shapes[spec.embed], dtypes[spec.embed]
-        if name not in stored:
-            raise SourceError(f"{src} lacks the weight {name!r} that its config implies")
-        entries.append((name, *stored[name]))
+    if tied and spec.lm_head in expected and spec.embed in stored:
+        # The loaded model shares one tensor (whatever the file holds under the head's name).
+        name = spec.lm_head
+        stored[name], shapes[name], dtypes[name] = stored[spec.embed], shapes[spec.embed], dtypes[spec.embed]
+    missing = [name for name in expected if name not in stored]
+    check_weights_agree(src, config.model_type, missing, unexpected, mismatched)
+    entries = [(name, *stored[name]) for name in expected]
     return SourceLayout(config, entries, shapes, dtypes, ignored)
 
 
@@ -232,7 +228,9 @@ class _Reader:
 
     def get(self, path: Path, key: str) -> torch.Tensor:
         if path not in self._handles:
-            self._handles[path] = safe_open(path, framework="pt")
+            from .sources import open_safetensors
+
+            self._handles[path] = open_safetensors(path)
         return self._handles[path].get_tensor(key)
 
     def close(self) -> None:
@@ -460,18 +458,20 @@ def stream_clone(
     "full" or "sample" to force one. The outcome is recorded in the provenance.
     A checkpoint with its own Python code is refused unless ``trust_remote_code``.
     """
-    from transformers import AutoConfig
+    from .sources import check_device, load_config
 
     t0 = time.perf_counter()
     src = Path(src)
     say = progress or (lambda msg: None)
+    if device is not None:
+        device = check_device(device)  # before any work, not when verifying after the shards are written
     max_bytes = parse_size(max_shard_size)
     dtype = _resolve_dtype(dtype)
     if verify not in (False, True, "auto", "full", "sample"):
         raise HyperCloneError(f"verify must be False, True, 'auto', 'full' or 'sample', got {verify!r}")
     out = check_output_dir(out, overwrite, src)
     weight_files(src)  # refuse pickle-only/empty checkpoints before reading the config's family
-    config = from_pretrained(AutoConfig, src, trust_remote_code=trust_remote_code)
+    config = load_config(src, src / "config.json", trust_remote_code=trust_remote_code)
     plan = make_plan(config, factor, ffn_factor, variant, snr_db, seed, tie)
     layout = read_layout(src, config)
     wide_config = plan.wide_config()
@@ -587,16 +587,14 @@ def verify_streamed(
     layers is checked end to end through a forward pass; ``auto`` picks full
     when both models fit in free memory. Returns (record, report).
     """
-    from transformers import AutoConfig
-
-    from .sources import default_device
+    from .sources import check_device, load_config
     from .verify import verify
 
     src, out = Path(src), Path(out)
     layout = layout or read_layout(src)
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device)
     dtype = dtype or _common_dtype(layout)
-    wide_config = from_pretrained(AutoConfig, out, trust_remote_code=False)  # written by us: never custom code
+    wide_config = load_config(out, trust_remote_code=False)  # written by us: never custom code
     elem = resources.dtype_bytes(dtype)
     src_bytes = sum(_numel(s) for s in layout.shapes.values()) * elem
     out_bytes = sum(_numel(s) for s in _meta_state(wide_config)[0].values()) * elem
@@ -628,7 +626,7 @@ def verify_streamed(
         if input_ids.numel() == 0:
             raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
     report = verify(src_model.to(device).eval(), wide_model.to(device).eval(), input_ids=input_ids,
-                    approximate=plan.keep_tied)
+                    approximate=plan.keep_tied, layer_numbers=layers)
     del src_model, wide_model
     record = {"method": "full" if mode == "full" else "sampled layers", "layers": layers, "n_layers": n_layers,
               "device": str(device), "passed": bool(report.passed), "note": why}
@@ -723,12 +721,12 @@ def _download(repo_id: str, trust_remote_code: bool = False) -> Path | None:
             reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise SourceError(f"could not fetch '{repo_id}' from the Hugging Face hub: {reason}") from None
 
-    from transformers import AutoConfig
+    from .sources import load_config
 
     path = fetch(["config.json", "generation_config.json", INDEX_FILE, *TOKENIZER_FILES])
     if not (path / "config.json").exists():
         raise SourceError(f"'{repo_id}' on the hub has no config.json")
-    _check_family(from_pretrained(AutoConfig, path, trust_remote_code=trust_remote_code), f"'{repo_id}'")
+    _check_family(load_config(path, f"'{repo_id}'", trust_remote_code=trust_remote_code), f"'{repo_id}'")
     if (path / INDEX_FILE).exists():
         shards = sorted(set(json.loads((path / INDEX_FILE).read_text())["weight_map"].values()))
     else:

@@ -96,6 +96,7 @@ class EquivalenceReport:
     n_tokens: int
     approximate: bool = False
     notes: list[str] = field(default_factory=list)
+    culprit: str | None = None  # where the first difference is, e.g. "layer 2: mlp differs"
 
     @property
     def layers_passed(self) -> bool:
@@ -116,6 +117,8 @@ class EquivalenceReport:
             f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers repeat the source's"
             f" (worst relative diff {max((c.max_rel_diff for c in self.layers), default=0.0):.3e})",
         ]
+        if self.culprit:
+            lines.append(f"  first difference        {self.culprit}")
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -126,6 +129,59 @@ def default_input_ids(config, batch: int = 2, length: int = 48, seed: int = 0) -
     length = max(1, min(length, int(max_len)))
     gen = torch.Generator().manual_seed(seed)
     return torch.randint(0, int(config.vocab_size), (batch, length), generator=gen)
+
+
+def _context_length(config) -> int | None:
+    length = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    return int(length) if length else None
+
+
+def check_input_ids(input_ids, config) -> torch.Tensor:
+    """``input_ids`` as a [batch, tokens] integer tensor the model can read, or a one-line error saying why not."""
+    if not isinstance(input_ids, torch.Tensor):
+        raise HyperCloneError(f"input_ids must be a tensor of token ids, got {type(input_ids).__name__}")
+    if input_ids.is_floating_point() or input_ids.is_complex() or input_ids.dtype == torch.bool:
+        raise HyperCloneError(f"input_ids must hold integer token ids, got {str(input_ids.dtype).replace('torch.', '')}")
+    if input_ids.dim() == 1:
+        input_ids = input_ids[None]
+    if input_ids.dim() != 2:
+        raise HyperCloneError(f"input_ids must have shape [tokens] or [batch, tokens], got {tuple(input_ids.shape)}")
+    if input_ids.numel() == 0:
+        raise HyperCloneError("input_ids hold no tokens; give at least one token id")
+    vocab = int(config.vocab_size)
+    low, high = int(input_ids.min()), int(input_ids.max())
+    if low < 0 or high >= vocab:
+        raise HyperCloneError(f"input_ids hold id {low if low < 0 else high}, outside the vocabulary of {vocab} tokens "
+                              f"(ids 0 to {vocab - 1})")
+    context = _context_length(config)
+    if context is not None and input_ids.shape[1] > context:
+        raise HyperCloneError(f"the input holds {input_ids.shape[1]} tokens, more than the model's context of "
+                              f"{context}; give a shorter text or fewer ids")
+    return input_ids
+
+
+def _layers(n: int) -> str:
+    return f"{n} layer{'' if n == 1 else 's'}"
+
+
+def check_comparable(source, cloned) -> int:
+    """The growth factor from ``source`` to ``cloned``, or a one-line error saying why one cannot be its clone."""
+    s_cfg, c_cfg = source.config, cloned.config
+    if s_cfg.model_type != c_cfg.model_type:
+        raise HyperCloneError(f"the source is a {s_cfg.model_type!r} model and the destination a "
+                              f"{c_cfg.model_type!r} model; a clone has its source's family")
+    (s_vocab, s_width), (c_vocab, c_width) = (tuple(m.get_input_embeddings().weight.shape) for m in (source, cloned))
+    if s_vocab != c_vocab:
+        raise HyperCloneError(f"the source and the destination have different vocabularies ({s_vocab} and {c_vocab} "
+                              "tokens); a clone keeps its source's vocabulary")
+    s_depth, c_depth = int(s_cfg.num_hidden_layers), int(c_cfg.num_hidden_layers)
+    if s_depth != c_depth:
+        raise HyperCloneError(f"the source has {_layers(s_depth)} and the destination {_layers(c_depth)}; "
+                              "a clone has its source's depth")
+    if c_width < s_width or c_width % s_width:
+        raise HyperCloneError(f"the destination's hidden size {c_width} is not a whole multiple of the source's "
+                              f"hidden size {s_width}; DST must be a clone of SRC (are SRC and DST swapped?)")
+    return c_width // s_width
 
 
 def _forward(model, input_ids: torch.Tensor):
@@ -141,13 +197,18 @@ def verify(
     text: str | None = None,
     tokenizer=None,
     approximate: bool | None = None,
+    *,
+    layer_numbers: list[int] | None = None,
 ) -> EquivalenceReport:
     """Run both models on the same tokens and measure how equal their outputs are.
 
     Input: ``input_ids``, or ``text`` encoded with ``tokenizer``, or by default
     a fixed sample of valid token ids. ``approximate`` (default: read from the
     clone's plan) marks a tie="keep" clone, checked with a looser tolerance.
+    ``layer_numbers``: the source's numbers of the models' layers, for models
+    truncated to some layers, so that a difference names the right one.
     """
+    check_comparable(source, cloned)
     if input_ids is None and text is not None:
         if tokenizer is None:
             raise HyperCloneError("verify(text=...) needs a tokenizer= to encode the text")
@@ -156,8 +217,7 @@ def verify(
             raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
     if input_ids is None:
         input_ids = default_input_ids(source.config)
-    if input_ids.dim() == 1:
-        input_ids = input_ids[None]
+    input_ids = check_input_ids(input_ids, source.config)
     src, dst = _forward(source, input_ids), _forward(cloned, input_ids)
     s_logits, c_logits = src.logits.float(), dst.logits.float().to(src.logits.device)
     if s_logits.shape != c_logits.shape:
@@ -180,10 +240,24 @@ def verify(
     if approximate:
         notes.append("tie='keep' scales the residual stream by 1/n: equal only up to the norms' epsilon")
     passed = max_rel <= tol and all(c.passed for c in layers)
+    culprit = None if passed else _culprit(source, cloned, input_ids, layers, tol, approximate, layer_numbers)
     return EquivalenceReport(
         max_abs, max_rel, mean_kl, top1, layers, passed, tol, str(dtype).replace("torch.", ""), factor,
-        int(input_ids.numel()), approximate, notes,
+        int(input_ids.numel()), approximate, notes, culprit,
     )
+
+
+def _repeat_diff(s: torch.Tensor, c: torch.Tensor, normalise: bool) -> tuple[float, float] | None:
+    """(max abs, max relative) difference of ``c`` from ``s`` repeated along the last axis; None if no repeat fits."""
+    s, c = s.float(), c.float().to(s.device)
+    if s.shape[:-1] != c.shape[:-1] or s.shape[-1] == 0 or c.shape[-1] % s.shape[-1]:
+        return None
+    expected = s.repeat(*([1] * (s.dim() - 1)), c.shape[-1] // s.shape[-1])
+    if normalise:  # tie="keep": compare directions, the stream is scaled by 1/n
+        expected = expected / expected.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+        c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-30)
+    abs_diff = float((expected - c).abs().max()) if c.numel() else 0.0
+    return abs_diff, abs_diff / max(float(expected.abs().max()) if c.numel() else 0.0, 1e-30)
 
 
 def _layer_checks(src_states, dst_states, tol: float, normalise: bool) -> tuple[list[LayerCheck], int]:
@@ -193,15 +267,71 @@ def _layer_checks(src_states, dst_states, tol: float, normalise: bool) -> tuple[
     factor = dst_states[0].shape[-1] // src_states[0].shape[-1]
     checks = []
     for i, (s, c) in enumerate(zip(src_states, dst_states)):
-        s, c = s.float(), c.float().to(s.device)
-        expected = s.repeat(*([1] * (s.dim() - 1)), factor)
-        if normalise:  # tie="keep": compare directions, the stream is scaled by 1/n
-            expected = expected / expected.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-            c = c / c.norm(dim=-1, keepdim=True).clamp_min(1e-30)
-        if c.shape != expected.shape:
+        diff = _repeat_diff(s, c, normalise) if c.shape[-1] == s.shape[-1] * factor else None
+        if diff is None:
             checks.append(LayerCheck(i, float("inf"), float("inf"), False))
             continue
-        abs_diff = float((expected - c).abs().max())
-        rel = abs_diff / max(float(expected.abs().max()), 1e-30)
-        checks.append(LayerCheck(i, abs_diff, rel, rel <= tol))
+        checks.append(LayerCheck(i, diff[0], diff[1], diff[1] <= tol))
     return checks, factor
+
+
+def _decoder_layers(model) -> torch.nn.ModuleList | None:
+    """The model's list of decoder layers (the first module list as long as the config's depth)."""
+    n = int(model.config.num_hidden_layers)
+    return next((m for m in model.modules() if isinstance(m, torch.nn.ModuleList) and len(m) == n), None)
+
+
+def _first_tensor(output) -> torch.Tensor | None:
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _layer_outputs(model, index: int, input_ids: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of layer ``index`` (key "") and of each of its sub-modules, in the order they ran."""
+    layer = _decoder_layers(model)[index]
+    outputs: dict[str, torch.Tensor] = {}
+
+    def keep(name: str):
+        def hook(module, args, output) -> None:
+            t = _first_tensor(output)
+            if t is not None and name not in outputs:
+                outputs[name] = t.detach()
+        return hook
+
+    hooks = [module.register_forward_hook(keep(name)) for name, module in [("", layer), *layer.named_children()]]
+    try:
+        _forward(model, input_ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    return outputs
+
+
+def _culprit(source, cloned, input_ids, layers: list[LayerCheck], tol: float, normalise: bool,
+             layer_numbers: list[int] | None) -> str:
+    """Where the clone first departs from its source: the embeddings, a layer (and its sub-module), or the head.
+
+    Hidden state 0 is the embeddings' output, state i the output of layer i - 1, and the last state has the
+    final norm applied; a second forward pass with hooks then looks inside the first layer that differs.
+    """
+    failed = next((c.layer for c in layers if not c.passed), None)
+    if failed is None:
+        return "the LM head differs (every hidden state matches)"
+    if failed == 0:
+        return "the embeddings differ"
+    index = failed - 1
+    number = layer_numbers[index] if layer_numbers is not None and index < len(layer_numbers) else index
+    if _decoder_layers(source) is None or _decoder_layers(cloned) is None:
+        return f"layer {number} differs"
+    ours, theirs = _layer_outputs(source, index, input_ids), _layer_outputs(cloned, index, input_ids)
+    for name, s in ours.items():
+        diff = _repeat_diff(s, theirs[name], normalise) if name and name in theirs else None
+        if diff is not None and not diff[1] <= tol:
+            return f"layer {number}: {name} differs"
+    whole = _repeat_diff(ours[""], theirs[""], normalise) if "" in ours and "" in theirs else None
+    if failed == len(layers) - 1 and whole is not None and whole[1] <= tol:
+        return "the final norm differs"
+    return f"layer {number} differs"
