@@ -16,20 +16,20 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it lazily, from more than one thread
 import streamlit as st
 
-from hyperclone import VARIANTS, clone, make_plan, verify
-from hyperclone.clone import wide_model_bytes
+from hyperclone import VARIANTS, Growth, make_plan, verify
+from hyperclone.clone import apply_plan, wide_model_bytes
 from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
 from hyperclone.errors import HyperCloneError, OutputExistsError
 from hyperclone.export import provenance, save_clone
 from hyperclone.grow import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrix_names
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
-from hyperclone.resources import check_fits, free_bytes, human_bytes, is_out_of_memory
+from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes, is_out_of_memory
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
@@ -40,7 +40,7 @@ log = logging.getLogger("hyperclone.app")
 
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = ("float32", "bfloat16", "float16")
-SOURCE_KINDS = ("Built-in", "Hub preset", "Hub id", "Local directory")
+SOURCE_ORIGINS = ("Built-in", "Hub preset", "Hub id", "Local directory")
 DEFAULT_TEXT = "import os\n\n\ndef read_config(path):\n    \"\"\"Return the settings stored in path.\"\"\"\n"
 MAX_ZIP_BYTES = 2**30  # larger checkpoints are copied from disk, not downloaded through the browser
 
@@ -77,25 +77,45 @@ def device_problem(device: str) -> str | None:
 # --------------------------------------------------------------------------- #
 # Heavy objects, cached across reruns and sessions
 # --------------------------------------------------------------------------- #
+class CloneKey(NamedTuple):
+    """What one clone is made from, and cached by: a source as loaded, and how it grows."""
+
+    source: str
+    device: str
+    dtype: str
+    growth: Growth
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
 def get_source(name: str, device: str, dtype: str):
     """(model, tokenizer) of a source, loaded once per (name, device, dtype)."""
     return load_source(name, device=None if device == "auto" else device, dtype=dtype, trust_remote_code=False)
 
 
+def source_of(key: CloneKey):
+    """(model, tokenizer) of the source that ``key`` clones."""
+    return get_source(key.source, key.device, key.dtype)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def get_plan(key: CloneKey):
+    """The plan of one clone, made once: it sizes the wide model and then grows it."""
+    source, _ = source_of(key)
+    return make_plan(source.config, key.growth)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
-def get_clone(name: str, device: str, dtype: str, factor: int, ffn_factor: int, variant: str, snr_db: float,
-              seed: int):
-    """The clone of a source for one set of growth settings (cloning is deterministic)."""
-    source, _ = get_source(name, device, dtype)
-    return clone(source, factor, ffn_factor, variant, snr_db, seed)
+def get_clone(key: CloneKey):
+    """The clone ``key`` describes (cloning is deterministic)."""
+    source, _ = source_of(key)
+    return apply_plan(source, get_plan(key))
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def wide_size(name: str, device: str, dtype: str, factor: int, ffn_factor: int) -> tuple[int, int]:
+def wide_size(key: CloneKey) -> tuple[int, int]:
     """(parameters, bytes) of the wide model, counted without building it."""
-    source, _ = get_source(name, device, dtype)
-    return wide_model_bytes(make_plan(source.config, factor, ffn_factor), next(source.parameters()).dtype)
+    source, _ = source_of(key)
+    return wide_model_bytes(get_plan(key), next(source.parameters()).dtype)
 
 
 @st.cache_data(show_spinner=False)
@@ -109,8 +129,8 @@ def builtin_catalogue() -> list[dict[str, Any]]:
 def pick_source() -> str | None:
     """Sidebar widgets choosing a source; returns the name to load, or None."""
     st.sidebar.header("1 · Source")
-    kind = st.sidebar.radio("Where from", SOURCE_KINDS, key="source_kind", horizontal=True)
-    if kind == "Built-in":
+    origin = st.sidebar.radio("Where from", SOURCE_ORIGINS, key="source_kind", horizontal=True)
+    if origin == "Built-in":
         try:
             catalogue = {s["name"]: s for s in builtin_catalogue()}
         except HyperCloneError as e:  # a partial install: the models that are there still load
@@ -122,7 +142,7 @@ def pick_source() -> str | None:
                                   f"val loss {catalogue[n]['val_loss']:.2f})" if n in catalogue else n,
             help="Small models trained on the Python standard library; they ship with the package and work offline.",
         )
-    if kind == "Hub preset":
+    if origin == "Hub preset":
         presets = {s.name: s for s in HUB_PRESETS}
         name = st.sidebar.selectbox(
             "Hugging Face model", list(presets), key="preset",
@@ -132,7 +152,7 @@ def pick_source() -> str | None:
         )
         if presets[name].note:
             st.sidebar.caption(presets[name].note)
-    elif kind == "Hub id":
+    elif origin == "Hub id":
         name = st.sidebar.text_input("Hub id", key="hub_id", placeholder="EleutherAI/pythia-70m").strip()
     else:
         name = st.sidebar.text_input("Checkpoint directory", key="local_dir",
@@ -156,7 +176,7 @@ def show_source(source, n_params: int) -> None:
 # --------------------------------------------------------------------------- #
 # 2. Growth
 # --------------------------------------------------------------------------- #
-def pick_growth() -> dict[str, Any]:
+def pick_growth() -> Growth:
     """Sidebar widgets for the growth settings."""
     st.sidebar.header("2 · Growth")
     factor = st.sidebar.slider("Hidden factor n (hidden size, heads)", 1, 8, 2, key="factor")
@@ -167,28 +187,32 @@ def pick_growth() -> dict[str, Any]:
                             disabled=not variant.startswith("noisy"),
                             help="Signal-to-noise ratio of the grown matrices; lower means more noise.")
     seed = int(st.sidebar.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+    return Growth(factor, None if ffn == "= n" else int(ffn), variant, float(snr), seed)
+
+
+def pick_device() -> tuple[str, str]:
+    """Sidebar widgets for where the models live: (device, dtype)."""
     c1, c2 = st.sidebar.columns(2)
     device = c1.selectbox("Device", DEVICES, key="device", help=f"auto picks {default_device().type} here")
     dtype = c2.selectbox("Dtype", DTYPES, key="dtype", help="float32 gives bit-level equivalence checks")
-    return dict(factor=factor, ffn_factor=factor if ffn == "= n" else int(ffn), variant=variant,
-                snr_db=float(snr), seed=seed, device=device, dtype=dtype)
+    return device, dtype
 
 
-def estimate(name: str, g: dict[str, Any], source) -> bool:
+def estimate(key: CloneKey) -> bool:
     """Show the wide model's size and whether it fits; True when cloning may go ahead."""
     try:
-        make_plan(source.config, g["factor"], g["ffn_factor"], g["variant"], g["snr_db"], g["seed"])
-        n, nbytes = wide_size(name, g["device"], g["dtype"], g["factor"], g["ffn_factor"])
+        n, nbytes = wide_size(key)
     except Exception as e:  # noqa: BLE001 - shown as one line
         show_error(e, "planning the clone")
         return False
+    source, _ = source_of(key)
     device = next(source.parameters()).device
     src_n = source.num_parameters()
     st.markdown(f"**Wide model:** {n / 1e6:.2f}M parameters ({n / src_n:.1f}× the source), "
-                f"{human_bytes(nbytes)} of weights in {g['dtype']} on {device.type} "
+                f"{human_bytes(nbytes)} of weights in {key.dtype} on {device.type} "
                 f"(free: {human_bytes(free_bytes(device))}); the source stays loaded beside it.")
     try:
-        check_fits(nbytes, device, f"the x{g['factor']} clone ({n / 1e6:.1f}M parameters)")
+        check_fits_in_memory(nbytes, device, f"the x{key.growth.factor} clone ({n / 1e6:.1f}M parameters)")
     except HyperCloneError as e:
         show_error(e, "checking memory")
         return st.checkbox("Clone anyway (it may run out of memory)", key="force")
@@ -198,19 +222,16 @@ def estimate(name: str, g: dict[str, Any], source) -> bool:
 # --------------------------------------------------------------------------- #
 # 3. Clone
 # --------------------------------------------------------------------------- #
-def clone_key(name: str, g: dict[str, Any]) -> tuple:
-    return (name, g["device"], g["dtype"], g["factor"], g["ffn_factor"], g["variant"], g["snr_db"], g["seed"])
-
-
-def run_clone(key: tuple, text: str) -> None:
+def run_clone(key: CloneKey, text: str) -> None:
     """Clone and verify with a status box; stores the timings and report in the session."""
     t0 = time.perf_counter()
     with st.status("Cloning…", expanded=True) as status:
         bar = st.progress(0.0, "source")
-        source, tokenizer = get_source(*key[:3])
+        source, tokenizer = source_of(key)
         bar.progress(0.25, "growing every weight")
-        st.write(f"Growing {source.num_parameters() / 1e6:.2f}M parameters x{key[3]} ({key[5]})…")
-        wide = get_clone(*key)
+        st.write(f"Growing {source.num_parameters() / 1e6:.2f}M parameters x{key.growth.factor} "
+                 f"({key.growth.variant})…")
+        wide = get_clone(key)
         t_clone = time.perf_counter() - t0
         bar.progress(0.7, "checking logits")
         st.write(f"Cloned in {t_clone:.2f} s; running both models on the check text…")
@@ -225,21 +246,21 @@ def run_clone(key: tuple, text: str) -> None:
     log.info("clone %s -> %s params, equivalence %s in %.2fs", key, wide.num_parameters(), verdict, total)
 
 
-def cached_report(key: tuple, text: str):
+def cached_report(key: CloneKey, text: str):
     """``verify`` on ``text``, computed once per (clone, text) in this session."""
     reports = st.session_state.setdefault("reports", {})
     if (key, text) not in reports:
-        source, tokenizer = get_source(*key[:3])
+        source, tokenizer = source_of(key)
         ids = encode(tokenizer, text, source.config) if tokenizer is not None else None
         if ids is not None and ids.numel() == 0:
             raise HyperCloneError("the check text encodes to no tokens; type some text")
-        reports[(key, text)] = verify(source, get_clone(*key), input_ids=ids)
+        reports[(key, text)] = verify(source, get_clone(key), input_ids=ids)
     return reports[(key, text)]
 
 
-def show_comparison(key: tuple) -> None:
-    source, _ = get_source(*key[:3])
-    wide = get_clone(*key)
+def show_comparison(key: CloneKey) -> None:
+    source, _ = source_of(key)
+    wide = get_clone(key)
     a, b = describe(source.config, source.num_parameters()), describe(wide.config, wide.num_parameters())
     rows = [{"": k, "source": a[k], "clone": b[k],
              "×": f"{b[k] / a[k]:.2f}" if isinstance(a[k], int) and a[k] and isinstance(b[k], int) else ""}
@@ -264,9 +285,9 @@ def layer_of(name: str) -> str:
     return f"layer {m.group(1)}" if m else "embeddings & head"
 
 
-def show_heatmaps(key: tuple) -> None:
-    source, _ = get_source(*key[:3])
-    wide = get_clone(*key)
+def show_heatmaps(key: CloneKey) -> None:
+    source, _ = source_of(key)
+    wide = get_clone(key)
     groups: dict[str, dict[str, str]] = {}  # layer -> {tensor name within the layer: full name}
     for n in matrix_names(wide):
         groups.setdefault(layer_of(n), {})[re.sub(r"^.*?\.\d+\.", "", n)] = n
@@ -281,7 +302,7 @@ def show_heatmaps(key: tuple) -> None:
     tensor = groups[group][c2.selectbox("Tensor", list(groups[group]), key="hm_tensor")]
     side = c3.select_slider("Display size", [48, 96, 160, 256], value=96, key="hm_side",
                             help="Larger matrices are average-pooled to this many cells per side")
-    fig = clone_heatmaps(source, wide, tensor, key[3], key[4], max_side=side)
+    fig = clone_heatmaps(source, wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side)
     st.plotly_chart(fig, key="heatmap", width="stretch")
     st.caption("One shared colour scale. The middle panel draws the block grid of the clone; the right panel "
                "sums one row of blocks, which is what a copy of the output computes from [x, …, x]: it equals W.")
@@ -290,9 +311,9 @@ def show_heatmaps(key: tuple) -> None:
 # --------------------------------------------------------------------------- #
 # 5. Equivalence
 # --------------------------------------------------------------------------- #
-def show_equivalence(key: tuple) -> None:
-    source, tokenizer = get_source(*key[:3])
-    wide = get_clone(*key)
+def show_equivalence(key: CloneKey) -> None:
+    source, tokenizer = source_of(key)
+    wide = get_clone(key)
     if tokenizer is None:
         st.info("This checkpoint has no tokenizer: the check runs on a fixed sample of token ids.")
         text = ""
@@ -338,54 +359,6 @@ def show_equivalence(key: tuple) -> None:
     g1.code(text + src_text, language=None)
     g2.caption(f"clone ({wide.num_parameters() / 1e6:.2f}M)" + (" — identical" if src_text == wide_text else ""))
     g2.code(text + wide_text, language=None)
-
-
-# --------------------------------------------------------------------------- #
-# 7. Export
-# --------------------------------------------------------------------------- #
-def zip_dir(path: Path) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for f in sorted(path.rglob("*")):
-            if f.is_file():
-                zf.write(f, Path(path.name) / f.relative_to(path))
-    return buf.getvalue()
-
-
-def show_export(key: tuple) -> None:
-    source, tokenizer = get_source(*key[:3])
-    wide = get_clone(*key)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key[0]).name or key[0]).strip("-")
-    default = f"out/{safe}-x{key[3]}-{key[5]}"
-    c1, c2 = st.columns([4, 1])
-    out = c1.text_input("Save to directory", default, key="export_dir").strip()
-    overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace an earlier HyperClone output")
-    if st.button("Save clone", key="export_save", disabled=not out):
-        try:
-            text = st.session_state.get("check_text", DEFAULT_TEXT)
-            report = cached_report(key, text if tokenizer is not None else "")
-            record = provenance(wide.hyperclone_plan, key[0], report, {"dashboard": True})
-            kind, where = resolve_source(key[0])  # a source directory is never written into or over
-            with st.spinner("Saving…"):
-                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite,
-                                  src=None if kind == "hub" else where)
-            st.session_state.exported = str(path)
-        except OutputExistsError as e:
-            show_error(HyperCloneError(e.with_control("tick Overwrite")), "saving the clone")
-        except Exception as e:  # noqa: BLE001
-            show_error(e, "saving the clone")
-    exported = st.session_state.get("exported")
-    if exported and Path(exported).is_dir():
-        path = Path(exported)
-        files = sorted(f.name for f in path.iterdir())
-        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        st.success(f"Saved `{path.resolve()}` ({human_bytes(size)}): {', '.join(files)}", icon=":material/save:")
-        if size > MAX_ZIP_BYTES:
-            st.info("Too large to download through the browser; copy the directory instead.")
-        else:
-            st.download_button("Download as zip", lambda: zip_dir(path), file_name=f"{path.name}.zip",
-                               mime="application/zip", key="export_zip", on_click="ignore",
-                               icon=":material/download:")  # zipped only when clicked
 
 
 # --------------------------------------------------------------------------- #
@@ -450,12 +423,14 @@ def run_label(path: Path) -> str:
         return f"{path.name} (unreadable run.json)"
 
 
-def show_race(name: str, growth: dict[str, Any]) -> None:
+def show_race(key: CloneKey) -> None:
+    """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
+    growth = key.growth
     runner = race_runner()
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
     options = list(CONTESTANT_CHOICES)
-    contestants = st.multiselect("Contestants", options, default=[growth["variant"], "random", "source"],
+    contestants = st.multiselect("Contestants", options, default=[growth.variant, "random", "source"],
                                  key="race_contestants",
                                  help="clone variants; 'random': the same wide model from random init; "
                                       "'source': keep training the small model")
@@ -472,17 +447,17 @@ def show_race(name: str, growth: dict[str, Any]) -> None:
     b1, b2, b3 = st.columns([1, 1, 4])
     if b1.button("Start race", type="primary", key="race_start", disabled=runner.running or not contestants):
         try:
-            _, tokenizer = get_source(name, growth["device"], growth["dtype"])
+            _, tokenizer = source_of(key)
             if tokenizer is None:
                 raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
                                       "race a built-in model or a checkpoint saved with its tokenizer")
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(name).name or name).strip("-")
-            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-x{growth['factor']}"
-            runner.start(run_dir, name, tokenizer=tokenizer, factor=growth["factor"],
-                         ffn_factor=growth["ffn_factor"], snr_db=growth["snr_db"], contestants=tuple(contestants),
+            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key.source).name or key.source).strip("-")
+            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-x{growth.factor}"
+            runner.start(run_dir, key.source, tokenizer=tokenizer, factor=growth.factor,
+                         ffn_factor=growth.ffn_factor, snr_db=growth.snr_db, contestants=tuple(contestants),
                          steps=steps, batch_size=batch, seq_len=seq_len, lr=lr, warmup=min(30, steps // 10),
-                         eval_every=eval_every, seed=growth["seed"],
-                         device=None if growth["device"] == "auto" else growth["device"])
+                         eval_every=eval_every, seed=growth.seed,
+                         device=None if key.device == "auto" else key.device)
             st.session_state.race_view = str(run_dir)
         except Exception as e:  # noqa: BLE001
             show_error(e, "starting the race")
@@ -568,7 +543,70 @@ def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
         st.caption(result.fairness)
 
 
-TABS = ("Compare", "Heatmaps", "Equivalence", "Training race", "Export")
+# --------------------------------------------------------------------------- #
+# 7. Export
+# --------------------------------------------------------------------------- #
+def zip_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(path.rglob("*")):
+            if f.is_file():
+                zf.write(f, Path(path.name) / f.relative_to(path))
+    return buf.getvalue()
+
+
+def show_export(key: CloneKey) -> None:
+    source, tokenizer = source_of(key)
+    wide = get_clone(key)
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key.source).name or key.source).strip("-")
+    default = f"out/{safe}-x{key.growth.factor}-{key.growth.variant}"
+    c1, c2 = st.columns([4, 1])
+    out = c1.text_input("Save to directory", default, key="export_dir").strip()
+    overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace an earlier HyperClone output")
+    if st.button("Save clone", key="export_save", disabled=not out):
+        try:
+            text = st.session_state.get("check_text", DEFAULT_TEXT)
+            report = cached_report(key, text if tokenizer is not None else "")
+            record = provenance(wide.hyperclone_plan, key.source, report, {"dashboard": True})
+            origin, where = resolve_source(key.source)  # a source directory is never written into or over
+            with st.spinner("Saving…"):
+                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite,
+                                  src=None if origin == "hub" else where)
+            st.session_state.exported = str(path)
+        except OutputExistsError as e:
+            show_error(HyperCloneError(e.with_control("tick Overwrite")), "saving the clone")
+        except Exception as e:  # noqa: BLE001
+            show_error(e, "saving the clone")
+    exported = st.session_state.get("exported")
+    if exported and Path(exported).is_dir():
+        path = Path(exported)
+        files = sorted(f.name for f in path.iterdir())
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        st.success(f"Saved `{path.resolve()}` ({human_bytes(size)}): {', '.join(files)}", icon=":material/save:")
+        if size > MAX_ZIP_BYTES:
+            st.info("Too large to download through the browser; copy the directory instead.")
+        else:
+            st.download_button("Download as zip", lambda: zip_dir(path), file_name=f"{path.name}.zip",
+                               mime="application/zip", key="export_zip", on_click="ignore",
+                               icon=":material/download:")  # zipped only when clicked
+
+
+class Tab(NamedTuple):
+    """A tab of the page: what it shows, and of which clone."""
+
+    label: str
+    show: Callable[[CloneKey], None]
+    doing: str  # what a failure happened while doing, for its one-line error
+    of_last_clone: bool  # True: the last clone made; False: the sidebar's settings (nothing cloned yet needed)
+
+
+TABS = (
+    Tab("Compare", show_comparison, "comparing the models", of_last_clone=True),
+    Tab("Heatmaps", show_heatmaps, "drawing heatmaps", of_last_clone=True),
+    Tab("Equivalence", show_equivalence, "checking equivalence", of_last_clone=True),
+    Tab("Training race", show_race, "the training race", of_last_clone=False),
+    Tab("Export", show_export, "exporting", of_last_clone=True),
+)
 
 
 # --------------------------------------------------------------------------- #
@@ -578,6 +616,69 @@ TABS = ("Compare", "Heatmaps", "Equivalence", "Training race", "Export")
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
                "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "export_dir", "export_overwrite")
+
+
+def load_pending(pending: str, device: str, dtype: str) -> str | None:
+    """Load the source the user just asked for: its name, or None when it failed (the error is shown once)."""
+    try:
+        with st.spinner(f"Loading {pending}…"):
+            get_source(pending, device, dtype)
+    except Exception as e:  # noqa: BLE001 - a failed load is reported once; the last good source stays
+        show_error(e, f"loading {pending}")
+        return None
+    st.session_state.remote_source = pending
+    return pending
+
+
+def show_source_and_size(key: CloneKey) -> bool | None:
+    """The source's figures and the wide model's size: whether it fits, or None when the source did not load."""
+    try:
+        with st.spinner(f"Loading {key.source}…"):
+            source, _ = source_of(key)
+    except Exception as e:  # noqa: BLE001
+        show_error(e, f"loading {key.source}")
+        return None
+    st.subheader(f"Source: `{key.source}`")
+    show_source(source, source.num_parameters())
+    return estimate(key)
+
+
+def show_last_clone(current: CloneKey | None, key: CloneKey, just_cloned: bool) -> None:
+    """One line on the last clone made (unless it was made just now), and a hint when the settings changed since."""
+    if current is None:
+        return
+    if not just_cloned:
+        show_clone_caption(current)
+    if current != key:
+        st.info("The settings changed since the last clone; the tabs show the last clone. Press **Clone** to "
+                "apply the new settings.")
+
+
+def show_clone_caption(current: CloneKey) -> None:
+    """"Last clone: ..." with its verdict on the check text and how long it took."""
+    report = st.session_state.get("reports", {}).get((current, st.session_state.get("check_text", DEFAULT_TEXT)))
+    verdict = f": equivalence {'PASSED' if report.passed else 'FAILED'}" if report is not None else ""
+    timing = st.session_state.get("clone_timing", {})
+    took = f" (Clone → result {timing['clone_to_result_s']:.2f} s)" if timing else ""
+    g = current.growth
+    st.caption(f"Last clone: `{current.source}` x{g.factor} (FFN x{g.ffn_factor}), {g.variant}{verdict}{took}")
+
+
+def show_tabs(key: CloneKey, current: CloneKey | None) -> None:
+    """Stateful tabs: only the open tab's content runs, and the choice survives reruns."""
+    tabs = st.tabs([t.label for t in TABS], key="tab", on_change="rerun")
+    for spec, tab in zip(TABS, tabs):
+        if not tab.open:
+            continue
+        shown = current if spec.of_last_clone else key
+        with tab:
+            try:
+                if shown is None:
+                    st.info("Press **Clone** to grow the source with the settings in the sidebar.")
+                else:
+                    spec.show(shown)
+            except Exception as e:  # noqa: BLE001
+                show_error(e, spec.doing)
 
 
 def main() -> None:
@@ -591,31 +692,21 @@ def main() -> None:
                "random initialisation.")
     name = pick_source()
     growth = pick_growth()
+    device, dtype = pick_device()
     pending = st.session_state.pop("pending_source", None)
-    if pending and not device_problem(growth["device"]):
-        try:
-            with st.spinner(f"Loading {pending}…"):
-                get_source(pending, growth["device"], growth["dtype"])
-            st.session_state.remote_source = name = pending
-        except Exception as e:  # noqa: BLE001 - a failed load is reported once; the last good source stays
-            show_error(e, f"loading {pending}")
-    if name is None:
-        st.info("Choose a source model in the sidebar (the built-in models work offline).")
-        return
-    problem = device_problem(growth["device"])
+    problem = device_problem(device)
     if problem:
         st.error(problem, icon=":material/error:")
         return
-    try:
-        with st.spinner(f"Loading {name}…"):
-            source, _tokenizer = get_source(name, growth["device"], growth["dtype"])
-    except Exception as e:  # noqa: BLE001
-        show_error(e, f"loading {name}")
+    if pending:
+        name = load_pending(pending, device, dtype) or name
+    if name is None:
+        st.info("Choose a source model in the sidebar (the built-in models work offline).")
         return
-    st.subheader(f"Source: `{name}`")
-    show_source(source, source.num_parameters())
-    fits = estimate(name, growth, source)
-    key = clone_key(name, growth)
+    key = CloneKey(name, device, dtype, growth)
+    fits = show_source_and_size(key)
+    if fits is None:
+        return
     clicked = st.button("Clone", type="primary", key="clone", disabled=not fits)
     if clicked:
         try:
@@ -623,33 +714,8 @@ def main() -> None:
         except Exception as e:  # noqa: BLE001
             show_error(e, "cloning")
     current = st.session_state.get("clone_key")
-    if current is not None and not clicked:
-        report = st.session_state.get("reports", {}).get((current, st.session_state.get("check_text", DEFAULT_TEXT)))
-        verdict = f": equivalence {'PASSED' if report.passed else 'FAILED'}" if report is not None else ""
-        timing = st.session_state.get("clone_timing", {})
-        took = f" (Clone → result {timing['clone_to_result_s']:.2f} s)" if timing else ""
-        st.caption(f"Last clone: `{current[0]}` x{current[3]} (FFN x{current[4]}), {current[5]}{verdict}{took}")
-    if current is not None and current != key:
-        st.info("The settings changed since the last clone; the tabs show the last clone. Press **Clone** to "
-                "apply the new settings.")
-    # Stateful tabs: only the open tab's content runs, and the choice survives reruns.
-    tabs = st.tabs(TABS, key="tab", on_change="rerun")
-    sections = {"Compare": (show_comparison, "comparing the models"), "Heatmaps": (show_heatmaps, "drawing heatmaps"),
-                "Equivalence": (show_equivalence, "checking equivalence"), "Export": (show_export, "exporting")}
-    for label, tab in zip(TABS, tabs):
-        if not tab.open:
-            continue
-        show, doing = sections.get(label, (None, "the training race"))
-        with tab:
-            try:
-                if show is None:
-                    show_race(name, growth)
-                elif current is None:
-                    st.info("Press **Clone** to grow the source with the settings in the sidebar.")
-                else:
-                    show(current)
-            except Exception as e:  # noqa: BLE001
-                show_error(e, doing)
+    show_last_clone(current, key, just_cloned=clicked)
+    show_tabs(key, current)
 
 
 main()

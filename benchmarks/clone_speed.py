@@ -103,11 +103,12 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
     from transformers import AutoModelForCausalLM
 
     from hyperclone.clone import clone, grow_state, make_plan
+    from hyperclone.growth import Growth
     from hyperclone.stream import stream_clone
 
     if kind == "stream":
         t0 = time.perf_counter()
-        r = stream_clone(src, out, factor, max_shard_size=shard)
+        r = stream_clone(src, out, Growth(factor), max_shard_size=shard)
         seconds = time.perf_counter() - t0
         largest = max((Path(out) / s).stat().st_size for s in r.shards)
         return {"seconds": seconds, "bytes": r.n_bytes, "peak": _peak(), "largest_shard": largest}
@@ -120,7 +121,7 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
     if kind == "memory":
         wide = clone(source, factor)
     else:  # naive: random init of the wide model, then copy the grown weights in, tensor by tensor
-        plan = make_plan(source.config, factor)
+        plan = make_plan(source.config, Growth(factor))
         wide = AutoModelForCausalLM.from_config(plan.wide_config(), dtype=torch.bfloat16)
         target = wide.state_dict()
         with torch.no_grad():

@@ -17,6 +17,7 @@ from .version import __version__
 # public name -> the module that defines it
 _WHERE = {
     "EquivalenceReport": ".verify",
+    "Growth": ".growth",
     "HyperCloneError": ".errors",
     "RaceResult": ".results",
     "VARIANTS": ".growth",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from .errors import HyperCloneError
-from .growth import VARIANTS, check_factor
+from .growth import TIE_MODES, VARIANTS, Growth
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
 
@@ -27,7 +27,12 @@ def _add_clone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--variant", choices=VARIANTS, default="symmetric")
     p.add_argument("--snr-db", type=float, default=10.0, help="noise level of noisy variants, in dB")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--tie", choices=("untie", "keep"), default="untie", help="tied embeddings: untie (exact) or keep")
+    p.add_argument("--tie", choices=TIE_MODES, default="untie", help="tied embeddings: untie (exact) or keep")
+
+
+def _growth(args) -> Growth:
+    """The one ``Growth`` of a ``clone`` command, checked before torch is imported."""
+    return Growth(args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie)
 
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
@@ -44,15 +49,15 @@ def _load(name: str, args):
                        trust_remote_code=args.trust_remote_code)
 
 
-def _cmd_clone_stream(args, where: Path) -> int:
+def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
     """Stream a safetensors checkpoint shard by shard: memory bounded by one output shard."""
     from .resources import human_bytes
     from .stream import stream_clone
 
-    print(f"streaming {args.src} -> {args.out}: x{args.factor} (FFN x{args.ffn_factor or args.factor}), "
-          f"variant {args.variant}, shards up to {args.max_shard_size}")
+    print(f"streaming {args.src} -> {args.out}: x{growth.factor} (FFN x{growth.ffn_factor}), "
+          f"variant {growth.variant}, shards up to {args.max_shard_size}")
     result = stream_clone(
-        where, args.out, args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie,
+        where, args.out, growth,
         dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
         verify="auto" if args.verify else False, device=args.device, source_name=args.src, force=args.force,
         text=args.text, progress=print, trust_remote_code=args.trust_remote_code,
@@ -68,17 +73,16 @@ def _cmd_clone_stream(args, where: Path) -> int:
 
 
 def cmd_clone(args) -> int:
-    check_factor(args.factor, "factor")  # fail before importing torch or loading anything
-    check_factor(args.factor if args.ffn_factor is None else args.ffn_factor, "ffn_factor")
-    from .clone import clone, make_plan, wide_model_bytes
+    growth = _growth(args)  # fail before importing torch or loading anything
+    from .clone import apply_plan, make_plan, wide_model_bytes
     from .export import check_output_dir, provenance, save_clone
-    from .resources import check_fits, human_bytes
+    from .resources import check_fits_in_memory, human_bytes
     from .sources import check_device, resolve_source
     from .verify import verify
 
     check_device(args.device)  # fail before any work
-    kind, src_dir = resolve_source(args.src)
-    src_dir = None if kind == "hub" else src_dir
+    origin, src_dir = resolve_source(args.src)
+    src_dir = None if origin == "hub" else src_dir
     check_output_dir(args.out, args.overwrite, src_dir)
     if not args.in_memory:
         from .stream import parse_size, streamable_source
@@ -86,16 +90,17 @@ def cmd_clone(args) -> int:
         parse_size(args.max_shard_size)
         where = streamable_source(args.src, args.allow_pickle, args.trust_remote_code)
         if where is not None:  # None: pickle-only and allowed, so load it in memory below
-            return _cmd_clone_stream(args, where)
+            return _cmd_clone_stream(args, growth, where)
     t0 = time.perf_counter()
     source, tokenizer = _load(args.src, args)
     device = next(source.parameters()).device
-    plan = make_plan(source.config, args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie)
+    plan = make_plan(source.config, growth)
     n_params, n_bytes = wide_model_bytes(plan, next(source.parameters()).dtype)
-    check_fits(n_bytes, device, f"the x{plan.factor} clone ({n_params / 1e6:.1f}M parameters)", args.force)
+    check_fits_in_memory(n_bytes, device, f"the x{growth.factor} clone ({n_params / 1e6:.1f}M parameters)",
+                         args.force)
     print(f"cloning {args.src} ({source.num_parameters() / 1e6:.2f}M params) -> {n_params / 1e6:.2f}M params, "
-          f"{human_bytes(n_bytes)}, variant {plan.variant}, on {device}")
-    wide = clone(source, plan.factor, plan.ffn_factor, plan.variant, plan.snr_db, plan.seed, plan.tie)
+          f"{human_bytes(n_bytes)}, variant {growth.variant}, on {device}")
+    wide = apply_plan(source, plan)
     report = verify(source, wide, text=args.text, tokenizer=tokenizer if args.text else None)
     print(report.summary())
     save_clone(wide, args.out, provenance(plan, args.src, report), tokenizer, args.overwrite, args.max_shard_size,

@@ -17,24 +17,26 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .errors import HyperCloneError, SourceError
-from .grow import check_factor, check_variant, grow_matrix, repeat_vector, tensor_generator
+from .grow import grow_matrix, repeat_vector, tensor_generator
+from .growth import Growth, require_growth
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
-
-TIE_MODES = ("untie", "keep")
 
 
 @dataclass(frozen=True)
 class ClonePlan:
-    """A resolved recipe: spec + factors + variant, applicable tensor by tensor."""
+    """A resolved recipe: a source's spec and config with the ``Growth`` to apply, tensor by tensor."""
 
     spec: FamilySpec
     source_config: PretrainedConfig
-    factor: int
-    ffn_factor: int
-    variant: str = "symmetric"
-    snr_db: float = 10.0
-    seed: int = 0
-    tie: str = "untie"
+    growth: Growth
+
+    # The growth settings, read through: ``plan.factor`` is ``plan.growth.factor``.
+    factor = property(lambda self: self.growth.factor)
+    ffn_factor = property(lambda self: self.growth.ffn_factor)
+    variant = property(lambda self: self.growth.variant)
+    snr_db = property(lambda self: self.growth.snr_db)
+    seed = property(lambda self: self.growth.seed)
+    tie = property(lambda self: self.growth.tie)
 
     @property
     def source_tied(self) -> bool:
@@ -127,7 +129,7 @@ class ClonePlan:
 
         Used to look inside a clone (symmetry, heatmaps), never to grow anything.
         """
-        return cls(spec_for(wide_config), wide_config, factor, factor if ffn_factor is None else ffn_factor)
+        return cls(spec_for(wide_config), wide_config, Growth(factor, ffn_factor))
 
     def space_size(self, space: str, equal_split: int) -> int:
         size = self.spec.space_sizes.get(space)
@@ -147,25 +149,15 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
                           "(re-download or re-save it), so nothing was cloned")
 
 
-def make_plan(
-    config: PretrainedConfig,
-    factor: int = 2,
-    ffn_factor: int | None = None,
-    variant: str = "symmetric",
-    snr_db: float = 10.0,
-    seed: int = 0,
-    tie: str = "untie",
-) -> ClonePlan:
-    """Validate the user's choices against a source config and resolve its spec."""
-    factor = check_factor(factor, "factor")
-    ffn_factor = check_factor(factor if ffn_factor is None else ffn_factor, "ffn_factor")
-    check_variant(variant)
-    if tie not in TIE_MODES:
-        raise HyperCloneError(f"tie must be one of {', '.join(TIE_MODES)}, got {tie!r}")
-    if isinstance(snr_db, bool) or not isinstance(snr_db, (int, float)) or not math.isfinite(snr_db):
-        raise HyperCloneError(f"snr_db must be a finite number of decibels, got {snr_db!r}")
+def make_plan(config: PretrainedConfig, growth: Growth | None = None) -> ClonePlan:
+    """Fit ``growth`` (None: ``Growth()``, a x2 symmetric clone) to a source config and resolve its spec.
+
+    ``growth`` checked its own settings when it was made; what is checked here
+    depends on the source (its family, whether it can keep a tied embedding).
+    """
+    growth = Growth() if growth is None else require_growth(growth)
     spec = spec_for(config)
-    plan = ClonePlan(spec, config, factor, ffn_factor, variant, float(snr_db), int(seed), tie)
+    plan = ClonePlan(spec, config, growth)
     if plan.keep_tied and not spec.supports_tie_keep:
         raise HyperCloneError(
             f"tie='keep' is not supported for {spec.model_type} (its norms or embedding scale make it inexact); "
@@ -233,16 +225,33 @@ def clone(
     snr_db: float = 10.0,
     seed: int = 0,
     tie: str = "untie",
+    *,
+    growth: Growth | None = None,
 ) -> PreTrainedModel:
     """HyperClone ``model`` into a wider model of the same class with the same logits.
 
     ``factor`` multiplies hidden size and (KV) heads, ``ffn_factor`` (default:
-    ``factor``) the FFN size. The result lives on the source's device and
+    ``factor``) the FFN size; the settings are those of ``Growth``. Pass them
+    one by one or as ``growth=Growth(...)``, not both (with ``growth`` the
+    others keep their defaults). The result lives on the source's device and
     dtype and is a stock transformers model (save it with ``save_pretrained``).
     """
     if not isinstance(model, PreTrainedModel):
         raise HyperCloneError(f"clone expects a transformers PreTrainedModel, got {type(model).__name__}")
-    plan = make_plan(model.config, factor, ffn_factor, variant, snr_db, seed, tie)
+    settings = Growth(factor, ffn_factor, variant, snr_db, seed, tie)
+    if growth is None:
+        growth = settings
+    elif settings != Growth():
+        raise HyperCloneError("clone takes growth=Growth(...) or the settings one by one (factor=, variant=, "
+                              "...), not both; put every setting in the Growth")
+    return apply_plan(model, make_plan(model.config, growth))
+
+
+def apply_plan(model: PreTrainedModel, plan: ClonePlan) -> PreTrainedModel:
+    """The clone of ``model`` that ``plan`` (made by ``make_plan`` from this model's config) describes."""
+    if plan.source_config is not model.config and plan.source_config.to_dict() != model.config.to_dict():
+        raise HyperCloneError("this plan was made for another model's config; make it with "
+                              "make_plan(model.config, growth)")
     with torch.no_grad():
         state = dict(grow_state(plan, model.state_dict().items()))
     wide = build_model(plan.wide_config(), state, type(model))

@@ -82,11 +82,11 @@ def build_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch.nn
     if name == "source":
         model = copy.deepcopy(source)  # never train the caller's model in place
     elif name == "random":
-        wide_config = make_plan(source.config, cfg.factor, cfg.ffn_factor).wide_config()
+        wide_config = make_plan(source.config, cfg.growth()).wide_config()
         torch.manual_seed(cfg.seed)
         model = AutoModelForCausalLM.from_config(wide_config)  # transformers' default initialisation
     else:
-        model = clone(source, cfg.factor, cfg.ffn_factor, variant=name, snr_db=cfg.snr_db, seed=cfg.seed)
+        model = clone(source, growth=cfg.growth(name))
     if cfg.attn_implementation:
         model.set_attn_implementation(cfg.attn_implementation)
     return model.float()

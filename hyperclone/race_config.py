@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 
 from .errors import HyperCloneError
-from .growth import VARIANTS
+from .growth import VARIANTS, Growth
 from .runs import read_run_info
 
 CONTESTANT_CHOICES = (*VARIANTS, "random", "source")
@@ -52,6 +52,10 @@ class RaceConfig:
     checkpoint_every: int | None = None
     source_train_tokens: int | None = None  # the source's own training (from its card when built in)
     source_sha1: str | None = None  # weights fingerprint when the source was passed as a model
+
+    def growth(self, variant: str = "symmetric") -> Growth:
+        """The ``Growth`` that makes this race's clone of ``variant`` (any variant gives the same wide config)."""
+        return Growth(self.factor, self.ffn_factor, variant, self.snr_db, self.seed)
 
     def budget(self, name: str) -> int:
         """How many steps contestant ``name`` trains."""

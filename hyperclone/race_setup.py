@@ -115,7 +115,7 @@ def resolve_source(source, tokenizer, cfg_source_tokens, trust_remote_code: bool
     return source, tokenizer, f"<{type(source).__name__}>", cfg_source_tokens, origin
 
 
-def check_fits(model: torch.nn.Module, cfg: RaceConfig, corpus) -> None:
+def check_corpus_fits_model(model: torch.nn.Module, cfg: RaceConfig, corpus) -> None:
     """The sequence length fits the model's context and the tokenizer its vocabulary."""
     limit = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     if limit is not None and cfg.seq_len > limit:

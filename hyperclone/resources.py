@@ -126,7 +126,8 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
-def check_fits(required: int, device: torch.device | str, what: str = "the wide model", force: bool = False) -> None:
+def check_fits_in_memory(required: int, device: torch.device | str, what: str = "the wide model",
+                         force: bool = False) -> None:
     """Refuse, with the numbers, an allocation larger than the free memory (unless ``force``)."""
     available = free_bytes(device)
     if required > available and not force:

@@ -277,7 +277,7 @@ def _looks_like_local(name: str) -> bool:
 
 
 def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
-    """Classify a source as ``("builtin", dir)``, ``("local", dir)`` or ``("hub", id)``."""
+    """(origin, where) of a source: ``("builtin", dir)``, ``("local", dir)`` or ``("hub", id)``."""
     name = str(name_or_path)
     if name in BUILTIN_NAMES:
         path = builtin_dir(name)
@@ -338,10 +338,10 @@ def load_source(
 
     device = check_device(device)
     torch_dtype = _torch_dtype(dtype)
-    kind, where = resolve_source(name_or_path)
+    origin, where = resolve_source(name_or_path)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
 
-    if kind == "hub":
+    if origin == "hub":
         builtins = ", ".join(BUILTIN_NAMES)
         if not hub_reachable():
             kwargs["local_files_only"] = True  # a model already in the HF cache still loads
@@ -369,7 +369,7 @@ def load_source(
             output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
         )
     except SafetensorError as e:
-        _refuse_broken_weights(kind, where, e)
+        _refuse_broken_weights(origin, where, e)
     except pickle.UnpicklingError:
         raise SourceError(
             f"the pickle weights of '{name_or_path}' hold arbitrary Python objects, which torch's safe loader "
@@ -377,7 +377,7 @@ def load_source(
             "wrote them"
         ) from None
     except OSError as e:
-        if kind == "hub" and not allow_pickle and "safetensors" in str(e).lower():
+        if origin == "hub" and not allow_pickle and "safetensors" in str(e).lower():
             raise SourceError(
                 f"'{where}' has no safetensors weights on the hub; pass --allow-pickle "
                 "(allow_pickle=True) to load its pickle weights if you trust them"
@@ -387,14 +387,14 @@ def load_source(
     check_weights_agree(where, config.model_type, loading["missing_keys"], loading["unexpected_keys"],
                         loading["mismatched_keys"])
     tokenizer = None
-    if kind == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
+    if origin == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
         tokenizer = from_pretrained(AutoTokenizer, where, **kwargs)
     return model.to(device).eval(), tokenizer
 
 
-def _refuse_broken_weights(kind: str, where: str, error: Exception) -> None:
+def _refuse_broken_weights(origin: str, where: str, error: Exception) -> None:
     """Name the weights file that safetensors could not read (a truncated download, a garbage header)."""
-    if kind != "hub":
+    if origin != "hub":
         for path in sorted(Path(where).glob("*.safetensors")):
             with open_safetensors(path):
                 pass

@@ -35,6 +35,7 @@ from .errors import HyperCloneError, SourceError
 from .specs import spec_for
 from .export import atomic_dir, check_output_dir, disk_full_error, is_disk_full, provenance, write_metadata
 from .pretrained import from_pretrained
+from .growth import Growth
 
 INDEX_FILE = "model.safetensors.index.json"
 SINGLE_FILE = "model.safetensors"
@@ -431,12 +432,7 @@ def _copy_side_files(src: Path, target: Path) -> list[str]:
 def stream_clone(
     src: str | Path,
     out: str | Path,
-    factor: int = 2,
-    ffn_factor: int | None = None,
-    variant: str = "symmetric",
-    snr_db: float = 10.0,
-    seed: int = 0,
-    tie: str = "untie",
+    growth: Growth | None = None,
     *,
     dtype: torch.dtype | str | None = None,
     max_shard_size: int | str = "2GB",
@@ -451,7 +447,8 @@ def stream_clone(
 ) -> StreamResult:
     """Clone the safetensors checkpoint directory ``src`` into ``out`` without loading either model.
 
-    Same arguments and results as ``clone`` (bit for bit, same seed); ``dtype``
+    ``growth``: how to grow, a ``Growth`` (None: ``Growth()``, x2 symmetric);
+    the result equals ``clone(model, growth=growth)`` bit for bit. ``dtype``
     None keeps each tensor's stored dtype (noise is drawn in fp32 and cast).
     ``verify``: False; True/"auto" = compare logits of the full models when
     both fit in free memory, else of a truncated model made of sampled layers;
@@ -472,7 +469,7 @@ def stream_clone(
     out = check_output_dir(out, overwrite, src)
     weight_files(src)  # refuse pickle-only/empty checkpoints before reading the config's family
     config = load_config(src, src / "config.json", trust_remote_code=trust_remote_code)
-    plan = make_plan(config, factor, ffn_factor, variant, snr_db, seed, tie)
+    plan = make_plan(config, growth)
     layout = read_layout(src, config)
     wide_config = plan.wide_config()
     wide_config.dtype = dtype or _common_dtype(layout)  # what the shards will hold, as save_pretrained records

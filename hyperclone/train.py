@@ -46,8 +46,8 @@ from .contestants import Contestant, build_contestants, load_checkpoint, own_rng
 from .data import Corpus
 from .errors import HyperCloneError
 from .race_config import RaceConfig, lr_at
-from .race_setup import (check_batch_splits, check_fits, describe_run, is_oom, load_race_corpus, load_race_source,
-                         make_accelerator, oom_error, resolve_run_dir)
+from .race_setup import (check_batch_splits, check_corpus_fits_model, describe_run, is_oom, load_race_corpus,
+                         load_race_source, make_accelerator, oom_error, resolve_run_dir)
 from .results import RaceResult
 from .runs import (RunLog, open_run_dir, read_events, result_from_events, resumed_run_info, supersede,
                    write_run_info)
@@ -369,7 +369,7 @@ def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any
 
     source_model, tokenizer, tokens_origin = load_race_source(cfg, source, tokenizer, trust_remote_code)
     corpus = corpus if corpus is not None else load_race_corpus(cfg, tokenizer, accelerator)
-    check_fits(source_model, cfg, corpus)
+    check_corpus_fits_model(source_model, cfg, corpus)
     if stored is not None:
         cfg.check_same_settings_as(stored["config"])
     windows = corpus.validation_windows(cfg.eval_windows, cfg.seq_len)

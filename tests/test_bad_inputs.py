@@ -23,10 +23,10 @@ from safetensors.torch import load_file, save_file
 from streamlit.testing.v1 import AppTest
 
 import hyperclone
-from hyperclone import clone, load_source, make_plan, verify
+from hyperclone import Growth, clone, load_source, make_plan, verify
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
-from hyperclone.resources import check_fits, free_bytes
+from hyperclone.resources import check_fits_in_memory, free_bytes
 from hyperclone.stream import stream_clone, verify_streamed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +117,7 @@ def test_loading_in_memory_and_streaming_refuse_a_disagreeing_checkpoint_with_th
     with pytest.raises(HyperCloneError) as in_memory:
         load_source(src, device="cpu")
     with pytest.raises(HyperCloneError) as streaming:
-        stream_clone(src, tmp_path / "out", 2)
+        stream_clone(src, tmp_path / "out", Growth(2))
     assert str(in_memory.value) == str(streaming.value)
 
 
@@ -179,9 +179,9 @@ def test_an_infinite_snr_is_refused_in_one_line(source, tmp_path):
 
 
 @pytest.mark.parametrize("snr", [float("inf"), float("-inf"), float("nan")])
-def test_make_plan_refuses_a_non_finite_snr(snr):
+def test_clone_refuses_a_non_finite_snr(snr):
     with pytest.raises(HyperCloneError, match="snr_db must be a finite number"):
-        make_plan(tiny_model("llama", LLAMA_KW).config, 2, variant="noisy_symmetric", snr_db=snr)
+        clone(tiny_model("llama", LLAMA_KW), 2, variant="noisy_symmetric", snr_db=snr)
 
 
 # --------------------------------------------------------------------------- #
@@ -266,7 +266,7 @@ def test_load_source_and_stream_clone_refuse_cuda_without_it(source, tmp_path):
     with pytest.raises(HyperCloneError, match="CUDA is not available"):
         load_source(source, device="cuda")
     with pytest.raises(HyperCloneError, match="CUDA is not available"):
-        stream_clone(source, tmp_path / "out", 2, verify=True, device="cuda")
+        stream_clone(source, tmp_path / "out", Growth(2), verify=True, device="cuda")
     assert not (tmp_path / "out").exists()
 
 
@@ -333,9 +333,9 @@ def test_a_corrupted_attention_is_named_as_attention():
 def test_sampled_verification_names_the_corrupted_layer_by_its_number_in_the_source(tmp_path):
     model = tiny_model("llama", dict(LLAMA_KW, num_hidden_layers=5))
     src = saved(model, tmp_path / "src")
-    stream_clone(src, tmp_path / "out", 2)
+    stream_clone(src, tmp_path / "out", Growth(2))
     edit_weights(tmp_path / "out", lambda s: s["model.layers.4.mlp.down_proj.weight"].__setitem__((0, 0), 9.0))
-    _, report = verify_streamed(src, tmp_path / "out", make_plan(model.config, 2), mode="sample", device="cpu")
+    _, report = verify_streamed(src, tmp_path / "out", make_plan(model.config, Growth(2)), mode="sample", device="cpu")
     assert report.culprit == "layer 4: mlp differs"
 
 
@@ -385,7 +385,7 @@ def test_free_memory_is_no_more_than_the_address_space_left(monkeypatch):
                         lambda which: (used + 2**20, used + 2**20) if which == resource.RLIMIT_AS else (-1, -1))
     assert free_bytes("cpu") <= 2**20
     with pytest.raises(HyperCloneError, match="free on cpu"):
-        check_fits(2**21, "cpu")
+        check_fits_in_memory(2**21, "cpu")
 
 
 def test_free_memory_is_no_more_than_a_cgroup_limit_leaves(monkeypatch, tmp_path):

@@ -20,7 +20,7 @@ import pytest
 import torch
 from families import LLAMA_KW, tiny_model
 
-from hyperclone import stream
+from hyperclone import Growth, stream
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
 from hyperclone.export import PROVENANCE_FILE
@@ -199,7 +199,7 @@ def test_safetensors_disk_full_error_while_writing_shards_is_one_line(src, tmp_p
     monkeypatch.setattr(stream, "save_file", full_disk)
     out = tmp_path / "out"
     with pytest.raises(HyperCloneError, match="^no space left on the device while writing .* nothing was written"):
-        stream.stream_clone(src, out, 2, max_shard_size="20KB")
+        stream.stream_clone(src, out, Growth(2), max_shard_size="20KB")
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["src"]
 
 

@@ -57,7 +57,7 @@ def test_hub_presets_are_curated():
     assert all(p.params > 1e6 and p.size_mb > 1 for p in HUB_PRESETS)
 
 
-def test_resolve_source_kinds(tmp_path):
+def test_resolve_source_names_where_a_source_comes_from(tmp_path):
     assert resolve_source("tiny-gpt2-stdlib")[0] == "builtin"
     assert resolve_source(tmp_path) == ("local", str(tmp_path))
     assert resolve_source("EleutherAI/pythia-70m") == ("hub", "EleutherAI/pythia-70m")

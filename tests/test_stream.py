@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 import hyperclone.stream as stream
-from hyperclone import clone
+from hyperclone import Growth, clone
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError, SourceError
 from hyperclone.stream import parse_size, stream_clone, verify_streamed
@@ -49,7 +49,7 @@ def test_streamed_clone_is_bit_identical_to_the_in_memory_clone(tmp_path, case_i
     src, model = _source(tmp_path, case_id)
     assert (src / stream.INDEX_FILE).exists()  # a sharded source
     out = tmp_path / "out"
-    result = stream_clone(src, out, 2, 3, variant="noisy_symmetric", seed=11, max_shard_size="20KB")
+    result = stream_clone(src, out, Growth(2, 3, "noisy_symmetric", seed=11), max_shard_size="20KB")
     wide = clone(model, 2, 3, variant="noisy_symmetric", seed=11)
     wide.save_pretrained(tmp_path / "mem")
     streamed, saved = _stored(out), _stored(tmp_path / "mem")
@@ -63,7 +63,7 @@ def test_streamed_clone_is_bit_identical_to_the_in_memory_clone(tmp_path, case_i
 def test_sharded_output_has_bounded_shards_and_the_index_transformers_expects(tmp_path):
     src, model = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
-    result = stream_clone(src, out, 2, max_shard_size="30KB")
+    result = stream_clone(src, out, Growth(2), max_shard_size="30KB")
     index = json.loads((out / stream.INDEX_FILE).read_text())
     n = len(result.shards)
     assert result.shards == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
@@ -88,14 +88,14 @@ def test_sharded_output_has_bounded_shards_and_the_index_transformers_expects(tm
 def test_one_shard_is_written_as_model_safetensors(tmp_path):
     src, _ = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
-    result = stream_clone(src, out, 2)
+    result = stream_clone(src, out, Growth(2))
     assert result.shards == ["model.safetensors"] and not (out / stream.INDEX_FILE).exists()
 
 
 def test_bf16_source_stays_bf16_and_matches_the_in_memory_clone(tmp_path):
     src, model = _source(tmp_path, "llama-gqa", dtype=torch.bfloat16)
     out = tmp_path / "out"
-    result = stream_clone(src, out, 3, 2, variant="noisy_diagonal", seed=4)
+    result = stream_clone(src, out, Growth(3, 2, "noisy_diagonal", seed=4))
     assert result.dtype == "bfloat16"
     wide = clone(model, 3, 2, variant="noisy_diagonal", seed=4)
     streamed = _stored(out)
@@ -107,7 +107,7 @@ def test_bf16_source_stays_bf16_and_matches_the_in_memory_clone(tmp_path):
 def test_dtype_option_casts_like_loading_in_that_dtype(tmp_path):
     src, model = _source(tmp_path, "llama-tied")
     out = tmp_path / "out"
-    stream_clone(src, out, 2, variant="noisy_symmetric", dtype="bfloat16")
+    stream_clone(src, out, Growth(2, variant="noisy_symmetric"), dtype="bfloat16")
     wide = clone(model.to(torch.bfloat16), 2, variant="noisy_symmetric")
     streamed = _stored(out)
     for name, t in wide.state_dict().items():
@@ -117,7 +117,7 @@ def test_dtype_option_casts_like_loading_in_that_dtype(tmp_path):
 def test_tie_keep_streams_like_in_memory(tmp_path):
     src, model = _source(tmp_path, "llama-tied")
     out = tmp_path / "out"
-    stream_clone(src, out, 2, tie="keep")
+    stream_clone(src, out, Growth(2, tie="keep"))
     wide = clone(model, 2, tie="keep")
     wide.save_pretrained(tmp_path / "mem")
     streamed, saved = _stored(out), _stored(tmp_path / "mem")
@@ -130,7 +130,7 @@ def test_side_files_and_provenance(tmp_path):
     (src / "tokenizer.json").write_text("{}")
     (src / "special_tokens_map.json").write_text("{}")
     out = tmp_path / "out"
-    stream_clone(src, out, 2, source_name="my-src")
+    stream_clone(src, out, Growth(2), source_name="my-src")
     for name in ("config.json", "generation_config.json", "tokenizer.json", "special_tokens_map.json",
                  "hyperclone.json", "README.md"):
         assert (out / name).exists(), name
@@ -142,14 +142,14 @@ def test_side_files_and_provenance(tmp_path):
 
 def test_verify_full_when_it_fits_else_sampled_layers(tmp_path, monkeypatch):
     src, _ = _source(tmp_path, "llama-gqa", layers=5)
-    result = stream_clone(src, tmp_path / "full", 2, verify=True, device="cpu")
+    result = stream_clone(src, tmp_path / "full", Growth(2), verify=True, device="cpu")
     assert result.verification["method"] == "full" and result.report.passed
     assert len(result.report.layers) == 6
 
     import hyperclone.resources as res
 
     monkeypatch.setattr(res, "free_bytes", lambda device: 200_000)
-    result = stream_clone(src, tmp_path / "sampled", 2, verify=True, device="cpu", force=True)
+    result = stream_clone(src, tmp_path / "sampled", Growth(2), verify=True, device="cpu", force=True)
     assert result.verification["method"] == "sampled layers" and result.verification["layers"] == [0, 2, 4]
     assert result.report.passed and len(result.report.layers) == 4
     record = json.loads((tmp_path / "sampled" / "hyperclone.json").read_text())
@@ -159,14 +159,14 @@ def test_verify_full_when_it_fits_else_sampled_layers(tmp_path, monkeypatch):
 def test_sampled_verification_catches_a_corrupted_layer(tmp_path):
     src, _ = _source(tmp_path, "llama-gqa", layers=5)
     out = tmp_path / "out"
-    stream_clone(src, out, 2)
+    stream_clone(src, out, Growth(2))
     state = load_file(out / "model.safetensors")
     state["model.layers.4.mlp.down_proj.weight"][0, 0] += 1.0
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
     from hyperclone.clone import make_plan
     from transformers import AutoConfig
 
-    plan = make_plan(AutoConfig.from_pretrained(src), 2)
+    plan = make_plan(AutoConfig.from_pretrained(src), Growth(2))
     record, report = verify_streamed(src, out, plan, mode="sample", device="cpu")
     assert record["passed"] is False and not report.passed
 
@@ -178,7 +178,7 @@ def test_hub_style_keys_and_recomputed_buffers_are_mapped_like_from_pretrained(t
     legacy = {k.removeprefix("transformer."): v for k, v in state.items()}
     legacy["h.0.attn.bias"] = torch.ones(1, 1, 4, 4)
     save_file(legacy, src / "model.safetensors", metadata={"format": "pt"})
-    stream_clone(src, tmp_path / "out", 2)
+    stream_clone(src, tmp_path / "out", Growth(2))
     wide = clone(model, 2)
     streamed = _stored(tmp_path / "out")
     assert all(torch.equal(streamed[k], v) for k, v in wide.state_dict().items())
@@ -189,11 +189,11 @@ def test_unknown_and_missing_weights_are_refused_by_name(tmp_path):
     state = load_file(src / "model.safetensors")
     save_file(dict(state, **{"model.mystery": torch.ones(2)}), src / "model.safetensors")
     with pytest.raises(SourceError, match="'model.mystery'"):
-        stream_clone(src, tmp_path / "o1", 2)
+        stream_clone(src, tmp_path / "o1", Growth(2))
     state.pop("model.norm.weight")
     save_file(state, src / "model.safetensors")
     with pytest.raises(SourceError, match="lacks the weight 'model.norm.weight'"):
-        stream_clone(src, tmp_path / "o2", 2)
+        stream_clone(src, tmp_path / "o2", Growth(2))
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
 
 
@@ -213,7 +213,7 @@ def test_disk_full_while_writing_leaves_nothing_at_out(tmp_path, monkeypatch):
 
     monkeypatch.setattr(stream, "save_file", fill_up)
     with pytest.raises(HyperCloneError, match="no space left .* nothing was written"):
-        stream_clone(src, out, 2, max_shard_size="20KB")
+        stream_clone(src, out, Growth(2), max_shard_size="20KB")
     assert len(calls) == 3 and not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
 
@@ -284,11 +284,12 @@ def test_parse_size():
 
 PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys
+    from hyperclone import Growth
     from hyperclone.stream import stream_clone
     src, warm, out, shard = sys.argv[1:5]
-    stream_clone(warm, out + "-warm", 2, max_shard_size=shard)  # imports and allocator warm-up
+    stream_clone(warm, out + "-warm", Growth(2), max_shard_size=shard)  # imports and allocator warm-up
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    r = stream_clone(src, out, 2, max_shard_size=shard)
+    r = stream_clone(src, out, Growth(2), max_shard_size=shard)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"base": base, "peak": peak, "bytes": r.n_bytes, "shards": len(r.shards)}))
 """)
