@@ -64,12 +64,34 @@ class ClonePlan:
             cfg.tie_word_embeddings = False
         return cfg
 
+    def sources_of(self, source_names: Iterable[str]) -> list[tuple[str, str]]:
+        """(wide weight name, the source tensor it grows from), in source order.
+
+        A tied source's head grows from its embedding (added after the rest when the source stores the
+        head only as its embedding); with ``tie="keep"`` the wide model shares its embedding and has no head.
+        """
+        return self.spec.sources_of(source_names, self.source_tied, self.keep_tied)
+
     def names(self, source_names: Iterable[str]) -> list[str]:
         """The wide model's weight names, in source order (a tied head is added or dropped)."""
-        names = [n for n in source_names if not (self.keep_tied and n == self.spec.lm_head)]
-        if self.source_tied and not self.keep_tied and self.spec.lm_head not in names:
-            names.append(self.spec.lm_head)
-        return names
+        return [wide for wide, _ in self.sources_of(source_names)]
+
+    def factors_of(self, rule: Rule) -> list[tuple[int, int]]:
+        """(out factor, in factor) of each part of the rule's output axis (one pair for an unfused tensor)."""
+        in_factor = self.space_factor(rule.inp) if rule.inp else 1
+        return [(self.space_factor(space), in_factor) for space in rule.parts]
+
+    def parts_of(self, name: str, rule: Rule, t: torch.Tensor) -> list[tuple[str, torch.Tensor, int, int]]:
+        """(part name, part, out factor, in factor) for each part of ``t``'s output axis, as stored.
+
+        An unfused tensor is its one part, named ``name``; a fused one is split into ``name#0``, ``name#1``...
+        """
+        factors = self.factors_of(rule)
+        if len(factors) == 1:
+            return [(name, t, *factors[0])]
+        axis = rule.out_axis(t.dim())
+        pieces = torch.split(t, self.part_sizes(name, rule, t.shape[axis]), dim=axis)
+        return [(f"{name}#{i}", piece, a, b) for i, (piece, (a, b)) in enumerate(zip(pieces, factors))]
 
     def grow(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
         """The wide model's ``name`` from the source tensor of the same name.
@@ -81,22 +103,17 @@ class ClonePlan:
         check_finite(name, tensor)
         out = self._grow_by_rule(name, rule, tensor)
         scale = 1.0
-        if rule.kind == "embedding" and self.spec.embed_scale and name == self.spec.embed:
+        if self.spec.embed_scale and name == self.spec.embed:
             scale /= self.factor**0.5
-        if self.keep_tied and self.spec.writes_residual(name):
+        if self.keep_tied and rule.writes_residual:
             scale /= self.factor
         if scale != 1.0:
             out = (out.to(torch.float64 if out.dtype == torch.float64 else torch.float32) * scale).to(out.dtype)
         return out
 
     def _grow_by_rule(self, name: str, rule: Rule, t: torch.Tensor) -> torch.Tensor:
-        parts = rule.parts
-        if len(parts) > 1:
-            out_axis = 1 if rule.transposed and t.dim() == 2 else 0
-            pieces = torch.split(t, self.part_sizes(name, rule, t.shape[out_axis]), dim=out_axis)
-            grown = [self._grow_one(f"{name}#{i}", p, piece, rule) for i, (p, piece) in enumerate(zip(parts, pieces))]
-            return torch.cat(grown, dim=out_axis)
-        return self._grow_one(name, parts[0], t, rule)
+        grown = [self._grow_one(part, piece, a, b, rule) for part, piece, a, b in self.parts_of(name, rule, t)]
+        return grown[0] if len(grown) == 1 else torch.cat(grown, dim=rule.out_axis(t.dim()))
 
     def part_sizes(self, name: str, rule: Rule, total: int) -> list[int]:
         """Sizes of the parts of a (possibly fused) output axis of length ``total``.
@@ -111,16 +128,13 @@ class ClonePlan:
             raise HyperCloneError(f"{name}: fused parts {parts} have sizes {sizes}, which do not add up to {total}")
         return sizes
 
-    def _grow_one(self, name: str, out_space: str, t: torch.Tensor, rule: Rule) -> torch.Tensor:
-        a = self.space_factor(out_space)
+    def _grow_one(self, name: str, t: torch.Tensor, a: int, b: int, rule: Rule) -> torch.Tensor:
         if t.dim() == 1:
             return repeat_vector(t, a)
         if t.dim() != 2:
             raise HyperCloneError(f"{name}: expected a vector or a matrix, got shape {tuple(t.shape)}")
-        b = self.space_factor(rule.inp) if rule.inp else 1
-        w = t.T if rule.transposed else t
         gen = tensor_generator(self.seed, name) if self.variant.startswith("noisy") else None
-        grown = grow_matrix(w, a, b, self.variant, self.snr_db, gen)
+        grown = grow_matrix(rule.as_out_in(t), a, b, self.variant, self.snr_db, gen)
         return grown.T.contiguous() if rule.transposed else grown
 
     @classmethod
@@ -171,23 +185,13 @@ def make_plan(config: PretrainedConfig, growth: Growth | None = None) -> ClonePl
 def grow_state(plan: ClonePlan, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
     """Grow every (name, tensor) of a source state dict, in order.
 
-    A tied source whose head is absent (safetensors drops shared tensors) gets
-    an untied head grown from its embedding.
+    An untied head of a tied source grows from its embedding (see ``ClonePlan.sources_of``).
     """
-    seen_head = False
-    embed = None
-    for name, t in tensors:
-        if name == plan.spec.lm_head:
-            seen_head = True
-            if plan.keep_tied:
-                continue
-        if name == plan.spec.embed:
-            embed = t
-        yield name, plan.grow(name, t)
-    if plan.source_tied and not plan.keep_tied and not seen_head:
-        if embed is None:
-            raise HyperCloneError(f"tied head {plan.spec.lm_head!r} needs {plan.spec.embed!r}, which is missing")
-        yield plan.spec.lm_head, plan.grow(plan.spec.lm_head, embed)
+    state = dict(tensors)
+    for name, source in plan.sources_of(state):
+        if source not in state:
+            raise HyperCloneError(f"tied head {name!r} needs {source!r}, which is missing")
+        yield name, plan.grow(name, state[source])
 
 
 def build_model(config: PretrainedConfig, state: dict[str, torch.Tensor], model_class: type | None = None):

@@ -24,22 +24,19 @@ def matrix_names(model) -> list[str]:
 
 def as_out_in(plan: ClonePlan, name: str, t: torch.Tensor) -> torch.Tensor:
     """The tensor as [out, in] (undoing [in, out] storage)."""
-    rule = plan.spec.rule_for(name)
-    return (t.T if rule.transposed else t).detach().float().cpu()
+    return plan.spec.rule_for(name).as_out_in(t).detach().float().cpu()
 
 
 def block_edges(plan: ClonePlan, name: str, wide_shape: tuple[int, int]) -> tuple[list[int], list[int]]:
     """Row and column indices (in the wide [out, in] matrix) where blocks start."""
     rule = plan.spec.rule_for(name)
     rows, cols = wide_shape
-    parts = rule.parts
-    sizes = plan.part_sizes(name, rule, rows)
+    factors = plan.factors_of(rule)
     row_edges, start = [], 0
-    for space, size in zip(parts, sizes):
-        a = plan.space_factor(space)
+    for size, (a, _) in zip(plan.part_sizes(name, rule, rows), factors):
         row_edges += [start + i * size // a for i in range(a)]
         start += size
-    b = plan.space_factor(rule.inp) if rule.inp else 1
+    b = factors[0][1]
     return row_edges[1:], [i * cols // b for i in range(1, b)]
 
 
@@ -54,11 +51,10 @@ def downsample(m: torch.Tensor, max_side: int) -> tuple[torch.Tensor, int]:
 
 def row_block_sums(plan: ClonePlan, name: str, wide: torch.Tensor) -> torch.Tensor | None:
     """Sum of the first row of blocks: what one output copy computes from [x, ..., x] (equals W)."""
-    rule = plan.spec.rule_for(name)
-    if len(rule.parts) > 1:
+    factors = plan.factors_of(plan.spec.rule_for(name))
+    if len(factors) > 1:
         return None
-    a = plan.space_factor(rule.parts[0])
-    b = plan.space_factor(rule.inp) if rule.inp else 1
+    (a, b), = factors
     return split_blocks(wide, a, b)[0].sum(0)
 
 

@@ -38,21 +38,13 @@ def _copies_similarity(t: torch.Tensor, a: int, b: int) -> float:
 def symmetry_by_tensor(model, factor: int, ffn_factor: int | None = None) -> dict[str, float]:
     """Cosine similarity between output copies, per grown tensor (fused parts named ``name#i``)."""
     plan = ClonePlan.over_wide(model.config, factor, ffn_factor)
-    spec = plan.spec
     result: dict[str, float] = {}
     with torch.no_grad():
         for name, t in model.state_dict().items():
-            rule = spec.rule_for(name)
-            b = plan.space_factor(rule.inp) if rule.inp else 1
-            out_axis = 1 if rule.transposed and t.dim() == 2 else 0
-            parts = rule.parts
-            pieces = torch.split(t.float(), plan.part_sizes(name, rule, t.shape[out_axis]), dim=out_axis)
-            for i, (space, piece) in enumerate(zip(parts, pieces)):
-                a = plan.space_factor(space)
-                if a == 1:
-                    continue
-                w = piece.T if rule.transposed and piece.dim() == 2 else piece
-                result[f"{name}#{i}" if len(parts) > 1 else name] = _copies_similarity(w, a, b)
+            rule = plan.spec.rule_for(name)
+            for part, piece, a, b in plan.parts_of(name, rule, t.float()):
+                if a > 1:
+                    result[part] = _copies_similarity(rule.as_out_in(piece), a, b)
     return result
 
 

@@ -1,12 +1,25 @@
-"""Registry of architecture specs, one small declarative module per family."""
+"""Registry of architecture specs: every module of this package but ``base`` holds a family's ``SPECS``."""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ..errors import HyperCloneError
-from . import gpt2, gpt_neox, llama, opt, phi
 from .base import SPACE_FACTORS, FamilySpec, Rule
 
-REGISTRY: dict[str, FamilySpec] = {s.model_type: s for m in (gpt2, opt, gpt_neox, llama, phi) for s in m.SPECS}
+
+def _registry() -> dict[str, FamilySpec]:
+    registry: dict[str, FamilySpec] = {}
+    for module in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name != "base"):
+        for spec in importlib.import_module(f"{__name__}.{module}").SPECS:
+            if spec.model_type in registry:
+                raise ValueError(f"two specs for {spec.model_type!r}; the second is in specs/{module}.py")
+            registry[spec.model_type] = spec
+    return registry
+
+
+REGISTRY: dict[str, FamilySpec] = _registry()
 
 
 def supported_families() -> list[str]:

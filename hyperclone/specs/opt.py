@@ -38,6 +38,7 @@ SPECS = [
         },
         {"hidden_size": "residual", "num_attention_heads": "heads", "ffn_dim": "ffn", "word_embed_proj_dim": "embed_proj"},
         D + "embed_tokens.weight",
+        supports_tie_keep=False,
         notes="post-LN (do_layer_norm_before=False) needs nothing special: LN([x,x]) = [LN x, LN x]",
     )
 ]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .base import FamilySpec, embedding, head, linear, norm, vector
-from .llama import CONFIG, DEFAULTS, WRITERS
+from .llama import CONFIG, DEFAULTS
 
 L = "model.layers.*."
 
@@ -21,23 +21,23 @@ SPECS = [
         "phi",
         "microsoft/phi-1_5",
         {
-            "model.embed_tokens.weight": embedding(),
+            "model.embed_tokens.weight": embedding(writes_residual=True),
             L + "self_attn.q_proj.weight": linear("heads", "residual"),
             L + "self_attn.k_proj.weight": linear("kv", "residual"),
             L + "self_attn.v_proj.weight": linear("kv", "residual"),
-            L + "self_attn.dense.weight": linear("residual", "heads"),
+            L + "self_attn.dense.weight": linear("residual", "heads", writes_residual=True),
             L + "self_attn.q_proj.bias": vector("heads"),
             L + "self_attn.k_proj.bias": vector("kv"),
             L + "self_attn.v_proj.bias": vector("kv"),
-            L + "self_attn.dense.bias": vector("residual"),
+            L + "self_attn.dense.bias": vector("residual", writes_residual=True),
             L + "self_attn.q_layernorm.weight": norm("one"),
             L + "self_attn.q_layernorm.bias": norm("one"),
             L + "self_attn.k_layernorm.weight": norm("one"),
             L + "self_attn.k_layernorm.bias": norm("one"),
             L + "mlp.fc1.weight": linear("ffn", "residual"),
             L + "mlp.fc1.bias": vector("ffn"),
-            L + "mlp.fc2.weight": linear("residual", "ffn"),
-            L + "mlp.fc2.bias": vector("residual"),
+            L + "mlp.fc2.weight": linear("residual", "ffn", writes_residual=True),
+            L + "mlp.fc2.bias": vector("residual", writes_residual=True),
             L + "input_layernorm.weight": norm("residual"),
             L + "input_layernorm.bias": norm("residual"),
             "model.final_layernorm.weight": norm("residual"),
@@ -48,21 +48,17 @@ SPECS = [
         CONFIG,
         "model.embed_tokens.weight",
         config_defaults=DEFAULTS,
-        residual_writers=(
-            "model.embed_tokens.weight", L + "self_attn.dense.weight", L + "self_attn.dense.bias",
-            L + "mlp.fc2.weight", L + "mlp.fc2.bias",
-        ),
         notes="the head's bias does not grow (only its input does)",
     ),
     FamilySpec(
         "phi3",
         "microsoft/Phi-3-mini-4k-instruct",
         {
-            "model.embed_tokens.weight": embedding(),
+            "model.embed_tokens.weight": embedding(writes_residual=True),
             L + "self_attn.qkv_proj.weight": linear(("heads", "kv", "kv"), "residual"),
-            L + "self_attn.o_proj.weight": linear("residual", "heads"),
+            L + "self_attn.o_proj.weight": linear("residual", "heads", writes_residual=True),
             L + "mlp.gate_up_proj.weight": linear(("ffn", "ffn"), "residual"),
-            L + "mlp.down_proj.weight": linear("residual", "ffn"),
+            L + "mlp.down_proj.weight": linear("residual", "ffn", writes_residual=True),
             L + "input_layernorm.weight": norm("residual"),
             L + "post_attention_layernorm.weight": norm("residual"),
             "model.norm.weight": norm("residual"),
@@ -76,7 +72,6 @@ SPECS = [
             "ffn": lambda c: c.intermediate_size,
         },
         config_defaults=DEFAULTS,
-        residual_writers=WRITERS,
         notes="fused qkv_proj and gate_up_proj split into parts, each grown, fused again",
     ),
 ]
