@@ -24,7 +24,7 @@ import streamlit as st
 from hyperclone import VARIANTS, clone, make_plan, verify
 from hyperclone.clone import wide_model_bytes
 from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
-from hyperclone.errors import HyperCloneError, OutputExistsError
+from hyperclone.errors import HyperCloneError, OutputExistsError, first_line
 from hyperclone.export import provenance, save_clone
 from hyperclone.grow import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrix_names
@@ -55,7 +55,7 @@ def error_line(e: BaseException, doing: str) -> str:
     elif is_out_of_memory(e):
         msg = f"out of memory while {doing}; use a smaller factor, bfloat16, or another device"
     else:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e)
         msg = f"{doing} failed ({type(e).__name__}: {first}); check the inputs and try again (details in the terminal)"
         log.error("%s failed", doing, exc_info=e)
     return " ".join(msg.split())
