@@ -24,10 +24,10 @@ import streamlit as st
 from hyperclone import VARIANTS, Growth, make_plan, verify
 from hyperclone.clone import apply_plan, wide_model_bytes
 from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
-from hyperclone.errors import HyperCloneError, OutputExistsError
+from hyperclone.errors import HyperCloneError, OutputExistsError, first_line
 from hyperclone.export import provenance, save_clone
-from hyperclone.grow import VARIANT_HELP
-from hyperclone.heatmaps import clone_heatmaps, matrix_names
+from hyperclone.growth import VARIANT_HELP
+from hyperclone.heatmaps import clone_heatmaps, matrices_by_layer
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes, is_out_of_memory
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
@@ -55,7 +55,7 @@ def error_line(e: BaseException, doing: str) -> str:
     elif is_out_of_memory(e):
         msg = f"out of memory while {doing}; use a smaller factor, bfloat16, or another device"
     else:
-        first = (str(e).strip().splitlines() or [""])[0][:200]
+        first = first_line(e)
         msg = f"{doing} failed ({type(e).__name__}: {first}); check the inputs and try again (details in the terminal)"
         log.error("%s failed", doing, exc_info=e)
     return " ".join(msg.split())
@@ -280,17 +280,10 @@ def show_comparison(key: CloneKey) -> None:
 # --------------------------------------------------------------------------- #
 # 4. Heatmaps
 # --------------------------------------------------------------------------- #
-def layer_of(name: str) -> str:
-    m = re.search(r"\.(\d+)\.", name)
-    return f"layer {m.group(1)}" if m else "embeddings & head"
-
-
 def show_heatmaps(key: CloneKey) -> None:
     source, _ = source_of(key)
     wide = get_clone(key)
-    groups: dict[str, dict[str, str]] = {}  # layer -> {tensor name within the layer: full name}
-    for n in matrix_names(wide):
-        groups.setdefault(layer_of(n), {})[re.sub(r"^.*?\.\d+\.", "", n)] = n
+    groups = matrices_by_layer(wide)  # layer -> {tensor name within the layer: full name}
     order = list(groups)
     state = st.session_state
     if state.get("hm_layer") not in groups:  # first visit, or another model

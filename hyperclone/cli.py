@@ -85,7 +85,8 @@ def cmd_clone(args) -> int:
     src_dir = None if origin == "hub" else src_dir
     check_output_dir(args.out, args.overwrite, src_dir)
     if not args.in_memory:
-        from .stream import parse_size, streamable_source
+        from .checkpoint import parse_size
+        from .sources import streamable_source
 
         parse_size(args.max_shard_size)
         where = streamable_source(args.src, args.allow_pickle, args.trust_remote_code)

@@ -194,7 +194,7 @@ def grow_state(plan: ClonePlan, tensors: Iterable[tuple[str, torch.Tensor]]) -> 
         yield name, plan.grow(name, state[source])
 
 
-def build_model(config: PretrainedConfig, state: dict[str, torch.Tensor], model_class: type | None = None):
+def model_from_state(config: PretrainedConfig, state: dict[str, torch.Tensor], model_class: type | None = None):
     """A stock transformers model from a config and a full state dict, without random init.
 
     Parameters are created on the meta device and then *assigned* the given
@@ -258,7 +258,7 @@ def apply_plan(model: PreTrainedModel, plan: ClonePlan) -> PreTrainedModel:
                               "make_plan(model.config, growth)")
     with torch.no_grad():
         state = dict(grow_state(plan, model.state_dict().items()))
-    wide = build_model(plan.wide_config(), state, type(model))
+    wide = model_from_state(plan.wide_config(), state, type(model))
     wide.to(next(model.parameters()).device)
     wide.train(model.training)
     wide.hyperclone_plan = plan  # provenance for verify/symmetry; not saved with the model

@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import torch
 
-from .grow import VARIANTS
+from .growth import VARIANTS
 from .race_config import RaceConfig
 from .runs import read_checkpoint, write_checkpoint
 
@@ -73,7 +73,7 @@ def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
-def build_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch.nn.Module:
+def starting_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch.nn.Module:
     """The starting point of contestant ``name``, in float32 on the source's device."""
     from transformers import AutoModelForCausalLM
 
@@ -96,7 +96,7 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
     """Every contestant, built next to the source (the caller's model is never changed), then placed."""
     contestants = []
     for name in cfg.contestants:
-        raw = build_model(name, source, cfg).to(acc.device)
+        raw = starting_model(name, source, cfg).to(acc.device)
         optimizer = make_optimizer(raw, cfg)
         prepared = acc.prepare_model(raw)
         cuda_rng = torch.cuda.get_rng_state() if acc.device.type == "cuda" else None

@@ -1,12 +1,9 @@
-"""Corpora for training and evaluation: built-in, local text, Hugging Face datasets.
+"""Corpora for training and evaluation: token streams, their cache, and batches.
 
-Everything here turns some text into two 1-D token streams (``train`` and
-``validation``) and hands out fixed-shape batches from them.
+A corpus (its documents come from ``documents.py``: built-in, local text, a
+Hugging Face dataset) becomes two 1-D token streams (``train`` and
+``validation``) that hand out fixed-shape batches.
 
-* ``builtin`` is the CPython standard library (``.py`` sources outside the test
-  suites, IDLE and site-packages) plus the English reference text in
-  ``pydoc_data.topics``: real text that nobody here wrote and that is present
-  wherever Python is, so the project works offline.
 * The split is decided per document by a hash of its name (its path relative to
   the corpus root), so it is the same on every machine and does not move when
   files are added elsewhere.
@@ -22,18 +19,18 @@ import hashlib
 import json
 import os
 import shutil
-import sys
-import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
-from hyperclone.errors import DataError, MissingDataError
+from .atomic import atomic_dir
+from .documents import DEFAULT_HF_MAX_CHARS, SPEC_HELP, Document, corpus_identity
+from .errors import DataError
 
 Split = Literal["train", "validation"]
 
@@ -41,29 +38,6 @@ CACHE_ENV = "HYPERCLONE_CACHE"
 VALIDATION_PERCENT = 5  # share of documents (by hash) that go to validation
 FORMAT_VERSION = 2  # bump when the cached layout or the split rule changes
 EOT_TOKEN = "<|endoftext|>"
-
-# Directories of the standard library that are not "the library": test suites
-# (huge and repetitive), IDLE, third-party packages, byte code, the generated
-# pydoc topics module (its text is added as English documents instead) and the
-# build configuration directory (config-3.x-<platform>, machine specific).
-EXCLUDED_STDLIB_DIRS = frozenset(
-    {"test", "tests", "idlelib", "site-packages", "dist-packages", "__pycache__", "pydoc_data"}
-)
-TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".py", ".jsonl"})
-DEFAULT_HF_MAX_CHARS = 20_000_000  # about the size of the built-in corpus, ×2
-
-SPEC_HELP = "use 'builtin', a .txt/.jsonl file, a directory of text files, or hf:NAME[:CONFIG]"
-
-
-# --------------------------------------------------------------------------- #
-# Documents
-# --------------------------------------------------------------------------- #
-@dataclass(frozen=True)
-class Document:
-    """One unit of text; ``key`` names it stably and decides its split."""
-
-    key: str
-    text: str
 
 
 def cache_dir() -> Path:
@@ -76,157 +50,6 @@ def split_of(key: str, validation_percent: int = VALIDATION_PERCENT) -> Split:
     """Assign a document to a split from a SHA-1 of its key (stable across machines)."""
     bucket = int(hashlib.sha1(key.encode("utf-8")).hexdigest()[:8], 16) % 100
     return "validation" if bucket < validation_percent else "train"
-
-
-def stdlib_root() -> Path:
-    """Directory holding this interpreter's standard library sources."""
-    return Path(sysconfig.get_paths()["stdlib"])
-
-
-def builtin_files(root: Path | None = None) -> list[Path]:
-    """Sorted relative paths of the standard-library ``.py`` files in the corpus."""
-    root = stdlib_root() if root is None else root
-    files: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(
-            d for d in dirnames if d not in EXCLUDED_STDLIB_DIRS and not d.startswith("config-")
-        )
-        rel = Path(dirpath).relative_to(root)
-        for name in filenames:
-            # _sysconfigdata_* describes this machine's build: not portable text.
-            if name.endswith(".py") and not name.startswith("_sysconfigdata"):
-                files.append(rel / name)
-    return sorted(files, key=lambda p: p.as_posix())
-
-
-def builtin_documents() -> list[Document]:
-    """The built-in corpus: stdlib sources, then the pydoc topics, in a fixed order."""
-    root = stdlib_root()
-    docs = [
-        # A distribution might ship a stray non-UTF-8 byte; never fail on it.
-        Document(p.as_posix(), (root / p).read_text(encoding="utf-8", errors="replace"))
-        for p in builtin_files(root)
-    ]
-    from pydoc_data.topics import topics
-
-    docs += [Document(f"pydoc_data/topics/{name}", topics[name]) for name in sorted(topics)]
-    return docs
-
-
-def _read_text_file(path: Path) -> str:
-    data = path.read_bytes()
-    if not data.strip():
-        raise DataError(f"corpus file is empty: {path}; give a file with some text in it")
-    if b"\x00" in data[:8192]:
-        raise DataError(f"corpus file looks binary (it contains NUL bytes): {path}; give UTF-8 text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise DataError(
-            f"corpus file is not UTF-8 text (invalid byte at offset {e.start}): {path}; "
-            "convert it to UTF-8 first"
-        ) from None
-
-
-def _jsonl_documents(path: Path, key_prefix: str) -> list[Document]:
-    text = _read_text_file(path)
-    docs = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(
-                f"{path}:{lineno}: not valid JSON ({e.msg}); each line must be an object "
-                'with a "text" field'
-            ) from None
-        if not isinstance(row, dict) or not isinstance(row.get("text"), str):
-            raise DataError(
-                f'{path}:{lineno}: no string "text" field; each line must be an object '
-                'like {"text": "..."}'
-            )
-        if row["text"].strip():
-            docs.append(Document(f"{key_prefix}:{lineno}", row["text"]))
-    if not docs:
-        raise DataError(f"corpus file has no non-empty \"text\" fields: {path}")
-    return docs
-
-
-def local_documents(path: Path) -> list[Document]:
-    """Documents from a text file, a JSON-lines file, or a directory of text files."""
-    if not path.exists():
-        raise MissingDataError(f"corpus path not found: {path}; {SPEC_HELP}")
-    if path.is_file():
-        if path.suffix.lower() == ".jsonl":
-            return _jsonl_documents(path, path.name)
-        return [Document(path.name, _read_text_file(path))]
-
-    files = sorted(
-        (
-            p
-            for p in path.rglob("*")
-            if p.is_file()
-            and p.suffix.lower() in TEXT_SUFFIXES
-            and not any(part.startswith(".") for part in p.relative_to(path).parts)
-        ),
-        key=lambda p: p.relative_to(path).as_posix(),
-    )
-    if not files:
-        kinds = ", ".join(sorted(TEXT_SUFFIXES))
-        raise DataError(f"no text files ({kinds}) in directory {path}; add some or {SPEC_HELP}")
-    docs: list[Document] = []
-    for p in files:
-        rel = p.relative_to(path).as_posix()
-        if p.stat().st_size == 0:
-            continue  # an empty file in a folder is harmless; all empty is not (below)
-        if p.suffix.lower() == ".jsonl":
-            docs += _jsonl_documents(p, rel)
-        else:
-            docs.append(Document(rel, _read_text_file(p)))
-    if not any(d.text.strip() for d in docs):
-        raise DataError(f"all text files in directory {path} are empty; add some text")
-    return docs
-
-
-def hf_documents(name: str, config: str | None, max_chars: int) -> list[Document]:
-    """Stream up to ``max_chars`` of the ``train`` split of a Hugging Face dataset."""
-    from hyperclone.sources import hub_reachable
-
-    label = name if config is None else f"{name}:{config}"
-    offline_help = "use --data builtin or a local .txt/.jsonl file instead"
-    if not hub_reachable():
-        raise DataError(
-            f"could not reach the Hugging Face hub to stream dataset '{label}' (offline?); "
-            f"{offline_help}"
-        )
-    try:
-        import datasets
-
-        stream = iter(datasets.load_dataset(name, config, split="train", streaming=True))
-        first = next(stream)
-    except StopIteration:
-        raise DataError(f"Hugging Face dataset '{label}' has an empty train split") from None
-    except Exception as e:  # network, auth, missing dataset: all surface here
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"could not load Hugging Face dataset '{label}' ({reason}); {offline_help}") from None
-    if not isinstance(first.get("text"), str):
-        fields = ", ".join(sorted(first)) or "none"
-        raise DataError(f"Hugging Face dataset '{label}' has no 'text' field (fields: {fields})")
-    docs, total = [], 0
-    for i, row in enumerate(_chain_first(first, stream)):
-        text = row["text"]
-        if text.strip():
-            docs.append(Document(f"{label}#{i}", text))
-            total += len(text)
-        if total >= max_chars:
-            break
-    return docs
-
-
-def _chain_first(first: dict, rest: Iterable[dict]) -> Iterable[dict]:
-    yield first
-    yield from rest
 
 
 # --------------------------------------------------------------------------- #
@@ -288,37 +111,6 @@ def encode_documents(tokenizer: Any, texts: list[str], batch_size: int = 256) ->
     return out
 
 
-def _identity(spec: str, hf_max_chars: int) -> tuple[dict, Any]:
-    """What the corpus is (for the cache key) and a thunk that reads its documents.
-
-    Computing the identity must be cheap: it must not read every file, or a
-    cache hit would cost as much as a miss.
-    """
-    if spec == "builtin":
-        root = stdlib_root()
-        files = builtin_files(root)
-        listing = hashlib.sha1(
-            "\n".join(f"{p.as_posix()} {(root / p).stat().st_size}" for p in files).encode()
-        ).hexdigest()
-        ident = {"kind": "builtin", "python": sys.version.split()[0], "files": listing}
-        return ident, builtin_documents
-    if spec.startswith("hf:"):
-        parts = spec[3:].split(":")
-        if not parts[0] or len(parts) > 2:
-            raise DataError(f"bad dataset spec '{spec}'; write hf:NAME or hf:NAME:CONFIG")
-        name, config = parts[0], (parts[1] if len(parts) == 2 and parts[1] else None)
-        ident = {"kind": "hf", "name": name, "config": config, "max_chars": hf_max_chars}
-        return ident, lambda: hf_documents(name, config, hf_max_chars)
-    path = Path(spec).expanduser().resolve()
-    if not path.exists():
-        raise MissingDataError(f"corpus path not found: {spec}; {SPEC_HELP}")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    stamp = hashlib.sha1(
-        "\n".join(f"{p} {p.stat().st_size} {p.stat().st_mtime_ns}" for p in files).encode()
-    ).hexdigest()
-    return {"kind": "local", "path": str(path), "files": stamp}, lambda: local_documents(path)
-
-
 def _tokenize_to_cache(docs: list[Document], tokenizer: Any, target: Path, meta: dict) -> None:
     """Tokenise ``docs``, split them, and write ``train.bin``/``validation.bin``/``meta.json``."""
     eot = _eot_id(tokenizer)
@@ -360,19 +152,11 @@ def _tokenize_to_cache(docs: list[Document], tokenizer: Any, target: Path, meta:
         chars=sum(len(d.text) for d in docs),
         tokenize_seconds=round(seconds, 3),
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
-    try:
+    # Readers never see a half-written entry; when another process finished the same entry first, it is kept.
+    with atomic_dir(target, replace=False) as tmp:
         train.tofile(tmp / "train.bin")
         validation.tofile(tmp / "validation.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        try:
-            os.replace(tmp, target)  # atomic: readers never see a half-written entry
-        except OSError:
-            if not (target / "meta.json").exists():  # lost a race only if the winner finished
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- #
@@ -484,17 +268,11 @@ def load_corpus(
     spec = str(spec)
     if seq_len < 1:
         raise DataError(f"seq_len must be a positive number of tokens, got {seq_len}")
-    ident, read_documents = _identity(spec, hf_max_chars)
-    fingerprint = tokenizer_fingerprint(tokenizer)
-    key_src = {"format": FORMAT_VERSION, "corpus": ident, "tokenizer": fingerprint,
-               "validation_percent": VALIDATION_PERCENT}
-    key = hashlib.sha1(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
-    slug = ident["kind"] if ident["kind"] != "local" else "local-" + Path(ident["path"]).name
-    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in slug)[:40]
-
+    ident, read_documents = corpus_identity(spec, hf_max_chars)
+    key_src, key, entry = _cache_key(ident, tokenizer)
     from_cache = False
     if cache:
-        target = cache_dir() / "corpus" / f"{slug}-{key}"
+        target = cache_dir() / "corpus" / entry
         from_cache = (target / "meta.json").exists()
     else:
         target = Path(tempfile.mkdtemp(prefix="hyperclone-corpus-")) / "corpus"
@@ -503,8 +281,30 @@ def load_corpus(
         if not docs or not any(d.text.strip() for d in docs):
             raise DataError(f"corpus '{spec}' contains no text; {SPEC_HELP}")
         _tokenize_to_cache(docs, tokenizer, target, dict(key_src, spec=spec, key=key))
-
     meta = json.loads((target / "meta.json").read_text())
+    train, validation = _open_streams(target, meta)
+    if not cache:  # keep the streams in memory and leave nothing on disk
+        train, validation = np.array(train), np.array(validation)
+        shutil.rmtree(target.parent, ignore_errors=True)
+        target = None
+    corpus = Corpus(spec=spec, seq_len=seq_len, train=train, validation=validation, eot_id=int(meta["eot_id"]),
+                    vocab_size=_vocab_size(tokenizer), from_cache=from_cache, meta=meta, path=target)
+    _check_long_enough(corpus)
+    return corpus
+
+
+def _cache_key(ident: dict, tokenizer: Any) -> tuple[dict, str, str]:
+    """What the cached streams depend on, its hash, and the name of their cache entry (``SLUG-HASH``)."""
+    key_src = {"format": FORMAT_VERSION, "corpus": ident, "tokenizer": tokenizer_fingerprint(tokenizer),
+               "validation_percent": VALIDATION_PERCENT}
+    key = hashlib.sha1(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:16]
+    slug = ident["kind"] if ident["kind"] != "local" else "local-" + Path(ident["path"]).name
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in slug)[:40]
+    return key_src, key, f"{slug}-{key}"
+
+
+def _open_streams(target: Path, meta: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The train and validation streams of a cache entry, memory-mapped read-only."""
     dtype = np.dtype(meta["dtype"])
 
     def open_split(name: str) -> np.ndarray:
@@ -513,30 +313,18 @@ def load_corpus(
             return np.zeros(0, dtype=dtype)
         return np.memmap(target / f"{name}.bin", dtype=dtype, mode="r", shape=(n,))
 
-    train, validation = open_split("train"), open_split("validation")
-    if not cache:  # keep the streams in memory and leave nothing on disk
-        train, validation = np.array(train), np.array(validation)
-        shutil.rmtree(target.parent, ignore_errors=True)
-        target = None
-    corpus = Corpus(
-        spec=spec,
-        seq_len=seq_len,
-        train=train,
-        validation=validation,
-        eot_id=int(meta["eot_id"]),
-        vocab_size=_vocab_size(tokenizer),
-        from_cache=from_cache,
-        meta=meta,
-        path=target,
-    )
-    need = seq_len + 1
+    return open_split("train"), open_split("validation")
+
+
+def _check_long_enough(corpus: Corpus) -> None:
+    """Each split must hold one training window (``seq_len + 1`` tokens)."""
+    need = corpus.seq_len + 1
     for name in ("train", "validation"):
         have = corpus.num_tokens(name)
         if have < need:
             total = corpus.num_tokens("train") + corpus.num_tokens("validation")
             raise DataError(
-                f"corpus '{spec}' is too short: its {name} split has {have} tokens but one "
+                f"corpus '{corpus.spec}' is too short: its {name} split has {have} tokens but one "
                 f"training window needs {need} (seq_len + 1; {total} tokens in all); "
                 "add more text or lower seq_len"
             )
-    return corpus

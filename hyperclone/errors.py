@@ -47,3 +47,12 @@ class OutputExistsError(HyperCloneError):
         """The message, with ``how`` saying how to allow replacing it (e.g. "tick Overwrite")."""
         return (f"output directory {self.out} holds an earlier HyperClone output; choose a new directory, "
                 f"or {how} to replace it")
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of ``error``'s message, cut to ``limit`` characters (its type's name when it has none).
+
+    For wrapping a third-party exception (the hub client, transformers) in one line of our own.
+    """
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -11,20 +11,15 @@ import errno
 import json
 import os
 import platform
-import re
-import secrets
-import shutil
-import stat
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
+from .atomic import atomic_dir
 from .errors import HyperCloneError, OutputExistsError
 
 PROVENANCE_FILE = "hyperclone.json"
-_TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")  # what _make_temp_dir names, with its PID
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False, src: str | os.PathLike | None = None) -> Path:
@@ -71,99 +66,21 @@ def is_disk_full(e: BaseException) -> bool:
         s in text for s in ("No space left", "os error 28", "Disk quota exceeded", "os error 122"))
 
 
-def _process_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: alive
-        return True
-    return True
-
-
-def remove_stale_temp_dirs(parent: Path) -> list[str]:
-    """Remove temporary directories that HyperClone runs killed before cleaning up left in ``parent``.
-
-    Only names HyperClone makes (``.NAME.tmp-PID-XXXXXXXX``) whose process is
-    no longer running are removed; each removal is reported on stderr in one line.
-    """
-    try:
-        stale = [p for p in parent.iterdir() if (m := _TEMP_NAME.match(p.name)) and p.is_dir()
-                 and not p.is_symlink() and not _process_alive(int(m.group(1)))]
-    except OSError:
-        return []
-    for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
-    if stale:
-        names = ", ".join(p.name for p in stale)
-        print(f"note: removed {len(stale)} temporary director{'y' if len(stale) == 1 else 'ies'} left in {parent} "
-              f"by an interrupted HyperClone run: {names}", file=sys.stderr)
-    return [p.name for p in stale]
-
-
-def _make_temp_dir(out: Path) -> Path:
-    """An empty sibling of ``out`` named after this process, with the umask's permissions like any new directory."""
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        while True:
-            tmp = out.parent / f".{out.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
-            try:
-                tmp.mkdir()
-                return tmp
-            except FileExistsError:
-                continue  # another run drew the same name
-    except OSError as e:
-        raise HyperCloneError(f"cannot write {out}: {_reason(e)}; choose a directory you can write to") from None
-
-
-def _reason(e: OSError) -> str:
-    if isinstance(e, (FileExistsError, NotADirectoryError)):
-        return f"{e.filename} is not a directory" if e.filename else "a part of the path is not a directory"
-    return f"{e.strerror or type(e).__name__} ({e.filename})" if e.filename else (e.strerror or str(e))
-
-
 @contextmanager
-def atomic_dir(out: str | os.PathLike, overwrite: bool = False, src: str | os.PathLike | None = None
-               ) -> Iterator[Path]:
-    """Yield a temporary directory that becomes ``out`` only if the block finishes.
+def atomic_output(out: str | os.PathLike, overwrite: bool = False, src: str | os.PathLike | None = None
+                  ) -> Iterator[Path]:
+    """Yield a temporary directory that becomes the clone output ``out`` only if the block finishes.
 
-    ``out`` is checked first (``check_output_dir``, with the source ``src``).
-    On any exception (including KeyboardInterrupt) the temporary directory is
-    removed and ``out`` is left exactly as it was.
+    ``out`` is checked first (``check_output_dir``, with the source ``src``);
+    then ``atomic.atomic_dir``: on any exception (including KeyboardInterrupt)
+    the temporary directory is removed and ``out`` is left exactly as it was.
     """
-    out = check_output_dir(out, overwrite, src).absolute()
-    remove_stale_temp_dirs(out.parent)
-    tmp = _make_temp_dir(out)
-    try:
+    with atomic_dir(check_output_dir(out, overwrite, src)) as tmp:
         yield tmp
-        _follow_umask(tmp)
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}-{time.time_ns()}"
-            out.rename(old)
-        tmp.rename(out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _follow_umask(tmp: Path) -> None:
-    """Give what was written under ``tmp`` the modes the umask gives new files (safetensors writes 0600).
-
-    ``tmp`` was made with ``mkdir``, so its own mode already shows the umask.
-    """
-    umask = 0o777 & ~stat.S_IMODE(tmp.stat().st_mode)
-    for path in tmp.rglob("*"):
-        if not path.is_symlink():
-            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def disk_full_error(out: str | os.PathLike, need_bytes: int | None = None) -> HyperCloneError:
-    """The one line for a disk that filled up while writing ``out`` (after ``atomic_dir`` cleaned up)."""
+    """The one line for a disk that filled up while writing ``out`` (after ``atomic_output`` cleaned up)."""
     need = ""
     if need_bytes is not None:
         from .resources import human_bytes
@@ -251,7 +168,7 @@ def save_clone(
     ``src``: the source checkpoint directory, if any, which ``out`` must not be, be inside or hold.
     """
     try:
-        with atomic_dir(out, overwrite, src) as tmp:
+        with atomic_output(out, overwrite, src) as tmp:
             model.save_pretrained(tmp, max_shard_size=max_shard_size)
             if tokenizer is not None:
                 tokenizer.save_pretrained(tmp)

@@ -57,7 +57,7 @@ def row_cancelling_noise(
     Subtracting the row mean makes the b blocks of a row cancel exactly (up to
     rounding), so with identical inputs the output is unchanged.
     """
-    a, b = shape[0], shape[1]
+    b = shape[1]
     z = torch.randn(shape, generator=generator, dtype=torch.float64).to(dtype)
     z = z - z.mean(dim=1, keepdim=True)
     return z * (power * b / (b - 1)) ** 0.5

@@ -15,11 +15,22 @@ from plotly.subplots import make_subplots
 
 from .clone import ClonePlan
 from .grow import split_blocks
+from .specs import spec_for
 
 
 def matrix_names(model) -> list[str]:
     """Names of the model's 2-D weights, in state-dict order (what a heatmap can show)."""
     return [name for name, t in model.state_dict().items() if t.dim() == 2]
+
+
+def matrices_by_layer(model) -> dict[str, dict[str, str]]:
+    """The model's 2-D weights grouped for a picker: "layer N" or "embeddings & head" -> {name in the layer: name}."""
+    spec = spec_for(model.config)
+    groups: dict[str, dict[str, str]] = {}
+    for name in matrix_names(model):
+        layer = spec.layer_of(name)
+        groups.setdefault("embeddings & head" if layer is None else f"layer {layer}", {})[spec.local_name(name)] = name
+    return groups
 
 
 def as_out_in(plan: ClonePlan, name: str, t: torch.Tensor) -> torch.Tensor:

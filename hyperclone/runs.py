@@ -24,11 +24,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from .atomic import write_atomic
 from .errors import HyperCloneError
 from .results import STATUS_EVENTS, RaceResult
 
@@ -49,40 +49,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; a run log is not secret
-        with os.fdopen(fd, "w") as f:
-            json.dump(json_safe(data), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 class RunLog:
@@ -132,7 +98,8 @@ def read_run_info(run_dir: str | os.PathLike) -> dict:
 
 
 def write_run_info(run_dir: Path, info: dict) -> None:
-    write_json_atomic(Path(run_dir) / RUN_FILE, info)
+    """Write ``run.json`` atomically: readers see the old file or the new one, never half."""
+    write_atomic(Path(run_dir) / RUN_FILE, json.dumps(json_safe(info), indent=2) + "\n")
 
 
 def _refuse_a_file_on_the_way(run_dir: Path) -> None:
@@ -242,15 +209,7 @@ def write_checkpoint(run_dir: Path, name: str, state: dict) -> None:
     """Save ``state`` as contestant ``name``'s checkpoint; a kill mid-write leaves the previous one."""
     import torch
 
-    path = checkpoint_path(run_dir, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    write_atomic(checkpoint_path(run_dir, name), lambda f: torch.save(state, f))
 
 
 def read_checkpoint(run_dir: Path, name: str) -> dict | None:

@@ -13,16 +13,17 @@ import json
 import os
 import pickle
 import re
-import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
-from urllib.parse import urlparse
+from typing import Any
 
 import torch
 
-from hyperclone.errors import MissingSourceError, SourceError
-from hyperclone.pretrained import from_pretrained
+from .checkpoint import (INDEX_FILE, SINGLE_FILE, TOKENIZER_FILES, check_weights_agree, has_tokenizer, open_safetensors,
+                         weight_files)
+from .errors import MissingSourceError, SourceError, first_line
+from .hub import hub_reachable, hub_snapshot
+from .pretrained import from_pretrained
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib")
@@ -71,7 +72,7 @@ def list_sources() -> list[SourceInfo]:
                 name=name,
                 family=card["family"],
                 params=card["params"],
-                size_mb=round((builtin_dir(name) / "model.safetensors").stat().st_size / 2**20, 2),
+                size_mb=round((builtin_dir(name) / SINGLE_FILE).stat().st_size / 2**20, 2),
                 val_loss=card["val_loss"],
                 val_accuracy=card["val_accuracy"],
                 note=card.get("summary", ""),
@@ -113,7 +114,7 @@ HUB_PRESETS: list[SourceInfo] = [
 
 
 # --------------------------------------------------------------------------- #
-# Devices and the hub
+# Devices
 # --------------------------------------------------------------------------- #
 def default_device() -> torch.device:
     """cuda if present, else Apple mps, else cpu: the fastest place that works."""
@@ -123,26 +124,6 @@ def default_device() -> torch.device:
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub answers a TCP connect within ``timeout`` seconds.
-
-    Without this check an offline machine spends ~25 s in the hub client's
-    retries before failing. Offline mode (``HF_HUB_OFFLINE``) counts as
-    unreachable; behind a proxy we cannot tell, so we assume reachable.
-    """
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        return False
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
 
 
 def _torch_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str:
@@ -187,12 +168,13 @@ def check_device(device: torch.device | str | None = None) -> torch.device:
 
 
 def _supported() -> list[str]:
-    from hyperclone.specs import supported_families
+    from .specs import supported_families
 
     return list(supported_families())
 
 
-def _check_family(config: Any, what: str) -> None:
+def check_family(config: Any, what: str) -> None:
+    """Refuse, in one line naming ``what``, a config of a family hyperclone cannot clone."""
     model_type = getattr(config, "model_type", None)
     supported = _supported()
     if model_type not in supported:
@@ -216,47 +198,6 @@ def load_config(where: str | os.PathLike, what: str | None = None, trust_remote_
             f"unknown model type {made_up.group(1)!r} in {what or where}: not a transformers architecture; "
             f"supported families: {', '.join(sorted(_supported()))}"
         ) from None
-
-
-def open_safetensors(path: str | os.PathLike):
-    """``safe_open`` on one weights file, or a one-line error naming the file when it is not valid safetensors."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        return safe_open(str(path), framework="pt")
-    except SafetensorError as e:
-        reason = str(e).strip().removeprefix("Error while deserializing header: ")
-        raise SourceError(f"not a valid safetensors file: {path} ({reason}); re-download or re-save it") from None
-
-
-def _name_order(name: str) -> list:
-    # layers.2 before layers.10
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-def check_weights_agree(where: Any, model_type: str, missing: Iterable[str] = (), unexpected: Iterable[str] = (),
-                        mismatched: Iterable[tuple[str, tuple, tuple]] = ()) -> None:
-    """Refuse, naming the first culprit, a checkpoint whose weights disagree with its config.
-
-    ``mismatched`` holds (name, stored shape, shape the config implies). Shared by the in-memory load
-    (transformers' loading info) and the streaming layout, so both refuse the same checkpoints.
-    """
-    missing, unexpected = sorted(missing, key=_name_order), sorted(unexpected, key=_name_order)
-    mismatched = sorted(mismatched, key=lambda m: _name_order(m[0]))
-
-    def more(items: list) -> str:
-        return f" (and {len(items) - 1} more)" if len(items) > 1 else ""
-
-    if unexpected:
-        raise SourceError(f"{where} stores {unexpected[0]!r}, which a {model_type} model with this config does not "
-                          f"have{more(unexpected)}; refusing to guess where it goes")
-    if mismatched:
-        name, stored, expected = mismatched[0]
-        raise SourceError(f"{name!r} has shape {tuple(stored)} in {where} but the config implies {tuple(expected)}"
-                          f"{more(mismatched)}; the checkpoint and its config.json disagree")
-    if missing:
-        raise SourceError(f"{where} lacks the weight {missing[0]!r} that its config implies{more(missing)}; "
-                          "the checkpoint and its config.json disagree")
 
 
 # --------------------------------------------------------------------------- #
@@ -342,25 +283,11 @@ def load_source(
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
 
     if origin == "hub":
-        builtins = ", ".join(BUILTIN_NAMES)
-        if not hub_reachable():
-            kwargs["local_files_only"] = True  # a model already in the HF cache still loads
-        try:
-            config = load_config(where, f"'{where}'", **kwargs)
-        except SourceError:
-            raise
-        except Exception as e:
-            if kwargs.get("local_files_only"):
-                raise SourceError(
-                    f"could not reach the Hugging Face hub to fetch '{where}' (and it is not in "
-                    f"the local cache); offline, use a built-in model: {builtins}"
-                ) from None
-            reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise SourceError(f"could not load '{where}' from the Hugging Face hub: {reason}") from None
+        config = _hub_config(where, kwargs)
     else:
         _check_local_weights(Path(where), allow_pickle)
         config = load_config(where, f"{Path(where) / 'config.json'}", **kwargs)
-    _check_family(config, f"'{name_or_path}'")
+    check_family(config, f"'{name_or_path}'")
 
     try:
         # Mismatched shapes are reported (not raised) so that the one check below names them.
@@ -382,14 +309,34 @@ def load_source(
                 f"'{where}' has no safetensors weights on the hub; pass --allow-pickle "
                 "(allow_pickle=True) to load its pickle weights if you trust them"
             ) from None
-        reason = str(e).strip().splitlines()[0][:200]
-        raise SourceError(f"could not load the weights of '{name_or_path}': {reason}") from None
+        raise SourceError(f"could not load the weights of '{name_or_path}': {first_line(e)}") from None
     check_weights_agree(where, config.model_type, loading["missing_keys"], loading["unexpected_keys"],
                         loading["mismatched_keys"])
     tokenizer = None
-    if origin == "hub" or _has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
+    if origin == "hub" or has_tokenizer(Path(where)):  # a bare weights checkpoint has no tokenizer
         tokenizer = from_pretrained(AutoTokenizer, where, **kwargs)
     return model.to(device).eval(), tokenizer
+
+
+def _hub_config(repo_id: str, kwargs: dict[str, Any]):
+    """The config of hub model ``repo_id``, or one line saying why it cannot be had.
+
+    Offline, only the local Hugging Face cache is used: ``kwargs`` (the loading
+    arguments) gains ``local_files_only`` so that the weights come from there too.
+    """
+    if not hub_reachable():
+        kwargs["local_files_only"] = True  # a model already in the HF cache still loads
+    try:
+        return load_config(repo_id, f"'{repo_id}'", **kwargs)
+    except SourceError:
+        raise
+    except Exception as e:
+        if kwargs.get("local_files_only"):
+            raise SourceError(
+                f"could not reach the Hugging Face hub to fetch '{repo_id}' (and it is not in "
+                f"the local cache); offline, use a built-in model: {', '.join(BUILTIN_NAMES)}"
+            ) from None
+        raise SourceError(f"could not load '{repo_id}' from the Hugging Face hub: {first_line(e)}") from None
 
 
 def _refuse_broken_weights(origin: str, where: str, error: Exception) -> None:
@@ -401,10 +348,49 @@ def _refuse_broken_weights(origin: str, where: str, error: Exception) -> None:
     reason = str(error).strip().removeprefix("Error while deserializing header: ")
     raise SourceError(f"not a valid safetensors file in {where} ({reason}); re-download or re-save it") from None
 
+# --------------------------------------------------------------------------- #
+# Where a streamable checkpoint comes from (CLI)
+# --------------------------------------------------------------------------- #
+def streamable_source(name: str, allow_pickle: bool = False, trust_remote_code: bool = False) -> Path | None:
+    """The local safetensors directory to stream ``name`` from, or None to load it in memory instead.
 
-def _has_tokenizer(path: Path) -> bool:
-    names = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
-    return any((path / n).exists() for n in names)
+    Built-in names and local directories are used in place; a hub id is
+    fetched into the Hugging Face cache (config first, to refuse an
+    unsupported family before downloading weights; then only the safetensors
+    shards the index names). None means "pickle-only, and allowed": streaming
+    cannot read pickle, so the caller falls back to the in-memory path.
+    """
+    origin, where = resolve_source(name)
+    path = Path(where) if origin != "hub" else _download_checkpoint(where, trust_remote_code)
+    if path is None:
+        if allow_pickle:
+            return None
+        raise SourceError(f"'{where}' has no safetensors weights on the hub; pass --allow-pickle "
+                          "(loads its pickle weights in memory) if you trust them")
+    try:
+        weight_files(path)
+    except SourceError:
+        if allow_pickle and (any(path.glob("*.bin")) or any(path.glob("*.pt"))):
+            return None
+        raise
+    return path
+
+
+def _download_checkpoint(repo_id: str, trust_remote_code: bool = False) -> Path | None:
+    """Fetch hub model ``repo_id``'s config, then (for a family we clone) its safetensors; None if it has none."""
+    offline = not hub_reachable()
+    path = hub_snapshot(repo_id, ["config.json", "generation_config.json", INDEX_FILE, *TOKENIZER_FILES], offline)
+    if not (path / "config.json").exists():
+        raise SourceError(f"'{repo_id}' on the hub has no config.json")
+    check_family(load_config(path, f"'{repo_id}'", trust_remote_code=trust_remote_code), f"'{repo_id}'")
+    if (path / INDEX_FILE).exists():
+        shards = sorted(set(json.loads((path / INDEX_FILE).read_text())["weight_map"].values()))
+    else:
+        shards = [SINGLE_FILE]
+    path = hub_snapshot(repo_id, shards, offline)
+    if not any((path / s).exists() for s in shards):
+        return None  # no safetensors on the hub: in memory with --allow-pickle, else weight_files refuses
+    return path
 
 
 def format_sources(supported: list[str] | None = None) -> str:

@@ -6,8 +6,7 @@ import json
 import sys
 
 import pytest
-import torch
-from builtin_corpus import builtin_corpus, shipped_tokenizer
+from builtin_corpus import builtin_corpus
 
 from hyperclone.assets import ASSETS_DIR, TOKENIZER_DIR
 from hyperclone.assets.build import EVAL_WINDOWS, card_sample

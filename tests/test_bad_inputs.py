@@ -27,7 +27,8 @@ from hyperclone import Growth, clone, load_source, make_plan, verify
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
 from hyperclone.resources import check_fits_in_memory, free_bytes
-from hyperclone.stream import stream_clone, verify_streamed
+from hyperclone.stream import stream_clone
+from hyperclone.verify_sampled import verify_streamed
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

@@ -13,7 +13,7 @@ from hyperclone import clone, verify
 from hyperclone.verify import TOLERANCE
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
-from hyperclone.export import atomic_dir
+from hyperclone.export import atomic_output
 
 
 @pytest.fixture()
@@ -106,13 +106,13 @@ def test_interrupted_save_leaves_nothing_at_out(tied_llama_dir, tmp_path, monkey
     assert [p.name for p in tmp_path.iterdir()] == ["src"]
 
 
-def test_atomic_dir_keeps_the_old_output_when_overwrite_fails(tmp_path):
+def test_atomic_output_keeps_the_old_output_when_overwrite_fails(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
     (out / "old.txt").write_text("old")
     with pytest.raises(RuntimeError):
-        with atomic_dir(out, overwrite=True) as tmp:
+        with atomic_output(out, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
             raise RuntimeError("disk full")
     assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]

@@ -10,7 +10,8 @@ import torch
 from builtin_corpus import SEQ_LEN, builtin_corpus, cache_root, shipped_tokenizer
 
 import hyperclone.data as data
-from hyperclone.data import builtin_documents, builtin_files, load_corpus, split_of, tokenizer_fingerprint
+from hyperclone.data import load_corpus, split_of, tokenizer_fingerprint
+from hyperclone.documents import builtin_documents, builtin_files
 from hyperclone.errors import DataError, HyperCloneError
 
 

@@ -17,10 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 from families import LLAMA_KW, tiny_model
 
-from hyperclone import Growth, stream
+from hyperclone import Growth, checkpoint, stream
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
 from hyperclone.export import PROVENANCE_FILE
@@ -196,7 +195,7 @@ def test_safetensors_disk_full_error_while_writing_shards_is_one_line(src, tmp_p
         Path(path).write_bytes(b"partial")
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(stream, "save_file", full_disk)
+    monkeypatch.setattr(checkpoint, "save_file", full_disk)
     out = tmp_path / "out"
     with pytest.raises(HyperCloneError, match="^no space left on the device while writing .* nothing was written"):
         stream.stream_clone(src, out, Growth(2), max_shard_size="20KB")

@@ -15,19 +15,22 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-import hyperclone.stream as stream
+import hyperclone.checkpoint as checkpoint
 from hyperclone import Growth, clone
+from hyperclone.checkpoint import parse_size
 from hyperclone.cli import main
+from hyperclone.clone import ClonePlan
 from hyperclone.errors import HyperCloneError, SourceError
-from hyperclone.stream import parse_size, stream_clone, verify_streamed
+from hyperclone.stream import stream_clone
 from hyperclone.verify import TOLERANCE
+from hyperclone.verify_sampled import verify_streamed
 
 BY_ID = {c[0]: c for c in CASES}
 
 
 def _stored(path) -> dict[str, torch.Tensor]:
     """Every tensor of a saved checkpoint, by stored key."""
-    files = stream.weight_files(path)
+    files = checkpoint.weight_files(path)
     out = {}
     for f in files:
         out.update(load_file(f))
@@ -47,7 +50,7 @@ def _source(tmp_path, case_id, dtype=torch.float32, shard="6KB", layers=None):
 @pytest.mark.parametrize("case_id", ["gpt2", "opt-proj-postln", "gpt_neox", "llama-tied", "gemma2", "qwen3", "phi3"])
 def test_streamed_clone_is_bit_identical_to_the_in_memory_clone(tmp_path, case_id):
     src, model = _source(tmp_path, case_id)
-    assert (src / stream.INDEX_FILE).exists()  # a sharded source
+    assert (src / checkpoint.INDEX_FILE).exists()  # a sharded source
     out = tmp_path / "out"
     result = stream_clone(src, out, Growth(2, 3, "noisy_symmetric", seed=11), max_shard_size="20KB")
     wide = clone(model, 2, 3, variant="noisy_symmetric", seed=11)
@@ -64,7 +67,7 @@ def test_sharded_output_has_bounded_shards_and_the_index_transformers_expects(tm
     src, model = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
     result = stream_clone(src, out, Growth(2), max_shard_size="30KB")
-    index = json.loads((out / stream.INDEX_FILE).read_text())
+    index = json.loads((out / checkpoint.INDEX_FILE).read_text())
     n = len(result.shards)
     assert result.shards == [f"model-{i:05d}-of-{n:05d}.safetensors" for i in range(1, n + 1)]
     assert set(index["weight_map"].values()) == set(result.shards)
@@ -89,7 +92,7 @@ def test_one_shard_is_written_as_model_safetensors(tmp_path):
     src, _ = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
     result = stream_clone(src, out, Growth(2))
-    assert result.shards == ["model.safetensors"] and not (out / stream.INDEX_FILE).exists()
+    assert result.shards == ["model.safetensors"] and not (out / checkpoint.INDEX_FILE).exists()
 
 
 def test_bf16_source_stays_bf16_and_matches_the_in_memory_clone(tmp_path):
@@ -200,7 +203,7 @@ def test_unknown_and_missing_weights_are_refused_by_name(tmp_path):
 def test_disk_full_while_writing_leaves_nothing_at_out(tmp_path, monkeypatch):
     src, _ = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
-    real = stream.save_file
+    real = checkpoint.save_file
     calls = []
 
     def fill_up(tensors, path, metadata=None):
@@ -211,7 +214,7 @@ def test_disk_full_while_writing_leaves_nothing_at_out(tmp_path, monkeypatch):
             raise OSError(errno.ENOSPC, "No space left on device")
         real(tensors, path, metadata=metadata)
 
-    monkeypatch.setattr(stream, "save_file", fill_up)
+    monkeypatch.setattr(checkpoint, "save_file", fill_up)
     with pytest.raises(HyperCloneError, match="no space left .* nothing was written"):
         stream_clone(src, out, Growth(2), max_shard_size="20KB")
     assert len(calls) == 3 and not out.exists()
@@ -224,7 +227,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
     out.mkdir()
     (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
     (out / "old.txt").write_text("old")
-    real_grow = stream.ClonePlan.grow
+    real_grow = ClonePlan.grow
     seen = []
 
     def interrupt(self, name, t):
@@ -233,7 +236,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
             raise KeyboardInterrupt
         return real_grow(self, name, t)
 
-    monkeypatch.setattr(stream.ClonePlan, "grow", interrupt)
+    monkeypatch.setattr(ClonePlan, "grow", interrupt)
     assert main(["clone", str(src), str(out), "--overwrite", "--max-shard-size", "10KB"]) == 130
     assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out"])
@@ -300,7 +303,7 @@ def _synthetic_llama(path, **sizes):
     from transformers import LlamaConfig
 
     config = LlamaConfig(**sizes)
-    shapes, _ = stream._meta_state(config)
+    shapes = checkpoint.state_shapes(checkpoint.meta_model(config))
     path.mkdir()
     config.save_pretrained(path)
     gen = torch.Generator().manual_seed(0)
@@ -312,7 +315,7 @@ def _synthetic_llama(path, **sizes):
             save_file(shard, path / f"part-{n}.safetensors", metadata={"format": "pt"})
             weight_map.update({k: f"part-{n}.safetensors" for k in shard})
             shard = {}
-    (path / stream.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    (path / checkpoint.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
     return n
 
 

@@ -34,12 +34,13 @@ from typing import Any
 
 import torch
 
-from hyperclone.assets import ASSETS_DIR, MODEL_KEYS, TOKENIZER_DIR, add_arguments
-from hyperclone.compare import greedy
-from hyperclone.contestants import make_optimizer
-from hyperclone.data import EOT_TOKEN, builtin_documents, load_corpus, split_of
-from hyperclone.race_config import lr_at
-from hyperclone.train import evaluate, loss_on
+from ..compare import greedy
+from ..contestants import make_optimizer
+from ..data import EOT_TOKEN, load_corpus, split_of
+from ..documents import builtin_documents
+from ..race_config import lr_at
+from ..train import evaluate, loss_on
+from . import ASSETS_DIR, MODEL_KEYS, TOKENIZER_DIR, add_arguments
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 256
@@ -148,7 +149,7 @@ MODELS: dict[str, Recipe] = {
 assert tuple(MODELS) == MODEL_KEYS, "keep MODEL_KEYS in hyperclone/assets/__init__.py in step with MODELS"
 
 
-def make_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Module:
+def untrained_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Module:
     """A freshly initialised stock transformers model for ``recipe`` (seeded)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -203,9 +204,9 @@ def card_sample(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens:
     return greedy(model, tokenizer, tokenizer(prompt, return_tensors="pt")["input_ids"], max_new_tokens=new_tokens)
 
 
-def build_model(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = ASSETS_DIR) -> dict:
+def build_builtin(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = ASSETS_DIR) -> dict:
     """Train one built-in model and save it with its tokenizer and cards; return the card."""
-    model = make_model(recipe, len(tokenizer), tokenizer.eos_token_id)
+    model = untrained_model(recipe, len(tokenizer), tokenizer.eos_token_id)
     if recipe.train_attn:
         model.set_attn_implementation(recipe.train_attn)
     params = sum(p.numel() for p in model.parameters())
@@ -402,7 +403,7 @@ def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int |
     cards = {}
     for key, recipe in MODELS.items():
         if only in (None, key):
-            cards[recipe.name] = build_model(recipe, tokenizer, corpus, out)
+            cards[recipe.name] = build_builtin(recipe, tokenizer, corpus, out)
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return cards
 
