@@ -405,7 +405,7 @@ def allocation_failure(*args, **kwargs):
 
 
 def test_an_allocation_failure_in_the_cli_is_the_one_line_out_of_memory_message(source, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("hyperclone.clone"), "clone", allocation_failure)
+    monkeypatch.setattr(importlib.import_module("hyperclone.clone"), "apply_plan", allocation_failure)
     assert main(["clone", str(source), str(tmp_path / "out"), "--in-memory", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]  # (transformers' load progress bar too)
@@ -414,7 +414,7 @@ def test_an_allocation_failure_in_the_cli_is_the_one_line_out_of_memory_message(
 
 
 def test_an_allocation_failure_in_the_app_is_the_one_line_out_of_memory_message(monkeypatch):
-    monkeypatch.setattr(hyperclone, "clone", allocation_failure)
+    monkeypatch.setattr(importlib.import_module("hyperclone.clone"), "apply_plan", allocation_failure)
     at = AppTest.from_file(APP, default_timeout=120)
     at.run()
     at.sidebar.number_input(key="seed").set_value(424242).run()  # settings no cached clone has

@@ -19,7 +19,7 @@ import hyperclone
 from hyperclone import Growth, clone, make_plan, stream_clone
 from hyperclone.cli import main
 from hyperclone.clone import ClonePlan
-from hyperclone.contestants import build_model
+from hyperclone.contestants import starting_model
 from hyperclone.errors import HyperCloneError
 from hyperclone.race_config import RaceConfig
 
@@ -136,10 +136,10 @@ def test_stream_clone_takes_a_growth_and_equals_the_in_memory_clone(llama, llama
 def test_a_race_grows_its_clones_from_its_growth(llama):
     cfg = RaceConfig(factor=2, ffn_factor=3, snr_db=5.0, seed=4)
     assert cfg.growth("noisy_diagonal") == Growth(2, 3, "noisy_diagonal", 5.0, 4)
-    contestant = build_model("noisy_symmetric", llama, cfg)
+    contestant = starting_model("noisy_symmetric", llama, cfg)
     before = clone(llama, 2, 3, variant="noisy_symmetric", snr_db=5.0, seed=4).float()  # the loose call it replaced
     assert same_bits(contestant, before)
-    random_start = build_model("random", llama, cfg)
+    random_start = starting_model("random", llama, cfg)
     assert random_start.config.intermediate_size == 3 * LLAMA_KW["intermediate_size"]
 
 
