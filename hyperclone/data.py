@@ -259,7 +259,7 @@ def load_corpus(
 ) -> Corpus:
     """Load (tokenising once, then from cache) the corpus named by ``spec``.
 
-    ``spec``: ``"builtin"``, a ``.txt``/``.jsonl`` file (field ``text``), a
+    ``spec``: ``"builtin"``, ``"builtin-large"`` (about 10x more), a ``.txt``/``.jsonl`` file (field ``text``), a
     directory of text files, or ``hf:NAME[:CONFIG]`` (streamed, first
     ``hf_max_chars`` characters). ``tokenizer``: a transformers tokenizer or a
     ``tokenizers.Tokenizer``. Each split must hold at least one training window

@@ -4,6 +4,10 @@
   suites, IDLE and site-packages) plus the English reference text in
   ``pydoc_data.topics``: real text that nobody here wrote and that is present
   wherever Python is, so the project works offline.
+* ``builtin-large`` adds the pure-Python sources of packages that
+  ``requirements.txt`` pins (``LARGE_CORPUS_PACKAGES``), about 10x the text:
+  offline too, and the same for the same installed versions (the versions are
+  part of the corpus identity, so a different torch makes a different cache).
 * A local corpus is a ``.txt`` file, a ``.jsonl`` file (one ``{"text": ...}``
   per line) or a directory of text files; ``hf:NAME[:CONFIG]`` streams the
   train split of a Hugging Face dataset.
@@ -35,7 +39,11 @@ EXCLUDED_STDLIB_DIRS = frozenset(
 TEXT_SUFFIXES = frozenset({".txt", ".text", ".md", ".rst", ".py", ".jsonl"})
 DEFAULT_HF_MAX_CHARS = 20_000_000  # about the size of the built-in corpus, ×2
 
-SPEC_HELP = "use 'builtin', a .txt/.jsonl file, a directory of text files, or hf:NAME[:CONFIG]"
+SPEC_HELP = "use 'builtin', 'builtin-large', a .txt/.jsonl file, a directory of text files, or hf:NAME[:CONFIG]"
+# Installed packages whose .py sources ``builtin-large`` adds (all pinned by requirements.txt or pulled in by them).
+LARGE_CORPUS_PACKAGES = ("torch", "transformers", "sympy", "pandas", "numpy", "networkx")
+# transformers generates each modeling_*.py from a modular_*.py: keep one copy of that text.
+EXCLUDED_FILE_PREFIXES = ("_sysconfigdata", "modular_")
 
 
 # --------------------------------------------------------------------------- #
@@ -55,7 +63,7 @@ def stdlib_root() -> Path:
 
 
 def builtin_files(root: Path | None = None) -> list[Path]:
-    """Sorted relative paths of the standard-library ``.py`` files in the corpus."""
+    """Sorted relative paths of the ``.py`` files under ``root`` (the standard library by default) in the corpus."""
     root = stdlib_root() if root is None else root
     files: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -65,23 +73,61 @@ def builtin_files(root: Path | None = None) -> list[Path]:
         rel = Path(dirpath).relative_to(root)
         for name in filenames:
             # _sysconfigdata_* describes this machine's build: not portable text.
-            if name.endswith(".py") and not name.startswith("_sysconfigdata"):
+            if name.endswith(".py") and not name.startswith(EXCLUDED_FILE_PREFIXES):
                 files.append(rel / name)
     return sorted(files, key=lambda p: p.as_posix())
+
+
+def _source_documents(root: Path, files: list[Path], prefix: str = "") -> list[Document]:
+    # A distribution might ship a stray non-UTF-8 byte; never fail on it.
+    return [Document(f"{prefix}{p.as_posix()}", (root / p).read_text(encoding="utf-8", errors="replace"))
+            for p in files]
 
 
 def builtin_documents() -> list[Document]:
     """The built-in corpus: stdlib sources, then the pydoc topics, in a fixed order."""
     root = stdlib_root()
-    docs = [
-        # A distribution might ship a stray non-UTF-8 byte; never fail on it.
-        Document(p.as_posix(), (root / p).read_text(encoding="utf-8", errors="replace"))
-        for p in builtin_files(root)
-    ]
+    docs = _source_documents(root, builtin_files(root))
     from pydoc_data.topics import topics
 
     docs += [Document(f"pydoc_data/topics/{name}", topics[name]) for name in sorted(topics)]
     return docs
+
+
+def package_roots() -> dict[str, Path]:
+    """The source directory of each installed ``LARGE_CORPUS_PACKAGES`` package (found without importing it)."""
+    import importlib.util
+
+    roots = {}
+    for name in LARGE_CORPUS_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        if spec is None or not spec.submodule_search_locations:
+            raise MissingDataError(f"the builtin-large corpus needs the package '{name}' installed; "
+                                   "run pip install -r requirements.txt, or use the builtin corpus")
+        roots[name] = Path(list(spec.submodule_search_locations)[0])
+    return roots
+
+
+def builtin_large_documents() -> list[Document]:
+    """The built-in corpus, then each package's sources (keyed ``site/<package>/<path>``), in a fixed order."""
+    docs = builtin_documents()
+    for name, root in package_roots().items():
+        docs += _source_documents(root, builtin_files(root), f"site/{name}/")
+    return docs
+
+
+def _listing(root: Path, files: list[Path]) -> str:
+    """A cheap fingerprint of a file tree: every path with its size (no file is read)."""
+    return hashlib.sha1("\n".join(f"{p.as_posix()} {(root / p).stat().st_size}" for p in files).encode()).hexdigest()
+
+
+def _builtin_large_identity() -> dict:
+    from importlib.metadata import version
+
+    roots = package_roots()
+    return {"kind": "builtin-large", "python": sys.version.split()[0],
+            "files": _listing(stdlib_root(), builtin_files()),
+            "packages": {name: [version(name), _listing(root, builtin_files(root))] for name, root in roots.items()}}
 
 
 def _read_text_file(path: Path) -> str:
@@ -207,13 +253,10 @@ def corpus_identity(spec: str, hf_max_chars: int) -> tuple[dict, Callable[[], li
     cache hit would cost as much as a miss.
     """
     if spec == "builtin":
-        root = stdlib_root()
-        files = builtin_files(root)
-        listing = hashlib.sha1(
-            "\n".join(f"{p.as_posix()} {(root / p).stat().st_size}" for p in files).encode()
-        ).hexdigest()
-        ident = {"kind": "builtin", "python": sys.version.split()[0], "files": listing}
+        ident = {"kind": "builtin", "python": sys.version.split()[0], "files": _listing(stdlib_root(), builtin_files())}
         return ident, builtin_documents
+    if spec == "builtin-large":
+        return _builtin_large_identity(), builtin_large_documents
     if spec.startswith("hf:"):
         parts = spec[3:].split(":")
         if not parts[0] or len(parts) > 2:

@@ -11,7 +11,8 @@ from builtin_corpus import SEQ_LEN, builtin_corpus, cache_root, shipped_tokenize
 
 import hyperclone.data as data
 from hyperclone.data import load_corpus, split_of, tokenizer_fingerprint
-from hyperclone.documents import builtin_documents, builtin_files
+import hyperclone.documents as documents
+from hyperclone.documents import builtin_documents, builtin_files, corpus_identity
 from hyperclone.errors import DataError, HyperCloneError
 
 
@@ -57,6 +58,37 @@ def test_builtin_documents_add_pydoc_topics_in_fixed_order():
     topic_keys = [k for k in keys if k.startswith("pydoc_data/topics/")]
     assert len(topic_keys) > 50 and topic_keys == sorted(topic_keys)
     assert "pydoc_data/topics/with" in topic_keys
+
+
+def test_the_large_builtin_corpus_adds_each_package_once_and_names_its_versions():
+    ident, read = corpus_identity("builtin-large", 0)
+    again, _ = corpus_identity("builtin-large", 0)
+    assert ident == again and ident["kind"] == "builtin-large"
+    assert ident["files"] == corpus_identity("builtin", 0)[0]["files"]  # the small corpus is part of it
+    assert set(ident["packages"]) == set(documents.LARGE_CORPUS_PACKAGES)
+    from importlib.metadata import version
+
+    assert all(ident["packages"][name][0] == version(name) for name in documents.LARGE_CORPUS_PACKAGES)
+    for name, root in documents.package_roots().items():
+        files = builtin_files(root)
+        assert files == sorted(files, key=lambda p: p.as_posix())
+        assert not any(set(p.parts) & {"test", "tests", "__pycache__"} for p in files)
+        assert not any(p.name.startswith("modular_") for p in files)  # transformers' generated duplicates
+
+
+def test_the_large_builtin_corpus_is_about_ten_times_the_small_one():
+    small = sum(len(d.text) for d in builtin_documents())
+    large = documents.builtin_large_documents()
+    keys = [d.key for d in large]
+    assert len(keys) == len(set(keys)) and all(k.startswith("site/") for k in keys[len(builtin_documents()):])
+    assert sum(len(d.text) for d in large) >= 10 * small
+
+
+def test_the_large_builtin_corpus_names_a_missing_package(monkeypatch):
+    monkeypatch.setattr(documents, "LARGE_CORPUS_PACKAGES", ("numpy", "no_such_package_hc"))
+    with pytest.raises(DataError) as e:
+        corpus_identity("builtin-large", 0)
+    assert "no_such_package_hc" in error_message(e) and "builtin corpus" in error_message(e)
 
 
 def test_split_is_a_stable_hash_of_the_path():
