@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM
 import hyperclone.specs as specs_package
 from hyperclone.clone import grow_state, make_plan
 from hyperclone.errors import HyperCloneError
+from hyperclone.growth import Growth
 from hyperclone.specs import REGISTRY, spec_for
 from hyperclone.specs.base import FamilySpec, embedding, head, linear
 
@@ -66,7 +67,7 @@ def test_factors_of_a_rule_give_the_grown_shape_of_every_weight(case):
     """Hidden x2, FFN x3: a swapped out/in factor or output axis gives a wrong shape."""
     _, model_type, kwargs, _ = case
     source = tiny_model(model_type, kwargs)
-    plan = make_plan(source.config, 2, 3)
+    plan = make_plan(source.config, Growth(2, 3))
     with torch.device("meta"):
         wide_shapes = {n: t.shape for n, t in AutoModelForCausalLM.from_config(plan.wide_config()).state_dict().items()}
     for name, t in source.state_dict().items():
@@ -86,7 +87,7 @@ def test_a_tied_head_is_read_from_the_embedding_and_left_out_when_the_tie_is_kep
     names = list(source.state_dict())
     embed, lm_head = "model.embed_tokens.weight", "lm_head.weight"
     stored = [n for n in names if n != lm_head]  # safetensors keeps a shared tensor once
-    untie, keep = make_plan(source.config, 2), make_plan(source.config, 2, tie="keep")
+    untie, keep = make_plan(source.config, Growth(2)), make_plan(source.config, Growth(2, tie="keep"))
     assert untie.sources_of(stored) == [(n, n) for n in stored] + [(lm_head, embed)]
     assert untie.sources_of(names) == [(n, embed if n == lm_head else n) for n in names]
     assert keep.sources_of(names) == keep.sources_of(stored) == [(n, n) for n in stored]
@@ -98,14 +99,14 @@ def test_a_tied_head_is_read_from_the_embedding_and_left_out_when_the_tie_is_kep
 def test_an_untied_source_reads_every_weight_from_itself():
     source = tiny_model("llama", LLAMA_KW)
     names = list(source.state_dict())
-    assert make_plan(source.config, 2).sources_of(names) == [(n, n) for n in names]
+    assert make_plan(source.config, Growth(2)).sources_of(names) == [(n, n) for n in names]
 
 
 def test_a_tied_head_without_its_embedding_is_refused_naming_both():
     source = tiny_model("llama", dict(LLAMA_KW, tie_word_embeddings=True))
     state = {n: t for n, t in source.state_dict().items() if n not in ("lm_head.weight", "model.embed_tokens.weight")}
     with pytest.raises(HyperCloneError, match="'lm_head.weight' needs 'model.embed_tokens.weight'"):
-        dict(grow_state(make_plan(source.config, 2), state.items()))
+        dict(grow_state(make_plan(source.config, Growth(2)), state.items()))
 
 
 @pytest.mark.parametrize("model_type", sorted(OLD_RESIDUAL_WRITERS))
@@ -127,7 +128,7 @@ def test_tie_keep_is_refused_where_the_old_lists_said_unsupported(model_type):
     case = next(c for c in CASES if c[1] == model_type)
     config = tiny_model(model_type, dict(case[2], tie_word_embeddings=True)).config
     with pytest.raises(HyperCloneError, match=f"tie='keep' is not supported for {model_type}"):
-        make_plan(config, 2, tie="keep")
+        make_plan(config, Growth(2, tie="keep"))
 
 
 @pytest.mark.parametrize("name", ["model.layers.0.self_attn.rotary.weight", "model.extra.weight",
