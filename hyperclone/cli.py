@@ -192,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_build_assets)
 
     from .cli_race import add_race_parser
+    from .cli_serve import add_serve_parser
 
     add_race_parser(sub)
+    add_serve_parser(sub)
     return parser
 
 

@@ -1,0 +1,148 @@
+"""One dashboard server for a class: races queued one at a time, each owned by its session, and a teacher token.
+
+``RaceQueue`` runs the races of one server process in a single background thread: at most one
+trains at a time, the others wait in the order they were asked for, and each page sees its own
+race's place in the line. A race belongs to the session that asked for it: only that session (or
+the teacher) can stop it, so one student's Stop never ends another's race.
+
+Classroom mode (``hyperclone serve --lan``) is described by two environment variables the
+``serve`` command sets for the dashboard: ``HYPERCLONE_CLASSROOM=1`` and
+``HYPERCLONE_TEACHER_TOKEN``. In that mode starting a race, or cloning a source that is not
+built in, needs the teacher token; everyone else only reads.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import HyperCloneError, first_line
+
+CLASSROOM_ENV = "HYPERCLONE_CLASSROOM"
+TOKEN_ENV = "HYPERCLONE_TEACHER_TOKEN"
+STATES = ("queued", "running", "finished", "stopped", "failed")
+
+
+def new_token() -> str:
+    """A fresh teacher token: 12 URL-safe characters, hard to guess, easy to read out."""
+    return secrets.token_urlsafe(9)
+
+
+def classroom_mode(environ: dict | None = None) -> bool:
+    """Whether this server was started for a class (``hyperclone serve --lan``)."""
+    return (environ if environ is not None else os.environ).get(CLASSROOM_ENV) == "1"
+
+
+def is_teacher(given: str | None, environ: dict | None = None) -> bool:
+    """Whether ``given`` is the teacher token. Outside classroom mode everyone is the teacher."""
+    env = environ if environ is not None else os.environ
+    if not classroom_mode(env):
+        return True
+    expected = env.get(TOKEN_ENV) or ""
+    return bool(expected) and bool(given) and secrets.compare_digest(str(given), expected)
+
+
+def check_teacher(given: str | None, action: str, environ: dict | None = None) -> None:
+    """A one-line refusal when ``action`` needs the teacher token and ``given`` is not it."""
+    if not is_teacher(given, environ):
+        raise HyperCloneError(f"{action} needs the teacher token in classroom mode; ask your teacher, "
+                              "or watch the races already running")
+
+
+@dataclass
+class RaceJob:
+    """One race asked for by one session: its place in the queue, then its outcome."""
+
+    id: int
+    owner: str
+    run_dir: Path
+    start: Callable[[threading.Event], Any] = field(repr=False)
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    state: str = "queued"
+    error: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("queued", "running")
+
+
+class RaceQueue:
+    """The races of one server, trained one at a time in the order they were submitted."""
+
+    def __init__(self, describe_error: Callable[[BaseException], str] = first_line) -> None:
+        self._lock = threading.Condition()
+        self._waiting: deque[RaceJob] = deque()
+        self._jobs: dict[int, RaceJob] = {}
+        self._ids = itertools.count(1)
+        self._describe_error = describe_error
+        self._worker = threading.Thread(target=self._work, name="hyperclone-race-queue", daemon=True)
+        self._worker.start()
+
+    def submit(self, owner: str, run_dir: Path, start: Callable[[threading.Event], Any]) -> RaceJob:
+        """Queue a race: ``start(stop_event)`` trains it (in the queue's thread) and returns when it ends.
+
+        One active race per session: a second one is refused until the first ends or is stopped.
+        """
+        with self._lock:
+            mine = [j for j in self._jobs.values() if j.owner == owner and j.active]
+            if mine:
+                raise HyperCloneError("this page already has a race queued or running; stop it first")
+            job = RaceJob(next(self._ids), owner, Path(run_dir), start)
+            self._jobs[job.id] = job
+            self._waiting.append(job)
+            self._lock.notify_all()
+            return job
+
+    def position(self, job: RaceJob) -> int:
+        """0 while the race trains (or has ended); k when k races are ahead of it in the line."""
+        with self._lock:
+            if job.state != "queued":
+                return 0
+            ahead = list(self._waiting).index(job) if job in self._waiting else 0
+            return ahead + int(self.running() is not None)
+
+    def running(self) -> RaceJob | None:
+        with self._lock:
+            return next((j for j in self._jobs.values() if j.state == "running"), None)
+
+    def latest(self, owner: str) -> RaceJob | None:
+        """The session's most recent race, whatever its state."""
+        with self._lock:
+            mine = [j for j in self._jobs.values() if j.owner == owner]
+            return mine[-1] if mine else None
+
+    def stop(self, job: RaceJob, by: str, teacher: bool = False) -> None:
+        """Stop (or take out of the line) ``job``; only its own session or the teacher may."""
+        if by != job.owner and not teacher:
+            raise HyperCloneError("this race belongs to another page; only its owner or the teacher can stop it")
+        with self._lock:
+            if job.state == "queued" and job in self._waiting:
+                self._waiting.remove(job)
+                job.state = "stopped"
+            job.stop_event.set()
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until no race is queued or running (for tests and shutdown); False on timeout."""
+        with self._lock:
+            return self._lock.wait_for(lambda: not any(j.active for j in self._jobs.values()), timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                self._lock.wait_for(lambda: bool(self._waiting))
+                job = self._waiting.popleft()
+                job.state = "running"
+            try:
+                job.start(job.stop_event)
+                outcome, error = ("stopped" if job.stop_event.is_set() else "finished"), None
+            except BaseException as e:  # noqa: BLE001 - reported on the owner's page
+                outcome, error = "failed", self._describe_error(e)
+            with self._lock:
+                job.state, job.error = outcome, error
+                self._lock.notify_all()
