@@ -21,15 +21,18 @@ from typing import Any, Callable, NamedTuple
 import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it lazily, from more than one thread
 import streamlit as st
 
+from dashboard import lesson
+from dashboard.common import error_line
+
 from hyperclone import VARIANTS, Growth, make_plan, verify
 from hyperclone.clone import apply_plan, wide_model_bytes
 from hyperclone.compare import config_diff, describe, encode, greedy, logits_pair
-from hyperclone.errors import HyperCloneError, OutputExistsError, first_line
+from hyperclone.errors import HyperCloneError, OutputExistsError
 from hyperclone.export import provenance, save_clone
 from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrices_by_layer
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
-from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes, is_out_of_memory
+from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
@@ -48,19 +51,6 @@ MAX_ZIP_BYTES = 2**30  # larger checkpoints are copied from disk, not downloaded
 # --------------------------------------------------------------------------- #
 # Errors: one line with what to do, never a traceback
 # --------------------------------------------------------------------------- #
-def error_line(e: BaseException, doing: str) -> str:
-    """A one-line message for ``e``, raised while ``doing`` something."""
-    if isinstance(e, HyperCloneError):
-        msg = str(e)
-    elif is_out_of_memory(e):
-        msg = f"out of memory while {doing}; use a smaller factor, bfloat16, or another device"
-    else:
-        first = first_line(e)
-        msg = f"{doing} failed ({type(e).__name__}: {first}); check the inputs and try again (details in the terminal)"
-        log.error("%s failed", doing, exc_info=e)
-    return " ".join(msg.split())
-
-
 def show_error(e: BaseException, doing: str) -> None:
     st.error(error_line(e, doing), icon=":material/error:")
 
@@ -675,10 +665,18 @@ def show_tabs(key: CloneKey, current: CloneKey | None) -> None:
 
 
 def main() -> None:
+    """Two pages: the explorer (every control) and the guided lesson."""
+    st.set_page_config(page_title="HyperClone", page_icon=":material/account_tree:", layout="wide")
+    page = st.navigation([st.Page(explorer, title="Explorer", icon=":material/account_tree:", default=True),
+                          st.Page(lesson.render, title="Lesson", icon=":material/school:", url_path="lesson")],
+                         position="top")
+    page.run()
+
+
+def explorer() -> None:
     for k in TAB_WIDGETS:
         if k in st.session_state:
             st.session_state[k] = st.session_state[k]
-    st.set_page_config(page_title="HyperClone", page_icon=":material/account_tree:", layout="wide")
     st.title("HyperClone")
     st.caption("Grow a small pretrained language model into a wider one that computes **exactly the same "
                "logits** (HyperCloning, arXiv 2409.12903), look inside it, check it, and race it against "

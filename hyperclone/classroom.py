@@ -146,3 +146,16 @@ class RaceQueue:
             with self._lock:
                 job.state, job.error = outcome, error
                 self._lock.notify_all()
+
+
+_SHARED: RaceQueue | None = None
+_SHARED_LOCK = threading.Lock()
+
+
+def shared_queue() -> RaceQueue:
+    """The one race queue of this process, shared by every page of the dashboard."""
+    global _SHARED
+    with _SHARED_LOCK:
+        if _SHARED is None:
+            _SHARED = RaceQueue()
+        return _SHARED

@@ -1,0 +1,251 @@
+"""The guided lesson: five chapters, one idea each, one live figure each, Back and Next.
+
+Every figure comes from the ``hyperclone`` package (``lesson``, ``heatmaps``, ``plots``,
+``verify``, ``compare``); this file only lays them out. The view lives in the URL
+(``?chapter=3&factor=2&variant=symmetric...``), so a copied link reopens it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard.common import (apply_presenter_style, error_line, growth_from_params, growth_params, owner_id,
+                              query_link, runs_dir, write_params)
+from hyperclone import Growth, clone, verify
+from hyperclone.classroom import check_teacher, shared_queue
+from hyperclone.compare import encode, greedy, logits_pair
+from hyperclone.errors import HyperCloneError
+from hyperclone.growth import VARIANT_HELP, VARIANTS
+from hyperclone.heatmaps import clone_heatmaps
+from hyperclone.lesson import QuickRace, copies_agree, estimate_race_seconds, hidden_vectors, vector_figure
+from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
+from hyperclone.results import RaceResult
+from hyperclone.runs import is_run_dir, load_run
+from hyperclone.sources import BUILTIN_NAMES, load_source
+from hyperclone.train import race
+
+TEXT = "import os\n\n\ndef read_config(path):\n"
+QUICK = QuickRace()
+TITLES = (
+    "1 · A vector becomes [x, x]",
+    "2 · A layer becomes a grid of blocks",
+    "3 · The whole model, the same logits",
+    "4 · The race",
+    "5 · Why the copies must drift apart",
+)
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the built-in model…")
+def lesson_source(name: str):
+    return load_source(name, device="cpu", trust_remote_code=False)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Cloning…")
+def lesson_clone(name: str, growth: Growth):
+    return clone(lesson_source(name)[0], growth=growth)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Checking the logits…")
+def lesson_report(name: str, growth: Growth):
+    source, tokenizer = lesson_source(name)
+    return verify(source, lesson_clone(name, growth), input_ids=encode(tokenizer, TEXT, source.config))
+
+
+def font() -> int:
+    return 20 if st.session_state.get("presenter") else 13
+
+
+def chapter_vector(name: str, growth: Growth) -> None:
+    st.markdown("Inside the model, every token is a vector of numbers: the *residual stream*. HyperCloning makes "
+                "the wide model carry **the same vector, repeated**: where the small model holds x, the clone "
+                f"holds [x, x] (for factor {growth.factor}: {growth.factor} copies). If that stays true after "
+                "every layer, the wide model computes exactly what the small one did.")
+    source, tokenizer = lesson_source(name)
+    ids = encode(tokenizer, TEXT, source.config)
+    x, x_wide = hidden_vectors(source, lesson_clone(name, growth), ids)
+    st.plotly_chart(vector_figure(x, x_wide, growth.factor, font()), key="lesson_vector", width="stretch")
+    st.caption(f"Largest difference between x and any of its copies: {copies_agree(x, x_wide, growth.factor):.1e} "
+               "(float32 rounding; the colours are the same number).")
+
+
+def chapter_layer(name: str, growth: Growth) -> Growth:
+    st.markdown("A linear layer computes y = W x. Fed [x, x], the wide matrix must give [y, y]: so it is a grid "
+                "of blocks, and **each row of blocks sums to W**. *Symmetric* puts W/n in every block; "
+                "*diagonal* puts W on the diagonal; the *noisy* variants add noise that cancels along each row.")
+    c1, c2 = st.columns([1, 3])
+    factor = c1.slider("Factor n", 2, 4, growth.factor, key="lesson_factor")
+    variant = c2.radio("Variant", VARIANTS, index=VARIANTS.index(growth.variant), key="lesson_variant",
+                       horizontal=True, captions=None)
+    growth = Growth(factor, None, variant, growth.snr_db, growth.seed)
+    st.caption(VARIANT_HELP[variant])
+    source, _ = lesson_source(name)
+    tensor = next(n for n, t in source.state_dict().items() if t.dim() == 2 and ".0." in n and "mlp" in n)
+    fig = clone_heatmaps(source, lesson_clone(name, growth), tensor, factor, max_side=48)
+    fig.update_layout(font=dict(size=font()))
+    st.plotly_chart(fig, key="lesson_heatmap", width="stretch")
+    st.caption(f"`{tensor}` of layer 0: the source, the clone with its block grid, and one row of blocks summed "
+               "(it equals W).")
+    return growth
+
+
+def chapter_model(name: str, growth: Growth) -> None:
+    st.markdown("Now every weight of the built-in model grows by the same rules. Run both models on the same "
+                "text: the wide model's logits match the small model's, layer after layer, and so does the text "
+                "it writes.")
+    source, tokenizer = lesson_source(name)
+    wide = lesson_clone(name, growth)
+    report = lesson_report(name, growth)
+    verdict = "match" if report.passed else "DO NOT match"
+    st.markdown(f"**The logits {verdict}**: largest relative difference {report.max_rel_diff:.1e} (tolerance "
+                f"{report.tolerance:g}), top-1 agreement {report.top1_agreement:.0%}, "
+                f"{source.num_parameters() / 1e6:.2f}M → {wide.num_parameters() / 1e6:.2f}M parameters.")
+    ids = encode(tokenizer, TEXT, source.config)
+    left, right = st.columns(2)
+    for col, fig, key in ((left, logit_scatter(*logits_pair(source, wide, ids)), "lesson_scatter"),
+                          (right, layer_diff_bars(report), "lesson_bars")):
+        fig.update_layout(font=dict(size=font()), height=330)
+        col.plotly_chart(fig, key=key, width="stretch")
+    a, b = greedy(source, tokenizer, ids, 16), greedy(wide, tokenizer, ids, 16)
+    st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
+
+
+def recorded_runs() -> list[Path]:
+    """Finished runs on this server, longest first (the lesson shows a recorded race before a live one)."""
+    root = runs_dir()
+    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
+    finished = []
+    for path in found:
+        try:
+            result = load_run(path)
+        except HyperCloneError:
+            continue
+        if result.complete and result.records:
+            finished.append((int(result.config.get("steps") or 0), path.name, path))
+    return [p for _, _, p in sorted(finished, reverse=True)]
+
+
+def chapter_race(name: str, growth: Growth) -> None:
+    st.markdown("A head start is only useful if it lasts. Train the clone and the same wide model from random "
+                "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
+                "tokens. A recorded race shows the long run; a quick live one shows it happening.")
+    recorded = recorded_runs()
+    chosen = st.session_state.get("lesson_run")
+    if recorded:
+        names = [p.name for p in recorded]
+        pick = st.selectbox("Recorded race", names, index=names.index(chosen) if chosen in names else 0,
+                            key="lesson_run")
+        show_curves(load_run(runs_dir() / pick), "lesson_recorded")
+    else:
+        st.info("No recorded race on this server yet: start the quick race below; it is kept for next time.")
+    live_race(name, growth)
+
+
+def live_race(name: str, growth: Growth) -> None:
+    queue, owner = shared_queue(), owner_id()
+    job = queue.latest(owner)
+    c1, c2 = st.columns([1, 3])
+    if job is None or not job.active:
+        if c1.button("Start the quick race", key="lesson_race_start", type="primary"):
+            start_quick_race(name, growth, queue, owner)
+            st.rerun()
+        c2.caption(f"{len(QUICK.contestants)} contestants ({', '.join(QUICK.contestants)}), {QUICK.steps} steps of "
+                   f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {estimate_text(name, growth)}.")
+    else:
+        if c1.button("Stop", key="lesson_race_stop"):
+            queue.stop(job, by=owner)
+        ahead = queue.position(job)
+        c2.caption(f"waiting: {ahead} race(s) ahead of yours" if ahead else "training…")
+    if job is not None and job.error:
+        st.error(job.error, icon=":material/error:")
+    if job is not None and is_run_dir(job.run_dir):
+        show_curves(load_run(job.run_dir), "lesson_live")
+    if job is not None and job.active:
+        time.sleep(1.0)
+        st.rerun()
+
+
+@st.cache_data(max_entries=16, show_spinner="Timing one training step…")
+def estimate_text(name: str, growth: Growth) -> str:
+    seconds = estimate_race_seconds(lesson_source(name)[0], growth, QUICK.contestants, QUICK.steps, QUICK.batch_size,
+                                    QUICK.seq_len, QUICK.eval_every)
+    return f"about {max(5, round(seconds / 5) * 5):.0f} s here (timed from one training step of the wide model)"
+
+
+def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
+    check_teacher(st.query_params.get("token"), "starting a race")
+    source, tokenizer = lesson_source(name)
+    run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-lesson-{name}-x{growth.factor}-{owner[:6]}"
+    kwargs = QUICK.race_kwargs(growth)
+    queue.submit(owner, run_dir, lambda stop: race(name, tokenizer=tokenizer, run_dir=run_dir, stop_event=stop,
+                                                   device="cpu", **kwargs))
+
+
+def show_curves(result: RaceResult, key: str) -> None:
+    left, right = st.columns([3, 2])
+    fig = loss_figure(result)
+    fig.update_layout(font=dict(size=font()), height=360)
+    left.plotly_chart(fig, key=f"{key}_loss", width="stretch")
+    if any(r.get("symmetry") is not None for r in result.records):
+        sym = symmetry_figure(result)
+        sym.update_layout(font=dict(size=font()), height=360)
+        right.plotly_chart(sym, key=f"{key}_symmetry", width="stretch")
+    st.caption(f"{Path(result.run_dir).name if result.run_dir else 'run'}: {result.config.get('steps')} steps, "
+               f"contestants {', '.join(result.contestants)}.")
+
+
+def chapter_symmetry(name: str, growth: Growth) -> None:
+    st.markdown("An exact symmetric clone has a catch: every copy of a unit gets **the same gradient**, so the "
+                "copies stay identical forever and the wide model can only ever compute what the small one could. "
+                "The copies must drift apart. Noise that cancels along each row of blocks (the *noisy* variants) "
+                "keeps the logits and breaks the tie. The curve shows how alike the copies stay during the race "
+                "(1 = identical).")
+    job = shared_queue().latest(owner_id())
+    runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else recorded_runs()[:1]
+    result = load_run(runs[0]) if runs else None
+    if result is None or not any(r.get("symmetry") is not None for r in result.records):
+        st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "
+                "drift apart here.")
+        return
+    fig = symmetry_figure(result)
+    fig.update_layout(font=dict(size=font()), height=420)
+    st.plotly_chart(fig, key="lesson_symmetry_curve", width="stretch")
+
+
+CHAPTERS = (chapter_vector, chapter_layer, chapter_model, chapter_race, chapter_symmetry)
+
+
+def render() -> None:
+    """The lesson page: the chapter in the URL, its figure, Back/Next, the presenter toggle and a link."""
+    params = st.query_params
+    name = params.get("source") if params.get("source") in BUILTIN_NAMES else BUILTIN_NAMES[0]
+    try:
+        growth = growth_from_params(params)
+    except HyperCloneError as e:
+        st.warning(f"The link's growth settings were not used: {e}", icon=":material/warning:")
+        growth = Growth(2, None, "symmetric")
+    chapter = min(max(int(params.get("chapter", "1")) if str(params.get("chapter", "1")).isdigit() else 1, 1), 5)
+    top = st.columns([6, 1])
+    presenter = top[1].toggle("Presenter", key="presenter", value=params.get("presenter") == "1")
+    apply_presenter_style(presenter)
+    top[0].subheader(TITLES[chapter - 1])
+    try:
+        shown = CHAPTERS[chapter - 1](name, growth)
+        growth = shown if isinstance(shown, Growth) else growth
+    except Exception as e:  # noqa: BLE001 - one line, never a traceback
+        st.error(error_line(e, "the lesson"), icon=":material/error:")
+    nav = st.columns([1, 1, 6])
+    nav[0].button("◀ Back", key="lesson_back", disabled=chapter == 1, on_click=go_to, args=(chapter - 1,))
+    nav[1].button("Next ▶", key="lesson_next", disabled=chapter == 5, on_click=go_to, args=(chapter + 1,))
+    state = {"source": name, **growth_params(growth), "chapter": str(chapter),
+             "presenter": "1" if presenter else None, "run": st.session_state.get("lesson_run")}
+    write_params(state)
+    if not presenter:
+        with nav[2].popover("Link to this view"):
+            st.code(query_link(state), language=None)
+
+
+def go_to(chapter: int) -> None:
+    st.query_params["chapter"] = str(chapter)

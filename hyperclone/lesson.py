@@ -1,0 +1,92 @@
+"""What the guided lesson shows that the explorer does not: a hidden vector beside its clone's,
+the quick race a lecture can afford, and how long that race will take on this machine.
+
+Everything else the lesson draws (block heatmaps, the logit scatter, per-layer bars, loss and
+symmetry curves) comes from ``heatmaps.py`` and ``plots.py``, as in the explorer.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import plotly.graph_objects as go
+import torch
+
+from .clone import clone
+from .growth import Growth
+
+
+@torch.no_grad()
+def hidden_vectors(source, wide, input_ids: torch.Tensor, layer: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """The residual-stream vector after ``layer`` blocks at the last position: (source's [d], clone's [n*d])."""
+    out = []
+    for model in (source, wide):
+        device = next(model.parameters()).device
+        states = model(input_ids=input_ids.to(device), output_hidden_states=True, use_cache=False).hidden_states
+        out.append(states[min(layer, len(states) - 1)][0, -1].float().cpu())
+    return out[0], out[1]
+
+
+def vector_figure(x: torch.Tensor, x_wide: torch.Tensor, factor: int, font_size: int = 14) -> go.Figure:
+    """The source's vector x above the clone's, drawn as colour strips on one scale, copy boundaries marked."""
+    d = x.numel()
+    lim = float(max(x.abs().max(), x_wide.abs().max())) or 1.0
+    fig = go.Figure()
+    for row, (label, v) in enumerate((("source: x", x), (f"clone: [x × {factor}]", x_wide))):
+        fig.add_trace(go.Heatmap(
+            z=[v.tolist()], x=list(range(v.numel())), y=[label], zmin=-lim, zmax=lim, colorscale="RdBu",
+            showscale=row == 1, hovertemplate="unit %{x}: %{z:.4f}<extra>" + label + "</extra>"))
+    for k in range(1, factor):
+        fig.add_vline(x=k * d - 0.5, line=dict(color="black", width=3))
+    fig.update_layout(height=240, font=dict(size=font_size), margin=dict(l=20, r=20, t=40, b=40),
+                      title=f"The hidden vector after layer 1, source ({d} units) and clone ({x_wide.numel()} units)",
+                      xaxis_title="unit of the residual stream", yaxis=dict(autorange="reversed"))
+    return fig
+
+
+def copies_agree(x: torch.Tensor, x_wide: torch.Tensor, factor: int) -> float:
+    """The largest difference between x and any copy of it inside the clone's vector."""
+    return float((x_wide.reshape(factor, -1) - x.unsqueeze(0)).abs().max())
+
+
+@dataclass(frozen=True)
+class QuickRace:
+    """A race a lecture can afford on a CPU: few short steps, evaluated often, on the built-in corpus."""
+
+    contestants: tuple[str, ...] = ("symmetric", "noisy_symmetric", "random")
+    steps: int = 60
+    batch_size: int = 8
+    seq_len: int = 64
+    eval_every: int = 6
+    warmup: int = 6
+
+    def race_kwargs(self, growth: Growth) -> dict:
+        """Keyword arguments of ``race()`` for this preset, grown as ``growth`` says."""
+        return dict(factor=growth.factor, ffn_factor=growth.ffn_factor, snr_db=growth.snr_db, seed=growth.seed,
+                    contestants=self.contestants, steps=self.steps, batch_size=self.batch_size, seq_len=self.seq_len,
+                    eval_every=self.eval_every, warmup=self.warmup)
+
+
+def estimate_race_seconds(source, growth: Growth, contestants: tuple[str, ...], steps: int, batch_size: int,
+                          seq_len: int, eval_every: int) -> float:
+    """Seconds a race will take here, from one timed training step of the wide model on this device.
+
+    Each wide contestant costs about one wide step per step (the source costs less; it is counted as
+    a wide one, so the estimate errs long), and each evaluation about as much as a few steps.
+    """
+    wide = clone(source, growth=growth).float().train()
+    device = next(wide.parameters()).device
+    vocab = int(wide.config.vocab_size)
+    ids = torch.randint(0, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    optimizer = torch.optim.AdamW(wide.parameters(), lr=1e-4)
+    timings = []
+    for _ in range(2):  # the first step pays for allocation and kernel selection
+        t0 = time.perf_counter()
+        loss = wide(input_ids=ids, labels=ids, use_cache=False).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - t0)
+    evaluations = steps // max(1, eval_every) + 1
+    return timings[-1] * len(contestants) * (steps + 3 * evaluations)
