@@ -431,7 +431,7 @@ class RaceResult:
             for definition in ("a", "b"):
                 out.append(speedup(self.curve(name), self.curve(baseline), definition, names=(name, baseline),
                                    flop_params=flop_params if None not in flop_params else None,
-                                   source_flops=self.source_flops()))
+                                   source_flops=None if name.partition("@")[0] == BASELINE else self.source_flops()))
         return out
 
     # -- text --------------------------------------------------------------- #

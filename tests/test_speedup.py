@@ -156,3 +156,16 @@ def test_the_best_random_recipe_is_the_baseline():
                          {"random@lr=1e-3": [(0, 8.0), (100, 5.0)], "random@lr=3e-3": [(0, 8.0), (100, 4.5)]}) \
         == "random@lr=3e-3"
     assert pick_baseline(["clone", "random"], {}) == "random" and pick_baseline(["clone"], {}) is None
+
+
+def test_a_second_random_recipe_is_measured_against_the_best_without_the_sources_training():
+    curves = {"random@lr=1e-3": [(0, 8.0), (100, 6.5), (200, 5.5)], "random@lr=3e-3": RANDOM}
+    records = [dict(contestant=n, step=i, tokens=t, val_loss=l) for n, c in curves.items()
+               for i, (t, l) in enumerate(c)]
+    result = RaceResult(config={"contestants": list(curves)},
+                        info={"contestants": {n: {"flop_params": 4} for n in curves},
+                              "source": {"train_tokens": 200, "flop_params": 1}}, records=records)
+    assert result.baseline == "random@lr=3e-3"
+    a, b = result.speedups()
+    assert a.contestant == "random@lr=1e-3" and a.value_with_source is None and b.value_with_source is None
+    assert "the lowest final loss of 2 random-init recipes" in result.table()
