@@ -31,9 +31,10 @@ from hyperclone.errors import HyperCloneError, OutputExistsError
 from hyperclone.export import provenance, save_clone
 from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, matrices_by_layer
-from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
+from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
-from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
+from hyperclone.race_config import CONTESTANT_CHOICES, RECIPE_HELP, RECIPES, ContestantSpec, RaceConfig
+from hyperclone.report import recipe_lines
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
                                 resolve_source)
@@ -406,6 +407,31 @@ def run_label(path: Path) -> str:
         return f"{path.name} (unreadable run.json)"
 
 
+def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
+    """The contestants' specs from the recipe widgets: (canonical names, one-line error or None)."""
+    c = st.columns(3)
+    recipe = c[0].selectbox("Clone recipe", RECIPES, key="race_recipe",
+                            help="paper: every contestant shares the learning rate and schedule; continue: start "
+                                 "at the source's final lr from its model card, no warm-up (also for 'source'); "
+                                 "clone-aware: weights the clone divided by k train at lr/k")
+    random_lr = c[1].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
+                                  placeholder="shared", help="its own learning rate (empty: the shared one)")
+    more = c[2].text_input("More contestants", key="race_more", placeholder="e.g. noisy_symmetric@lr=3e-4",
+                           help=f"comma-separated: {RECIPE_HELP}")
+    try:
+        specs = []
+        for kind in picked:
+            clone_kind = kind not in ("random", "source")
+            own = recipe if clone_kind or (kind == "source" and recipe == "continue") else "paper"
+            specs.append(ContestantSpec(kind, own, lr=random_lr if kind == "random" and random_lr else None))
+        specs += [ContestantSpec.parse(text) for text in more.split(",") if text.strip()]
+        config = RaceConfig(contestants=tuple(specs))
+        config.validate()
+        return list(config.contestants), None
+    except HyperCloneError as e:
+        return [], str(e)
+
+
 def show_race(key: CloneKey) -> None:
     """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
     growth = key.growth
@@ -413,10 +439,10 @@ def show_race(key: CloneKey) -> None:
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
     options = list(CONTESTANT_CHOICES)
-    contestants = st.multiselect("Contestants", options, default=[growth.variant, "random", "source"],
-                                 key="race_contestants",
-                                 help="clone variants; 'random': the same wide model from random init; "
-                                      "'source': keep training the small model")
+    picked = st.multiselect("Contestants", options, default=[growth.variant, "random", "source"],
+                            key="race_contestants",
+                            help="clone variants; 'random': the same wide model from random init; "
+                                 "'source': keep training the small model")
     c = st.columns(5)
     steps = int(c[0].number_input("Steps", 1, 100_000, 200, 10, key="race_steps"))
     batch = int(c[1].number_input("Batch size", 1, 1024, 8, key="race_batch"))
@@ -425,10 +451,15 @@ def show_race(key: CloneKey) -> None:
     every = c[4].number_input("Evaluate every", 1, 100_000, None, key="race_eval", placeholder="auto",
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
+    contestants, recipe_error = race_contestants(picked)
     st.caption(f"Evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
-               f"warm-up {min(30, steps // 10)} steps, then cosine decay.")
+               f"warm-up {min(30, steps // 10)} steps, then cosine decay (unless a contestant's recipe says "
+               "otherwise).")
+    if recipe_error:
+        st.error(recipe_error, icon=":material/error:")
     b1, b2, b3 = st.columns([1, 1, 4])
-    if b1.button("Start race", type="primary", key="race_start", disabled=runner.running or not contestants):
+    if b1.button("Start race", type="primary", key="race_start",
+                 disabled=runner.running or not contestants or bool(recipe_error)):
         try:
             _, tokenizer = source_of(key)
             if tokenizer is None:
@@ -509,18 +540,22 @@ def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
         st.caption("Waiting for the first evaluation…")
         return
     speedups = [s for s in result.speedups() if s.definition == "a"]
+    readouts = [r for r in result.readouts() if r.tokens > 0]
+    if readouts:
+        cols = st.columns(len(readouts))
+        for col, r in zip(cols, readouts):
+            col.metric(f"{r.contestant} vs {r.baseline}, at equal tokens",
+                       f"{r.baseline_loss - r.loss:+.2f} nats", help=r.words)
+        st.markdown("  \n".join(f"**{r.contestant}**: {r.words}." for r in readouts))
+        st.caption("Read-out at equal tokens: each pair is compared only over the tokens both have trained "
+                   "(+ means random init is behind). Speed-ups both ways are in the table below.")
     left, right = st.columns([3, 2])
     left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key="race_loss", width="stretch")
     if any(r.get("symmetry") is not None for r in result.records):
         right.plotly_chart(symmetry_figure(result, log_x=log_x), key="race_symmetry", width="stretch")
-    if speedups and done > 0:
-        cols = st.columns(len(speedups))
-        for col, sp in zip(cols, speedups):
-            shown = f"{sp.value:.2f}×" if sp.value is not None else (
-                f"{sp.bound[0]}{sp.bound[1]:.2f}×" if sp.bound else "n/a")
-            col.metric(f"speed-up (a): {sp.contestant} vs random", shown, help=sp.message)
-        st.caption("Speed-up (a): tokens random init needs to reach the contestant's latest validation loss ÷ "
-                   "tokens the contestant used (interpolated; never extrapolated). Hover a figure for details.")
+    if readouts:
+        st.plotly_chart(horizon_figure(result), key="race_horizon", width="stretch")
+    st.caption("Learning rates: " + " · ".join(line.strip() for line in recipe_lines(result)[2:]))
     with st.expander("Table, speed-ups both ways, fairness"):
         st.code(result.table(), language=None)
         st.caption(result.fairness)
@@ -598,7 +633,8 @@ TABS = (
 # Widgets inside tabs: only the open tab runs, and Streamlit forgets the state of widgets that did not
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
-               "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "export_dir", "export_overwrite")
+               "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "race_recipe", "race_random_lr",
+               "race_more", "export_dir", "export_overwrite")
 
 
 def load_pending(pending: str, device: str, dtype: str) -> str | None:

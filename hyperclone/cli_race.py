@@ -18,7 +18,8 @@ import threading
 from pathlib import Path
 
 from .errors import HyperCloneError
-from .race_config import CONTESTANT_CHOICES, PRECISIONS, SCHEDULES, RaceConfig  # no torch: --help answers at once
+from .race_config import (CONTESTANT_CHOICES, PRECISIONS, RECIPE_HELP, SCHEDULES,  # no torch: --help answers at once
+                          RaceConfig)
 from .runs import METRICS_FILE, is_run_dir
 
 DEFAULTS = RaceConfig()  # shown in --help
@@ -27,7 +28,7 @@ DEFAULTS = RaceConfig()  # shown in --help
 def _steps_for(text: str) -> dict[str, int]:
     out = {}
     for part in filter(None, (p.strip() for p in text.split(","))):
-        name, sep, value = part.partition("=")
+        name, sep, value = part.rpartition("=")  # a name may hold "=" itself: random@lr=3e-3=1200
         if not sep or not value.strip().isdigit():
             raise argparse.ArgumentTypeError(f"expected NAME=STEPS[,NAME=STEPS], got {part!r}")
         out[name.strip()] = int(value)
@@ -48,7 +49,8 @@ def add_race_parser(sub) -> None:
     a("--factor", type=int, default=None, help=f"width multiplier (default {DEFAULTS.factor})")
     a("--ffn-factor", type=int, default=None, help="FFN multiplier (default: --factor)")
     a("--contestants", type=_contestants, default=None,
-      help=f"comma-separated, from {', '.join(CONTESTANT_CHOICES)} (default {','.join(DEFAULTS.contestants)})")
+      help=f"comma-separated, from {', '.join(CONTESTANT_CHOICES)}, each with an optional recipe: {RECIPE_HELP}; "
+           f"e.g. noisy_symmetric,noisy_symmetric@lr=3e-4,random@lr=3e-3 (default {','.join(DEFAULTS.contestants)})")
     a("--data", default=None, help="builtin, a .txt/.jsonl file, a directory, or hf:NAME[:CONFIG] (default builtin)")
     a("--steps", type=int, default=None, help=f"training steps per contestant (default {DEFAULTS.steps})")
     a("--steps-for", type=_steps_for, default=None,
@@ -148,7 +150,7 @@ def _progress(names: list[str], budgets: dict[str, int], enabled: bool, main: bo
 
 
 def cmd_race(args) -> int:
-    from .plots import race_figure
+    from .plots import race_report_html
     from .train import race
 
     kwargs = _race_kwargs(args)
@@ -192,7 +194,7 @@ def cmd_race(args) -> int:
     for w in result.warnings:
         print(f"note: {w}")
     html = Path(result.run_dir) / "race.html"
-    race_figure(result, log_x=args.log_x).write_html(html, include_plotlyjs=True)
+    html.write_text(race_report_html(result, log_x=args.log_x), encoding="utf-8")
     print(f"\nrun log: {Path(result.run_dir) / METRICS_FILE}\nchart:   {html}")
     if not result.complete:
         print(f"the run stopped before the end; continue it with: hyperclone race --run-dir {result.run_dir} "

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 from .growth import VARIANTS
-from .race_config import RaceConfig
+from .race_config import ContestantSpec, RaceConfig, Schedule
 from .runs import read_checkpoint, write_checkpoint
 
 
@@ -24,7 +24,7 @@ from .runs import read_checkpoint, write_checkpoint
 class Contestant:
     """One model in the race with its optimizer and its place in the data stream."""
 
-    name: str
+    name: str  # its canonical spec text, unique in the race (e.g. "noisy_symmetric@lr=3e-4")
     origin: str  # where its weights start: "clone", "random" or "source"
     raw: torch.nn.Module  # the transformers model
     model: torch.nn.Module  # what trains: ``raw`` as prepared by accelerate (DDP-wrapped when distributed)
@@ -42,11 +42,14 @@ class Contestant:
     status: str = "running"  # running | finished | diverged | stopped
     message: str = ""
     last_checkpoint: int = 0  # step of the newest checkpoint (step 0 needs none: it is rebuilt)
+    schedule: Schedule | None = None  # its learning rate over its budget (from its recipe)
+    divided: dict[str, int] = field(default_factory=dict)  # clone-aware: weights trained at lr / divisor
 
 
 def origin_of(name: str) -> str:
-    """"clone" for a clone variant, else the name itself ("random" or "source")."""
-    return "clone" if name in VARIANTS else name
+    """"clone" for a clone variant (with any recipe), else its kind ("random" or "source")."""
+    kind = ContestantSpec.parse(name).kind
+    return "clone" if kind in VARIANTS else kind
 
 
 def flop_parameters(model: torch.nn.Module) -> int:
@@ -62,23 +65,61 @@ def flop_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
 
 
-def make_optimizer(model: torch.nn.Module, cfg: Any) -> torch.optim.AdamW:
+def make_optimizer(model: torch.nn.Module, cfg: Any, divided: dict[str, int] | None = None) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and embeddings only (not on biases or norm gains).
 
     ``cfg``: anything with ``lr``, ``betas`` and ``weight_decay`` (a ``RaceConfig``, an asset recipe).
+    ``divided``: parameter name -> k for weights trained at lr/k (``divided_weights``); they get
+    groups of their own, after the two usual ones, with ``lr_divisor`` k.
     """
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    divided = divided or {}
+    named = [(n, p) for n, p in model.named_parameters() if n not in divided]
+    groups = [{"params": [p for _, p in named if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+              {"params": [p for _, p in named if p.dim() < 2], "weight_decay": 0.0}]
+    for k in sorted(set(divided.values())):
+        for decay in (True, False):
+            params = [p for n, p in model.named_parameters() if divided.get(n) == k and (p.dim() >= 2) == decay]
+            if params:
+                groups.append({"params": params, "weight_decay": cfg.weight_decay if decay else 0.0,
+                               "lr_divisor": k})
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
 
 
+def divided_weights(model: torch.nn.Module, source_config, growth) -> dict[str, int]:
+    """The clone's weights whose blocks were divided by k when it grew, with k (the clone-aware lr rule).
+
+    Read from the family spec through ``ClonePlan.factors_of``: a matrix whose input axis grows by k > 1
+    is split into blocks W/k in the symmetric variants, and, in every variant, when its output does not
+    grow (the LM head: [W/k, ..., W/k]). Diagonal grids (blocks W and 0), stacked matrices (only the
+    output grows), embeddings and vectors are not divided.
+    """
+    from .clone import make_plan
+
+    plan = make_plan(source_config, growth)
+    divided = {}
+    for name, p in model.named_parameters():
+        if p.dim() != 2:
+            continue
+        factors = plan.factors_of(plan.spec.rule_for(name))
+        k = factors[0][1]
+        if k > 1 and (growth.variant in ("symmetric", "noisy_symmetric") or all(a == 1 for a, _ in factors)):
+            divided[name] = k
+    return divided
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set the step's learning rate: ``lr`` on every group, ``lr / k`` on clone-aware groups."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr / group["lr_divisor"] if "lr_divisor" in group else lr
+
+
 def starting_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch.nn.Module:
-    """The starting point of contestant ``name``, in float32 on the source's device."""
+    """The starting point of contestant ``name`` (a kind or a spec's text), in float32 on the source's device."""
     from transformers import AutoModelForCausalLM
 
     from .clone import clone, make_plan
 
+    name = ContestantSpec.parse(name).kind
     if name == "source":
         model = copy.deepcopy(source)  # never train the caller's model in place
     elif name == "random":
@@ -96,15 +137,17 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
     """Every contestant, built next to the source (the caller's model is never changed), then placed."""
     contestants = []
     for name in cfg.contestants:
-        raw = starting_model(name, source, cfg).to(acc.device)
-        optimizer = make_optimizer(raw, cfg)
+        kind, schedule = cfg.spec(name).kind, cfg.schedule_for(name)
+        raw = starting_model(kind, source, cfg).to(acc.device)
+        divided = divided_weights(raw, source.config, cfg.growth(kind)) if schedule.clone_aware else {}
+        optimizer = make_optimizer(raw, cfg, divided)
         prepared = acc.prepare_model(raw)
         cuda_rng = torch.cuda.get_rng_state() if acc.device.type == "cuda" else None
         contestants.append(Contestant(
             name=name, origin=origin_of(name), raw=raw, model=prepared, optimizer=optimizer,
             budget=cfg.budget(name), params=sum(p.numel() for p in raw.parameters()),
             flop_params=flop_parameters(raw), rng=torch.Generator().manual_seed(cfg.seed).get_state(),
-            cuda_rng=cuda_rng,
+            cuda_rng=cuda_rng, schedule=schedule, divided=divided,
         ))
     return contestants
 

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .results import BASELINE, RaceResult, Speedup, speedup
+from .results import RaceResult, Speedup, pick_baseline, speedup, speedup_vs_horizon
 
 Records = Union[RaceResult, Sequence[dict]]
 
@@ -28,6 +28,15 @@ COLORS = {
     "source": "#111111",
 }
 DASH = {"random": "dash", "source": "dot"}
+EXTRA_COLORS = ("#d62728", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39")
+
+
+def color_of(name: str, names: Sequence[str] = ()) -> str:
+    """A contestant's colour: its kind's for the plain name, another per recipe (``noisy_symmetric@lr=3e-4``)."""
+    if name in COLORS:
+        return COLORS[name]
+    extra = [n for n in names if n not in COLORS]
+    return EXTRA_COLORS[(extra.index(name) if name in extra else len(extra)) % len(EXTRA_COLORS)]
 LABELS = {
     "val_loss": "validation loss (nats/token)",
     "val_accuracy": "next-token accuracy",
@@ -64,10 +73,10 @@ def _series(records: Iterable[dict], name: str, metric: str, x: str) -> tuple[li
     return [p[0] for p in pts], [p[1] for p in pts]
 
 
-def _trace(name: str, xs: list, ys: list, showlegend: bool = True) -> go.Scatter:
+def _trace(name: str, xs: list, ys: list, showlegend: bool = True, names: Sequence[str] = ()) -> go.Scatter:
     return go.Scatter(x=xs, y=ys, mode="lines+markers", name=name, legendgroup=name, showlegend=showlegend,
-                      line=dict(color=COLORS.get(name), dash=DASH.get(name, "solid"), width=2),
-                      marker=dict(size=5))
+                      line=dict(color=color_of(name, names), dash=DASH.get(name.partition("@")[0], "solid"),
+                                width=2), marker=dict(size=5))
 
 
 def metric_figure(data: Records, metric: str = "val_loss", x: str = "tokens", log_x: bool = False,
@@ -75,10 +84,11 @@ def metric_figure(data: Records, metric: str = "val_loss", x: str = "tokens", lo
     """One line per contestant of ``metric`` against ``x`` (tokens, flops, step or seconds)."""
     records = _records(data)
     fig = go.Figure()
-    for name in _names(data, records):
+    names = _names(data, records)
+    for name in names:
         xs, ys = _series(records, name, metric, x)
         if xs:
-            fig.add_trace(_trace(name, xs, ys))
+            fig.add_trace(_trace(name, xs, ys, names=names))
     fig.update_layout(title=title, template="plotly_white", hovermode="x unified",
                       xaxis_title=LABELS.get(x, x), yaxis_title=LABELS.get(metric, metric),
                       legend_title="contestant")
@@ -123,7 +133,7 @@ def add_speedup(fig: go.Figure, s: Speedup, row: int | None = None, col: int | N
         sub = fig.get_subplot(row, col)
         xref = sub.xaxis.plotly_name.replace("axis", "")
         yref = sub.yaxis.plotly_name.replace("axis", "")
-    color = COLORS.get(s.contestant, "#444")
+    color = color_of(s.contestant)
     fig.add_annotation(x=slow, y=s.target_loss, ax=fast, ay=s.target_loss, axref=xref, ayref=yref,
                        showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5, arrowcolor=color, text="", **kw)
     fig.add_annotation(x=(fast + slow) / 2, y=s.target_loss, yshift=10, showarrow=False,
@@ -132,13 +142,15 @@ def add_speedup(fig: go.Figure, s: Speedup, row: int | None = None, col: int | N
     return fig
 
 
-def live_speedups(records: Sequence[dict], baseline: str = BASELINE) -> list[Speedup]:
+def live_speedups(records: Sequence[dict], baseline: str | None = None) -> list[Speedup]:
     """Speed-ups computed from records collected so far (no RaceResult needed; no source FLOPs)."""
     recs = _records(records)
     names = _names(records, recs)
+    curves = {n: list(zip(*_series(recs, n, "val_loss", "tokens"))) for n in names}
+    baseline = baseline or pick_baseline(names, curves)
     if baseline not in names:
         return []
-    base = list(zip(*_series(recs, baseline, "val_loss", "tokens")))
+    base = curves[baseline]
     out = []
     for name in names:
         if name != baseline:
@@ -160,7 +172,7 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
         for name in names:
             xs, ys = _series(records, name, metric, "tokens")
             if xs:
-                fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0)), row=row, col=col)
+                fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0), names=names), row=row, col=col)
         fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, row=row, col=col)
     for s in sp:
         if s.definition == "a":
@@ -170,6 +182,54 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
         title += f": {result.config.get('source')} x{result.config.get('factor')}"
     fig.update_layout(title=title, template="plotly_white", height=800, legend_title="contestant")
     return fig
+
+
+def horizon_figure(result: RaceResult, title: str | None = "Speed-up against horizon") -> go.Figure:
+    """Speed-ups (a) and (b) at every horizon of the run, x: training tokens per parameter of the wide model.
+
+    (a), solid: at each evaluation of a contestant, tokens the baseline needed for
+    the same loss ÷ the contestant's tokens; (b), dashed: at each evaluation of the
+    baseline, its tokens ÷ tokens the contestant needed for its loss. Not reached:
+    an open triangle at the bound (up: more than, down: less than); nothing extrapolated.
+    """
+    fig = go.Figure()
+    base = result.baseline
+    for name in (n for n in result.contestants if n != base):
+        color = color_of(name, result.contestants)
+        for definition, dash in (("a", "solid"), ("b", "dash")):
+            points = result.horizon(name, definition)
+            measured = [p for p in points if p.value is not None]
+            bounds = [p for p in points if p.value is None and p.bound is not None]
+            label = f"{name} ({definition})"
+            fig.add_trace(go.Scatter(
+                x=[p.tokens_per_param for p in measured], y=[p.value for p in measured], mode="lines+markers",
+                name=label, legendgroup=label, line=dict(color=color, dash=dash, width=2),
+                hovertemplate="%{x:.3g} tokens/param: %{y:.2f}x<extra>" + label + "</extra>"))
+            if bounds:
+                fig.add_trace(go.Scatter(
+                    x=[p.tokens_per_param for p in bounds], y=[p.bound[1] for p in bounds], mode="markers",
+                    name=f"{label}: not reached (bound)", legendgroup=label, showlegend=False,
+                    marker=dict(color=color, size=9, symbol=[
+                        "triangle-up-open" if p.bound[0] == ">" else "triangle-down-open" for p in bounds]),
+                    hovertemplate="%{x:.3g} tokens/param: " + "%{text}<extra>" + label + "</extra>",
+                    text=[f"{p.bound[0]}{p.bound[1]:.2f}x (not reached)" for p in bounds]))
+    fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
+    fig.update_layout(title=title, template="plotly_white", legend_title=f"vs {base}",
+                      xaxis_title="training tokens per parameter of the wide model",
+                      yaxis_title="speed-up over random init (x)")
+    return fig
+
+
+def race_report_html(result: RaceResult, log_x: bool = False) -> str:
+    """The CLI's ``race.html``: the race figure, speed-up against horizon, then the table and read-out as text."""
+    import html
+
+    parts = [race_figure(result, log_x=log_x).to_html(full_html=False, include_plotlyjs=True)]
+    if result.baseline and len(result.contestants) > 1:
+        parts.append(horizon_figure(result).to_html(full_html=False, include_plotlyjs=False))
+    text = html.escape(result.table() + "\n\n" + result.fairness)
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>HyperClone race</title></head><body>"
+            + "".join(parts) + f"<pre style='white-space:pre-wrap'>{text}</pre></body></html>")
 
 
 # --------------------------------------------------------------------------- #

@@ -3,6 +3,11 @@
 ``RaceConfig`` is exactly what ``run.json`` stores under ``config``;
 ``RaceConfig.from_run(run_dir)`` gives the settings a run was started with,
 for the CLI's ``--resume`` and for Python alike.
+
+Each contestant may train with its own recipe (``ContestantSpec``), written
+``KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S]``, e.g. ``noisy_symmetric@lr=3e-4``
+or ``source@continue``; that text is also its unique name in the run log.
+Torch-free, so the CLI checks a bad spec (one line) before loading anything.
 """
 
 from __future__ import annotations
@@ -20,7 +25,123 @@ CONTESTANT_CHOICES = (*VARIANTS, "random", "source")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
-MEASURED = ("source_sha1",)  # stored with the settings, but measured by the race, not chosen
+MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
+RECIPES = ("paper", "continue", "clone-aware")
+RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
+               f"(recipes: {', '.join(RECIPES)}; default paper)")
+
+
+def format_lr(value: float) -> str:
+    """A learning rate as short text that reads back to the same float (3e-4, not 0.0003)."""
+    mantissa, _, exponent = f"{value:.15e}".partition("e")
+    short = f"{mantissa.rstrip('0').rstrip('.')}e{int(exponent)}"
+    plain = f"{value:g}"
+    for text in sorted((short, plain), key=len):
+        if float(text) == value:
+            return text
+    return repr(value)
+
+
+@dataclass(frozen=True)
+class ContestantSpec:
+    """One contestant and its recipe: what it starts from, and how its learning rate is chosen.
+
+    ``kind``: a clone variant, ``random`` or ``source``. ``recipe``: ``paper``
+    (the race's lr, warm-up and schedule, shared with every contestant),
+    ``continue`` (start at the source's final lr from its model card, no
+    warm-up) or ``clone-aware`` (as paper, but weights whose blocks were divided
+    by k when cloning train at lr/k). ``lr``, ``warmup``, ``schedule``
+    override the recipe's choice (None: keep it).
+    """
+
+    kind: str
+    recipe: str = "paper"
+    lr: float | None = None
+    warmup: int | None = None
+    schedule: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The canonical text of this spec: the contestant's unique name in run logs."""
+        parts = [self.kind] + ([self.recipe] if self.recipe != "paper" else [])
+        parts += [f"lr={format_lr(self.lr)}"] if self.lr is not None else []
+        parts += [f"warmup={self.warmup}"] if self.warmup is not None else []
+        parts += [f"schedule={self.schedule}"] if self.schedule is not None else []
+        return "@".join(parts)
+
+    @classmethod
+    def parse(cls, text: "str | ContestantSpec") -> "ContestantSpec":
+        """A spec from its text (or a spec, checked); one-line ``HyperCloneError`` for a bad one."""
+        if isinstance(text, ContestantSpec):
+            return text.checked()
+        if not isinstance(text, str):
+            raise HyperCloneError(f"a contestant is a name or a ContestantSpec, got {type(text).__name__}")
+        kind, *options = [p.strip() for p in text.strip().split("@")]
+        fields: dict = {}
+        for option in options:
+            key, sep, value = option.partition("=")
+            key, value = (key.strip(), value.strip()) if sep else ("recipe", option)
+            if key not in ("recipe", "lr", "warmup", "schedule") or key in fields or not value:
+                raise HyperCloneError(f"bad contestant {text!r}: cannot read {option!r}; write {RECIPE_HELP}")
+            fields[key] = _option_value(text, key, value)
+        return cls(kind, **fields).checked()
+
+    def checked(self) -> "ContestantSpec":
+        """This spec, or a one-line error naming what cannot work."""
+        where = f"contestant {self.kind}@{self.recipe}"
+        if self.kind not in CONTESTANT_CHOICES:
+            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}"
+                                  + (f", with options {RECIPE_HELP}" if "@" in self.kind else ""))
+        if self.recipe not in RECIPES:
+            raise HyperCloneError(f"{where}: unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
+        if self.recipe == "clone-aware" and self.kind in ("random", "source"):
+            raise HyperCloneError(f"{where}: clone-aware scales the lr of weights a clone divided by n, and "
+                                  f"{self.kind} has none; use it with a clone variant")
+        if self.recipe == "continue" and self.kind == "random":
+            raise HyperCloneError(f"{where}: random init has no training to continue; use paper or give an lr")
+        if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
+            raise HyperCloneError(f"{where}: lr must be a positive number, got {self.lr!r}")
+        if self.warmup is not None and (isinstance(self.warmup, bool) or not isinstance(self.warmup, int)
+                                        or self.warmup < 0):
+            raise HyperCloneError(f"{where}: warmup must be a whole number of steps >= 0, got {self.warmup!r}")
+        if self.schedule is not None and self.schedule not in SCHEDULES:
+            raise HyperCloneError(f"{where}: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        return self
+
+
+def _option_value(text: str, key: str, value: str):
+    try:
+        return float(value) if key == "lr" else int(value) if key == "warmup" else value
+    except ValueError:
+        raise HyperCloneError(f"bad contestant {text!r}: {key} {value!r} is not a number; write {RECIPE_HELP}") from None
+
+
+def contestant_name(item: "str | ContestantSpec") -> str:
+    """The canonical name of a contestant given as text or spec; text that does not parse is kept as it is
+    (``RaceConfig.validate`` then says what is wrong with it)."""
+    try:
+        return ContestantSpec.parse(item).name
+    except HyperCloneError:
+        return item if isinstance(item, str) else repr(item)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """One contestant's learning rate over its budget, and how it was chosen (``lr_at`` reads it)."""
+
+    lr: float
+    warmup: int
+    schedule: str
+    min_lr_ratio: float
+    recipe: str = "paper"
+    chosen: str = "paper recipe: shared"
+
+    @property
+    def clone_aware(self) -> bool:
+        return self.recipe == "clone-aware"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 @dataclass
@@ -52,10 +173,39 @@ class RaceConfig:
     checkpoint_every: int | None = None
     source_train_tokens: int | None = None  # the source's own training (from its card when built in)
     source_sha1: str | None = None  # weights fingerprint when the source was passed as a model
+    source_final_lr: float | None = None  # the source's last lr (from its card), when a recipe continues it
+
+    def __post_init__(self) -> None:
+        self.contestants = tuple(contestant_name(c) for c in self.contestants)
+        self.steps_for = {contestant_name(k): v for k, v in dict(self.steps_for).items()}
 
     def growth(self, variant: str = "symmetric") -> Growth:
         """The ``Growth`` that makes this race's clone of ``variant`` (any variant gives the same wide config)."""
         return Growth(self.factor, self.ffn_factor, variant, self.snr_db, self.seed)
+
+    def spec(self, name: str) -> ContestantSpec:
+        """The recipe of contestant ``name`` (its canonical name, as in ``contestants``)."""
+        return ContestantSpec.parse(name)
+
+    def schedule_for(self, name: str) -> Schedule:
+        """Contestant ``name``'s learning rate, warm-up and schedule, from its recipe and these settings."""
+        spec = self.spec(name)
+        given = [f"{k} {format_lr(v) if k == 'lr' else v}" for k, v in
+                 (("lr", spec.lr), ("warmup", spec.warmup), ("schedule", spec.schedule)) if v is not None]
+        lr, warmup = spec.lr if spec.lr is not None else self.lr, spec.warmup
+        if spec.recipe == "continue":
+            if spec.lr is None and self.source_final_lr is None:
+                raise HyperCloneError(f"{name}: recipe continue needs the source's final learning rate, and "
+                                      f"{self.source} has no model card stating it; give one, e.g. "
+                                      f"{spec.kind}@lr=3e-4@warmup=0")
+            lr, warmup = (lr if spec.lr is not None else self.source_final_lr), 0 if warmup is None else warmup
+            head = "continue: " + ("lr given" if spec.lr is not None else "the source's final lr (model card)")
+        elif spec.recipe == "clone-aware":
+            head = "clone-aware: lr/k on weights divided by k when cloned"
+        else:
+            head = "given" if given else "paper recipe: shared"
+        return Schedule(float(lr), self.warmup if warmup is None else warmup, spec.schedule or self.schedule,
+                        self.min_lr_ratio, spec.recipe, head + (f" ({', '.join(given)})" if given else ""))
 
     def budget(self, name: str) -> int:
         """How many steps contestant ``name`` trains."""
@@ -88,7 +238,7 @@ class RaceConfig:
         """
         run_info = read_run_info(run_dir)
         cfg = cls.from_dict(run_info["config"])
-        cfg.source_sha1 = None
+        cfg.source_sha1 = cfg.source_final_lr = None
         if run_info.get("source", {}).get("train_tokens_from") != "given":
             cfg.source_train_tokens = None
         return cfg
@@ -112,9 +262,8 @@ class RaceConfig:
         names = list(self.contestants)
         if not names:
             raise HyperCloneError(f"no contestants; choose from {', '.join(CONTESTANT_CHOICES)}")
-        unknown = [n for n in names if n not in CONTESTANT_CHOICES]
-        if unknown:
-            raise HyperCloneError(f"unknown contestant {unknown[0]!r}; choose from {', '.join(CONTESTANT_CHOICES)}")
+        for name in names:
+            ContestantSpec.parse(name)
         if len(set(names)) != len(names):
             raise HyperCloneError(f"contestant listed twice in {', '.join(names)}")
         extra = [n for n in self.steps_for if n not in names]
@@ -144,8 +293,12 @@ class RaceConfig:
             raise HyperCloneError(f"unsupported precision {self.precision!r}; {hint}")
 
 
-def lr_at(step: int, total: int, cfg: RaceConfig) -> float:
-    """Linear warm-up over ``cfg.warmup`` steps, then the schedule down to ``min_lr_ratio`` at ``total``."""
+def lr_at(step: int, total: int, cfg: "RaceConfig | Schedule") -> float:
+    """Linear warm-up over ``cfg.warmup`` steps, then the schedule down to ``min_lr_ratio`` at ``total``.
+
+    ``cfg``: anything with ``lr``, ``warmup``, ``schedule`` and ``min_lr_ratio``
+    (a contestant's ``Schedule``, a ``RaceConfig``, an asset recipe).
+    """
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
     if cfg.schedule == "constant":
@@ -164,14 +317,24 @@ def fairness_statement(cfg: RaceConfig, num_processes: int) -> str:
     budget = (f"{cfg.steps} steps each" if len(budgets) == 1 else
               "steps " + ", ".join(f"{n} {cfg.budget(n)}" for n in cfg.contestants)
               + " (the shorter runs see a prefix of the same batch sequence)")
+    shared = all(cfg.schedule_for(n).chosen == "paper recipe: shared" for n in cfg.contestants)
     sched = ("constant after warm-up" if cfg.schedule == "constant" else
              f"{cfg.schedule} decay to {cfg.min_lr_ratio} x peak over each contestant's own budget")
+    optimizer = (f"AdamW(lr {cfg.lr:g}, betas {tuple(cfg.betas)}, weight decay {cfg.weight_decay:g} on matrices); "
+                 f"{cfg.warmup} warm-up steps, {sched}" if shared else
+                 f"AdamW(betas {tuple(cfg.betas)}, weight decay {cfg.weight_decay:g} on matrices); learning rate "
+                 "by recipe: " + "; ".join(recipe_words(n, cfg.schedule_for(n)) for n in cfg.contestants))
     return (
         f"All contestants: identical training batches in identical order ({cfg.batch_size} x {cfg.seq_len} "
         f"tokens per step, batch of step s fixed by (seed {cfg.seed}, s)"
         + (f", split into {num_processes} equal data-parallel shards" if num_processes > 1 else "")
-        + f"); {budget}; AdamW(lr {cfg.lr:g}, betas {tuple(cfg.betas)}, weight decay {cfg.weight_decay:g} on "
-        f"matrices); {cfg.warmup} warm-up steps, {sched}; gradient clipping at {cfg.grad_clip:g}; precision "
+        + f"); {budget}; {optimizer}; gradient clipping at {cfg.grad_clip:g}; precision "
         f"{cfg.precision}; evaluation every {cfg.eval_every} steps on the same {cfg.eval_windows} validation "
         f"windows; each contestant its own RNG stream from seed {cfg.seed}."
     )
+
+
+def recipe_words(name: str, s: Schedule) -> str:
+    """A contestant's learning rate in a few words: peak, warm-up, schedule, and how it was chosen."""
+    shape = "constant" if s.schedule == "constant" else f"{s.schedule} to {s.min_lr_ratio:g} x peak"
+    return f"{name} lr {format_lr(s.lr)}, {s.warmup} warm-up steps, {shape} [{s.chosen}]"

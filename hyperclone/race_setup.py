@@ -175,7 +175,47 @@ def load_race_source(cfg: RaceConfig, source, tokenizer,
         source, tokenizer, cfg.source_train_tokens, trust_remote_code)
     if not isinstance(source, (str, os.PathLike)):
         cfg.source_sha1 = weights_sha1(model)
+    elif any(cfg.spec(n).recipe == "continue" and cfg.spec(n).lr is None for n in cfg.contestants):
+        cfg.source_final_lr = final_lr_of(source_card(str(source)))
+    for name in cfg.contestants:
+        cfg.schedule_for(name)  # a recipe that cannot work says so before anything is built
     return model, tokenizer, tokens_origin
+
+
+def source_card(source: str) -> dict:
+    """The model card of a built-in source (or a checkpoint directory holding a ``card.json``); {} when none."""
+    import json
+
+    from .sources import BUILTIN_NAMES, read_card
+
+    if source in BUILTIN_NAMES:
+        return read_card(source)
+    path = Path(source) / "card.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def final_lr_of(card: dict) -> float | None:
+    """The learning rate a source's own training ended at, from its card; None when the card does not say.
+
+    Read from ``training.final_lr``, or worked out from the ``optimizer`` and
+    ``schedule`` lines the build writes ("AdamW(lr=0.003, ...)", "... cosine to 0.1 x peak").
+    """
+    import re
+
+    training = card.get("training", {})
+    if isinstance(training.get("final_lr"), (int, float)):
+        return float(training["final_lr"])
+    peak = re.search(r"\blr=([0-9.eE+-]+)", str(training.get("optimizer", "")))
+    shape = str(training.get("schedule", ""))
+    decay = re.search(r"\b(?:cosine|linear) to ([0-9.eE+-]+) x peak", shape)
+    try:
+        if peak and decay:
+            return float(f"{float(peak.group(1)) * float(decay.group(1)):.12g}")
+        if peak and re.search(r"\bconstant\b", shape):
+            return float(peak.group(1))
+    except ValueError:
+        return None
+    return None
 
 
 def load_race_corpus(cfg: RaceConfig, tokenizer, acc):
@@ -214,7 +254,9 @@ def describe_run(cfg: RaceConfig, acc, contestants: list[Contestant], source: to
 
 def contestant_sizes(contestants: list[Contestant]) -> dict[str, dict]:
     """What ``run.json`` says about each contestant (``kind`` there is ``Contestant.origin``)."""
-    return {c.name: {"kind": c.origin, "params": c.params, "flop_params": c.flop_params, "steps": c.budget}
+    return {c.name: {"kind": c.origin, "params": c.params, "flop_params": c.flop_params, "steps": c.budget,
+                     "recipe": {**c.schedule.to_dict(), "lr_divided_weights": len(c.divided),
+                                "lr_divisors": sorted(set(c.divided.values()))}}
             for c in contestants}
 
 

@@ -54,12 +54,39 @@ def final_row(result: RaceResult, name: str) -> tuple[str, ...]:
     )
 
 
+def recipe_lines(result: RaceResult) -> list[str]:
+    """Each contestant's learning rate (peak, warm-up, schedule) and how it was chosen."""
+    from .race_config import RaceConfig, Schedule, recipe_words
+
+    cfg = RaceConfig.from_dict(result.config)
+    lines = ["", "learning rate per contestant (peak, warm-up, schedule after it) [how it was chosen]:"]
+    for name in result.contestants:
+        stored = result.info.get("contestants", {}).get(name, {}).get("recipe")
+        keys = ("lr", "warmup", "schedule", "min_lr_ratio", "recipe", "chosen")
+        schedule = Schedule(**{k: stored[k] for k in keys}) if stored else cfg.schedule_for(name)
+        divided = f"; lr/k on {stored['lr_divided_weights']} weights" if stored and stored["lr_divided_weights"] else ""
+        lines.append(f"  {recipe_words(name, schedule)}{divided}")
+    return lines
+
+
+def readout_lines(result: RaceResult) -> list[str]:
+    """Every contestant against the baseline at the tokens both have trained, in words."""
+    readouts = result.readouts()
+    if not readouts:
+        return []
+    return ["", f"at equal tokens (only the tokens both have trained; baseline {result.baseline}):"] + [
+        f"  {r.words}" for r in readouts]
+
+
 def speedup_lines(result: RaceResult) -> list[str]:
     """Both speed-ups of every contestant over random init, in tokens, then counting the source's training."""
     speedups = result.speedups()
     if not speedups:
         return []
-    lines = ["", "speed-up over random init (tokens; linear interpolation between evaluations):"]
+    randoms = [n for n in result.contestants if n.partition("@")[0] == "random"]
+    chosen = f" ({result.baseline}: the lowest final loss of {len(randoms)} random-init recipes)" \
+        if len(randoms) > 1 else ""
+    lines = ["", f"speed-up over random init{chosen} (tokens; linear interpolation between evaluations):"]
     lines += [f"  {s.contestant:<16} {s.describe()}" for s in speedups]
     source_flops = result.source_flops()
     if source_flops is None:
@@ -79,7 +106,7 @@ def results_table(result: RaceResult) -> str:
         status, message = result.status(name)
         if status != "finished" and message:
             lines.append(f"  {name}: {message}")
-    return "\n".join(lines + speedup_lines(result))
+    return "\n".join(lines + recipe_lines(result) + readout_lines(result) + speedup_lines(result))
 
 
 def curves_table(result: RaceResult, metric: str = "val_loss") -> str:

@@ -153,6 +153,10 @@ def _speedup_a(p: _CurvePair) -> Speedup:
     if c_total <= 0:
         return Speedup(cname, bname, "a", target, None, c_total, None, message=f"{cname} has not trained yet")
     needed = tokens_to_reach(p.theirs, target)
+    if needed is None and b_total < c_total:
+        return Speedup(cname, bname, "a", target, None, c_total, None,
+                       message=(f"not comparable yet: {bname} has trained {format_tokens(b_total)} tokens, fewer "
+                                f"than {cname}'s {format_tokens(c_total)}; see the read-out at equal tokens"))
     if needed is None:
         best = min(loss for _, loss in p.theirs)
         return Speedup(
@@ -200,6 +204,115 @@ def _speedup_b(p: _CurvePair) -> Speedup:
 
 def _bound(sign: str, value: float | None) -> tuple[str, float] | None:
     return None if value is None else (sign, value)
+
+
+def loss_at(curve: list[tuple[float, float]], tokens: float) -> float:
+    """The loss of a measured curve at ``tokens`` within it (linear between evaluations)."""
+    for (t0, l0), (t1, l1) in zip(curve, curve[1:]):
+        if t0 <= tokens <= t1:
+            return l0 if t1 == t0 else l0 + (l1 - l0) * (tokens - t0) / (t1 - t0)
+    return curve[-1][1]
+
+
+@dataclass(frozen=True)
+class Readout:
+    """A contestant against the baseline over the tokens both have trained, never past the shorter run.
+
+    ``a``: tokens the baseline needs to reach the contestant's loss at ``tokens`` ÷ ``tokens`` (its whole
+    curve is searched; not reached gives ``a_bound`` ``(">", its tokens ÷ tokens)``, never below 1).
+    ``b``: ``tokens`` ÷ tokens the contestant needed to reach the baseline's loss at ``tokens``.
+    ``words``: the comparison in a sentence.
+    """
+
+    contestant: str
+    baseline: str
+    tokens: float
+    loss: float | None
+    baseline_loss: float | None
+    a: float | None = None
+    a_bound: tuple[str, float] | None = None
+    b: float | None = None
+    words: str = ""
+
+
+def readout(contestant: Curve, baseline: Curve, names: tuple[str, str] = ("clone", BASELINE)) -> Readout:
+    """Compare two (tokens, val loss) curves at the tokens both have covered (see ``Readout``)."""
+    cname, bname = names
+    mine, theirs = _measured(contestant), _measured(baseline)
+    common = min(mine[-1][0], theirs[-1][0]) if mine and theirs else 0.0
+    if common <= 0:
+        return Readout(cname, bname, 0.0, None, None, words=f"{cname} and {bname} have not both trained yet")
+    mine_now = [p for p in mine if p[0] <= common]
+    loss, their_loss = loss_at(mine, common), loss_at(theirs, common)
+    needed, reached = tokens_to_reach(theirs, loss), tokens_to_reach(mine_now, their_loss)
+    a = needed / common if needed is not None else None
+    bound = (">", theirs[-1][0] / common) if needed is None else None
+    b = common / reached if reached else None
+    gap, at = their_loss - loss, f"after {format_tokens(common)} tokens each"
+    if abs(gap) < 0.005:
+        words = f"{cname} and {bname} are level ({loss:.3f}) {at}"
+    elif gap > 0:
+        catch = (f"it needed {a:.2f}x the tokens ({format_tokens(needed)}) to reach {cname}'s {loss:.3f}"
+                 if a is not None else f"it would need more than {bound[1]:.2f}x the tokens to reach {cname}'s "
+                 f"{loss:.3f}" if bound[1] >= 1.005 else f"it has not reached {cname}'s {loss:.3f} yet")
+        sooner = (f"; {cname} reached {bname}'s {their_loss:.3f} {b:.2f}x sooner" if b is not None else
+                  f"; {cname} was already below {bname}'s {their_loss:.3f} before training" if reached == 0 else "")
+        words = f"{bname} is still {gap:.2f} nats behind {cname} {at}; {catch}{sooner}"
+    else:
+        words = f"{cname} is {-gap:.2f} nats behind {bname} {at}" + (
+            f"; {bname} was at {cname}'s {loss:.3f} after {format_tokens(needed)} tokens ({a:.2f}x)"
+            if needed is not None else "")
+    return Readout(cname, bname, common, loss, their_loss, a, bound, b, words)
+
+
+@dataclass(frozen=True)
+class HorizonPoint:
+    """One point of speed-up against horizon (``speedup_vs_horizon``)."""
+
+    tokens: float  # the horizon: tokens of the evaluation read
+    tokens_per_param: float  # tokens ÷ parameters of the wide model
+    loss: float
+    other_tokens: float | None  # tokens the other side needed for the same loss (None: not reached)
+    value: float | None
+    bound: tuple[str, float] | None
+
+
+def speedup_vs_horizon(contestant: Curve, baseline: Curve, params: int, definition: str = "a") -> list[HorizonPoint]:
+    """The speed-up at every horizon of a run, with tokens per parameter of the wide model (``params``).
+
+    (a): for each evaluation of the contestant after step 0, tokens the baseline
+    needed to reach the same loss ÷ the contestant's tokens. (b): for each
+    evaluation of the baseline, its tokens ÷ tokens the contestant needed to
+    reach its loss. Nothing is extrapolated: not reached gives value None, and a
+    bound only when the other run went at least as far (None when it started
+    there: unbounded).
+    """
+    if definition not in ("a", "b"):
+        raise HyperCloneError(f"speed-up definition must be 'a' or 'b', got {definition!r}")
+    probe, other = (_measured(contestant), _measured(baseline))[:: 1 if definition == "a" else -1]
+    reach = other[-1][0] if other else 0.0
+    points = []
+    for tokens, loss in probe:
+        if tokens <= 0:
+            continue
+        needed = tokens_to_reach(other, loss)
+        if definition == "a":
+            value = needed / tokens if needed is not None else None
+            bound = (">", reach / tokens) if needed is None and reach >= tokens else None
+        else:
+            value = tokens / needed if needed else None
+            bound = ("<", tokens / reach) if needed is None and reach >= tokens else None
+        points.append(HorizonPoint(tokens, tokens / params, loss, needed, value, bound))
+    return points
+
+
+def pick_baseline(names: list[str], curves: dict[str, list[tuple[float, float]]]) -> str | None:
+    """The random-init contestant to measure against: the only one, or the one with the lowest final loss."""
+    randoms = [n for n in names if n.partition("@")[0] == BASELINE]
+    finals = {n: _measured(curves.get(n, []))[-1][1] for n in randoms if _measured(curves.get(n, []))}
+    if len(randoms) <= 1 or not finals:
+        return randoms[0] if randoms else None
+    return min(finals, key=lambda n: (finals[n], randoms.index(n)))
 
 
 # --------------------------------------------------------------------------- #
@@ -285,8 +398,28 @@ class RaceResult:
         tokens, n = src.get("train_tokens"), src.get("flop_params")
         return 6.0 * n * tokens if tokens is not None and n is not None else None
 
-    def speedups(self, baseline: str = BASELINE) -> list[Speedup]:
-        """Speed-ups (a) and (b) of every other contestant over ``baseline`` (default: random init)."""
+    @property
+    def baseline(self) -> str | None:
+        """The random-init contestant the others are measured against (the best one when several race)."""
+        return pick_baseline(self.contestants, {n: self.curve(n) for n in self.contestants})
+
+    def readouts(self) -> list[Readout]:
+        """Every other contestant against the baseline at the tokens both have trained."""
+        base = self.baseline
+        return [readout(self.curve(n), self.curve(base), (n, base)) for n in self.contestants if n != base] \
+            if base else []
+
+    def horizon(self, name: str, definition: str = "a") -> list[HorizonPoint]:
+        """``speedup_vs_horizon`` of contestant ``name`` over the baseline (x: tokens per wide parameter)."""
+        base = self.baseline
+        params = self.info.get("contestants", {}).get(base or "", {}).get("params")
+        if base is None or not params:
+            return []
+        return speedup_vs_horizon(self.curve(name), self.curve(base), params, definition)
+
+    def speedups(self, baseline: str | None = None) -> list[Speedup]:
+        """Speed-ups (a) and (b) of every other contestant over ``baseline`` (default: the best random init)."""
+        baseline = baseline or self.baseline
         if baseline not in self.contestants:
             return []
         params = self.info.get("contestants", {})
@@ -298,7 +431,7 @@ class RaceResult:
             for definition in ("a", "b"):
                 out.append(speedup(self.curve(name), self.curve(baseline), definition, names=(name, baseline),
                                    flop_params=flop_params if None not in flop_params else None,
-                                   source_flops=self.source_flops()))
+                                   source_flops=None if name.partition("@")[0] == BASELINE else self.source_flops()))
         return out
 
     # -- text --------------------------------------------------------------- #

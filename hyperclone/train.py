@@ -16,9 +16,11 @@ Read top to bottom:
 Fairness, by construction: the batch of step ``s`` depends only on
 ``(seed, s)``, so every contestant sees the same batches in the same order (a
 sha1 chain over them is recorded and compared); every contestant gets the same
-AdamW, learning-rate schedule, warm-up, clipping, precision and RNG stream
-(each contestant keeps its own RNG state, so dropout masks do not depend on
-who else is racing). Data-parallel runs (``accelerate launch``) split each
+AdamW, clipping, precision and RNG stream (each contestant keeps its own RNG
+state, so dropout masks do not depend on who else is racing), and the same
+learning-rate schedule unless its recipe says otherwise (``race_config.py``:
+``paper`` shares it, ``continue`` and ``clone-aware`` change it, recorded in
+``run.json``). Data-parallel runs (``accelerate launch``) split each
 global batch into equal shards, so the global batch is the same as on one
 process.
 
@@ -42,7 +44,7 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .contestants import Contestant, build_contestants, load_checkpoint, own_rng, save_checkpoint
+from .contestants import Contestant, build_contestants, load_checkpoint, own_rng, save_checkpoint, set_lr
 from .data import Corpus
 from .errors import HyperCloneError
 from .race_config import RaceConfig, lr_at
@@ -162,9 +164,8 @@ def train_interval(c: Contestant, state: RaceState) -> None:
     t0 = time.perf_counter()
     with own_rng(c):
         while c.step < end:
-            lr = lr_at(c.step, c.budget, cfg)
-            for group in c.optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at(c.step, c.budget, c.schedule)
+            set_lr(c.optimizer, lr)
             x, y, batch_bytes = state.batch(c.step)
 
             loss = loss_on(c.model, x, y)
@@ -250,7 +251,7 @@ def evaluate_and_record(c: Contestant, state: RaceState) -> float:
         "step": c.step,
         "tokens": tokens,
         "flops": 6.0 * c.flop_params * tokens,
-        "lr": lr_at(c.step - 1, c.budget, cfg) if c.step else None,  # of the last step taken
+        "lr": lr_at(c.step - 1, c.budget, c.schedule) if c.step else None,  # of the last step taken
         "train_loss": train_loss,
         "val_loss": val_loss,
         "val_accuracy": val_acc,
@@ -324,15 +325,13 @@ def race(
 ) -> RaceResult:
     """Race HyperCloned models against random init (and the source) on identical data.
 
-    ``source``: a built-in name, checkpoint directory or hub id (resolved with
-    ``load_source``), or a transformers model with its ``tokenizer``.
-    ``contestants``: clone variants (``symmetric``, ``diagonal``,
-    ``noisy_symmetric``, ``noisy_diagonal``), ``random`` (the same wide
-    config, transformers' default init) and ``source`` (the small model,
-    trained on). ``data``: a ``load_corpus`` spec or a ``Corpus``.
-    ``steps_for``: other budgets for some (a longer random run measures
-    speed-up (a)). Every ``eval_every`` steps each contestant is evaluated and
-    a record goes to ``callback`` and to ``run_dir/metrics.jsonl``;
+    ``source``: a built-in name, checkpoint directory or hub id (``load_source``), or a transformers model with
+    its ``tokenizer``. ``contestants``: clone variants (``symmetric``, ``diagonal``, ``noisy_symmetric``,
+    ``noisy_diagonal``), ``random`` (the same wide config, transformers' default init) and ``source`` (the
+    small model, trained on), as text with an optional recipe (``noisy_symmetric@lr=3e-4``, ``source@continue``,
+    ``symmetric@clone-aware``) or a ``ContestantSpec``. ``data``: a ``load_corpus`` spec or a ``Corpus``.
+    ``steps_for``: other budgets for some (a longer random run measures speed-up (a)). Every ``eval_every``
+    steps each contestant is evaluated and a record goes to ``callback`` and ``run_dir/metrics.jsonl``;
     ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``); ``resume=True``
     continues ``run_dir``'s run to the state of an unbroken run. Custom model code: ``trust_remote_code``.
     """

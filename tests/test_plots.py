@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import plotly.graph_objects as go
+import pytest
 
 from hyperclone import plots
 from hyperclone.results import RaceResult, speedup
@@ -51,3 +52,29 @@ def test_race_figure_from_a_result_or_live_records():
     assert sum(bool(t.showlegend) for t in fig.data) == 2  # one legend entry per contestant
     live = plots.race_figure(records()[:5])  # mid-race: what a callback has collected so far
     assert isinstance(live, go.Figure)
+
+
+def test_speedup_against_horizon_draws_both_definitions_and_bounds_as_open_triangles():
+    result = RaceResult(config={"contestants": ["noisy_symmetric", "random"], "source": "tiny", "factor": 2},
+                        info={"contestants": {"random": {"params": 100}}}, records=records())
+    fig = plots.horizon_figure(result)
+    lines = {t.name: t for t in fig.data if t.mode == "lines+markers"}
+    assert set(lines) == {"noisy_symmetric (a)", "noisy_symmetric (b)"}
+    # (a): random reaches the clone's 4.6 at 280 tokens (clone: 100); 4.4 and 4.3 never in its 300 (bounds)
+    assert list(lines["noisy_symmetric (a)"].x) == [1.0]
+    assert list(lines["noisy_symmetric (a)"].y) == [pytest.approx(2.8)]
+    bounds = [t for t in fig.data if t.mode == "markers"]
+    assert len(bounds) == 1 and list(bounds[0].marker.symbol) == ["triangle-up-open"] * 2
+    assert list(bounds[0].x) == [2.0, 3.0] and list(bounds[0].y) == [pytest.approx(1.5), pytest.approx(1.0)]
+    # (b): random's 6.0 at 100 and 5.0 at 200: the clone was there before training (no number);
+    # 4.5 at 300: the clone reached it at 150 tokens
+    assert list(lines["noisy_symmetric (b)"].x) == [3.0]
+    assert list(lines["noisy_symmetric (b)"].y) == [pytest.approx(300 / 150)]
+    html = plots.race_report_html(result)
+    assert html.count("plotly-graph-div") >= 2 and "at equal tokens" in html
+
+
+def test_recipes_get_colours_of_their_own():
+    names = ["noisy_symmetric", "noisy_symmetric@lr=3e-4", "random@lr=3e-3"]
+    colours = [plots.color_of(n, names) for n in names]
+    assert len(set(colours)) == 3 and colours[0] == plots.COLORS["noisy_symmetric"]

@@ -58,7 +58,8 @@ def test_reading_settings_from_a_directory_without_a_run_says_so(tmp_path):
 # --------------------------------------------------------------------------- #
 # Run logs written before the split
 # --------------------------------------------------------------------------- #
-def test_a_run_log_written_by_version_0_1_loads_and_prints_exactly_as_it_did():
+def test_a_run_log_written_by_version_0_1_loads_and_prints_its_figures_with_the_paper_recipe():
+    """Every line 0.1 printed is still printed, in order; recipes (all "paper") and the equal-token read-out are added."""
     result = load_run(OLD_RUN)
     table, curves, symmetry, fairness = (OLD_RUN / "expected_text.txt").read_text().rstrip("\n").split("\n---\n")
     assert result.table() == table

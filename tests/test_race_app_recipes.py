@@ -1,0 +1,30 @@
+"""The dashboard's race panel: recipes from its widgets, a bad spec refused in one line before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    at.session_state["tab"] = "Training race"
+    at.run()
+    assert not at.exception, at.exception
+    at.text_input(key="race_more").set_value("noisy_symmetric@lr=fast").run()
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "lr 'fast' is not a number" in errors[0] and "\n" not in errors[0]
+    assert at.button(key="race_start").disabled
+
+    at.text_input(key="race_more").set_value("noisy_symmetric@lr=3e-4").run()
+    at.selectbox(key="race_recipe").set_value("clone-aware").run()
+    at.number_input(key="race_random_lr").set_value(3e-3).run()
+    assert not at.error and not at.button(key="race_start").disabled
+    # the same variant twice with two recipes: unique names, both racing
+    at.text_input(key="race_more").set_value("noisy_symmetric@clone-aware").run()
+    assert "listed twice" in at.error[0].value and at.button(key="race_start").disabled
