@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import re
-import threading
 import time
 import zipfile
 from pathlib import Path
@@ -22,7 +19,10 @@ import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it 
 import streamlit as st
 
 from dashboard import lesson
-from dashboard.common import error_line
+from dashboard.common import (error_line, growth_from_params, growth_params, owner_id, query_link, runs_dir, safe_name,
+                              write_params)
+from hyperclone.classroom import check_teacher, classroom_mode, shared_queue
+from hyperclone.lesson import QUICK, format_duration, race_seconds, step_seconds
 
 from hyperclone import VARIANTS, Growth, make_plan, verify
 from hyperclone.clone import apply_plan, wide_model_bytes
@@ -348,51 +348,6 @@ def show_equivalence(key: CloneKey) -> None:
 # --------------------------------------------------------------------------- #
 # 6. Training race
 # --------------------------------------------------------------------------- #
-class RaceRunner:
-    """The one race this server runs in a background thread, shared by every browser tab.
-
-    The page never reads the thread's memory: it reads the run directory
-    (``load_run``), so a reload, a second tab or a later session see the same.
-    """
-
-    def __init__(self) -> None:
-        self.thread: threading.Thread | None = None
-        self.stop_event = threading.Event()
-        self.run_dir: Path | None = None
-        self.error: str | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.thread is not None and self.thread.is_alive()
-
-    def start(self, run_dir: Path, source, **kwargs: Any) -> None:
-        if self.running:
-            raise HyperCloneError("a race is already running; stop it or wait for it to finish")
-        self.stop_event, self.error, self.run_dir = threading.Event(), None, run_dir
-
-        def work() -> None:
-            try:
-                race(source, run_dir=run_dir, stop_event=self.stop_event, **kwargs)
-            except BaseException as e:  # noqa: BLE001 - reported on the page
-                self.error = error_line(e, "the race")
-
-        self.thread = threading.Thread(target=work, name="hyperclone-race", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-
-
-@st.cache_resource
-def race_runner() -> RaceRunner:
-    return RaceRunner()
-
-
-def runs_dir() -> Path:
-    """Where races are saved: ``$HYPERCLONE_RUNS``, default ``runs/`` beside the app."""
-    return Path(os.environ.get("HYPERCLONE_RUNS") or Path(__file__).resolve().parent / "runs")
-
-
 def past_runs() -> list[Path]:
     root = runs_dir()
     found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
@@ -435,7 +390,6 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
 def show_race(key: CloneKey) -> None:
     """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
     growth = key.growth
-    runner = race_runner()
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
     options = list(CONTESTANT_CHOICES)
@@ -457,44 +411,53 @@ def show_race(key: CloneKey) -> None:
                "otherwise).")
     if recipe_error:
         st.error(recipe_error, icon=":material/error:")
+    show_estimate(key, contestants, steps, batch, seq_len, eval_every)
+    queue, owner = shared_queue(), owner_id()
+    job = queue.latest(owner)
+    mine_active = job is not None and job.active
     b1, b2, b3 = st.columns([1, 1, 4])
     if b1.button("Start race", type="primary", key="race_start",
-                 disabled=runner.running or not contestants or bool(recipe_error)):
+                 disabled=mine_active or not contestants or bool(recipe_error)):
         try:
+            check_teacher(st.query_params.get("token"), "starting a race")
             _, tokenizer = source_of(key)
             if tokenizer is None:
                 raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
                                       "race a built-in model or a checkpoint saved with its tokenizer")
-            safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key.source).name or key.source).strip("-")
-            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe}-x{growth.factor}"
-            runner.start(run_dir, key.source, tokenizer=tokenizer, factor=growth.factor,
-                         ffn_factor=growth.ffn_factor, snr_db=growth.snr_db, contestants=tuple(contestants),
-                         steps=steps, batch_size=batch, seq_len=seq_len, lr=lr, warmup=min(30, steps // 10),
-                         eval_every=eval_every, seed=growth.seed,
-                         device=None if key.device == "auto" else key.device)
+            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(key.source)}-x{growth.factor}"
+            kwargs = dict(tokenizer=tokenizer, factor=growth.factor, ffn_factor=growth.ffn_factor,
+                          snr_db=growth.snr_db, contestants=tuple(contestants), steps=steps, batch_size=batch,
+                          seq_len=seq_len, lr=lr, warmup=min(30, steps // 10), eval_every=eval_every,
+                          seed=growth.seed, device=None if key.device == "auto" else key.device)
+            job = queue.submit(owner, run_dir, lambda stop: race(key.source, run_dir=run_dir, stop_event=stop,
+                                                                 **kwargs))
+            mine_active = True
             st.session_state.race_view = str(run_dir)
         except Exception as e:  # noqa: BLE001
             show_error(e, "starting the race")
-    if b2.button("Stop", key="race_stop", disabled=not runner.running):
-        runner.stop()
+    if b2.button("Stop", key="race_stop", disabled=not mine_active, help="stops your own race only"):
+        queue.stop(job, by=owner)
         st.toast("Stopping after the current step…")
     log_x = b3.checkbox("log-scale tokens", key="race_logx")
-    was_running = runner.running
 
-    @st.fragment(run_every=1.0 if was_running else None)
+    @st.fragment(run_every=1.0 if mine_active else None)
     def board() -> None:
-        running = runner.running
-        if was_running and not running:
-            st.rerun()  # the race has ended: redraw the whole page (buttons, run list)
-        if runner.error:
-            st.error(runner.error, icon=":material/error:")
-        live = str(runner.run_dir) if running and runner.run_dir else None
+        active = job is not None and job.active
+        if mine_active and not active:
+            st.rerun()  # your race has ended: redraw the whole page (buttons, run list)
+        if job is not None and job.error:
+            st.error(job.error, icon=":material/error:")
+        ahead = queue.position(job) if active else 0
+        if ahead:
+            st.info(f"Your race is queued: {ahead} race(s) ahead of it (one trains at a time on this server).",
+                    icon=":material/hourglass_top:")
+        live = str(job.run_dir) if active and job.state == "running" else None
         runs = [str(p) for p in past_runs()]
         if live and live not in runs:
             st.info("Preparing the race: reading the corpus (tokenised once, then cached) and building the "
                     "contestants…", icon=":material/hourglass_top:")
         elif not runs:
-            if not running:
+            if not active:
                 st.info(f"No races yet: press **Start race**. Runs are saved in `{runs_dir()}` and listed here, "
                         "also after a reload or in another tab.")
         else:
@@ -505,6 +468,32 @@ def show_race(key: CloneKey) -> None:
             show_run(Path(chosen), log_x, running=chosen == live)
 
     board()
+
+
+def show_estimate(key: CloneKey, contestants: list[str], steps: int, batch: int, seq_len: int,
+                  eval_every: int) -> None:
+    """How long the race will take here (from one timed step), and a preset that fits a lecture."""
+    c1, c2 = st.columns([4, 1])
+    try:
+        seconds = race_seconds(step_seconds_of(key, batch, seq_len), len(contestants), steps, eval_every)
+        c1.caption(f"Estimated time here: about {format_duration(seconds)} ({len(contestants)} contestants x "
+                   f"{steps} steps, from one timed training step of the wide model).")
+    except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
+        c1.caption(f"No time estimate: {error_line(e, 'timing a step')}")
+    c2.button("Quick preset", key="race_quick", on_click=use_quick_preset,
+              help=f"{QUICK.steps} steps of {QUICK.batch_size}x{QUICK.seq_len} tokens: fits a lecture")
+
+
+@st.cache_data(max_entries=32, show_spinner="Timing one training step…")
+def step_seconds_of(key: CloneKey, batch: int, seq_len: int) -> float:
+    source, _ = source_of(key)
+    return step_seconds(source, key.growth, batch, seq_len)
+
+
+def use_quick_preset() -> None:
+    state = st.session_state
+    state.race_steps, state.race_batch, state.race_seq, state.race_eval = (
+        QUICK.steps, QUICK.batch_size, QUICK.seq_len, QUICK.eval_every)
 
 
 def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
@@ -576,8 +565,8 @@ def zip_dir(path: Path) -> bytes:
 def show_export(key: CloneKey) -> None:
     source, tokenizer = source_of(key)
     wide = get_clone(key)
-    safe = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(key.source).name or key.source).strip("-")
-    default = f"out/{safe}-x{key.growth.factor}-{key.growth.variant}"
+    mine = f"{owner_id()[:6]}/" if classroom_mode() else ""  # in a class, every page exports to its own folder
+    default = f"out/{mine}{safe_name(key.source)}-x{key.growth.factor}-{key.growth.variant}"
     c1, c2 = st.columns([4, 1])
     out = c1.text_input("Save to directory", default, key="export_dir").strip()
     overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace an earlier HyperClone output")
@@ -640,6 +629,7 @@ TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_s
 def load_pending(pending: str, device: str, dtype: str) -> str | None:
     """Load the source the user just asked for: its name, or None when it failed (the error is shown once)."""
     try:
+        check_teacher(st.query_params.get("token"), "loading a model that is not built in")
         with st.spinner(f"Loading {pending}…"):
             get_source(pending, device, dtype)
     except Exception as e:  # noqa: BLE001 - a failed load is reported once; the last good source stays
@@ -709,7 +699,44 @@ def main() -> None:
     page.run()
 
 
+def restore_view() -> None:
+    """Once per session: the widgets take the view a link describes (source, growth, tab, run)."""
+    state, params = st.session_state, st.query_params
+    if state.get("view_restored"):
+        return
+    state.view_restored = True
+    if params.get("source") in BUILTIN_NAMES:
+        state.source_kind, state.builtin = "Built-in", params["source"]
+    try:
+        growth = growth_from_params(params)
+    except HyperCloneError as e:
+        st.warning(f"The link's growth settings were not used: {e}", icon=":material/warning:")
+    else:
+        if "factor" in params and 1 <= growth.factor <= 8:
+            state.factor = growth.factor
+        if params.get("ffn_factor") and 1 <= growth.ffn_factor <= 8:
+            state.ffn = growth.ffn_factor
+        if params.get("variant") in VARIANTS:
+            state.variant = growth.variant
+        if "snr_db" in params and 0 <= growth.snr_db <= 40:
+            state.snr = growth.snr_db
+        if "seed" in params:
+            state.seed = growth.seed
+    if params.get("tab") in [t.label for t in TABS]:
+        state.tab = params["tab"]
+    if params.get("run") and is_run_dir(runs_dir() / params["run"]):
+        state.race_view = str(runs_dir() / params["run"])
+
+
+def view_state(name: str | None, growth: Growth) -> dict[str, str | None]:
+    """The explorer's view as URL parameters (the CLI's names, plus tab and run)."""
+    run = st.session_state.get("race_view")
+    return {"source": name, **growth_params(growth), "tab": st.session_state.get("tab"),
+            "run": Path(run).name if run else None}
+
+
 def explorer() -> None:
+    restore_view()
     for k in TAB_WIDGETS:
         if k in st.session_state:
             st.session_state[k] = st.session_state[k]
@@ -731,6 +758,9 @@ def explorer() -> None:
         st.info("Choose a source model in the sidebar (the built-in models work offline).")
         return
     key = CloneKey(name, device, dtype, growth)
+    write_params(view_state(name, growth))
+    with st.sidebar.popover("Link to this view"):
+        st.code(query_link(view_state(name, growth)), language=None)
     fits = show_source_and_size(key)
     if fits is None:
         return

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import Any, Mapping
@@ -35,6 +36,11 @@ def error_line(e: BaseException, doing: str) -> str:
 def runs_dir() -> Path:
     """Where races are saved: ``$HYPERCLONE_RUNS``, default ``runs/`` beside the app."""
     return Path(os.environ.get("HYPERCLONE_RUNS") or Path(__file__).resolve().parent.parent / "runs")
+
+
+def safe_name(source: str) -> str:
+    """A source name as a file-name fragment (``org/model`` -> ``model``, odd characters -> ``-``)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(source).name or source).strip("-")
 
 
 def owner_id() -> str:

@@ -20,7 +20,7 @@ from hyperclone.compare import encode, greedy, logits_pair
 from hyperclone.errors import HyperCloneError
 from hyperclone.growth import VARIANT_HELP, VARIANTS
 from hyperclone.heatmaps import clone_heatmaps
-from hyperclone.lesson import QuickRace, copies_agree, estimate_race_seconds, hidden_vectors, vector_figure
+from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds, vector_figure
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.results import RaceResult
 from hyperclone.runs import is_run_dir, load_run
@@ -28,7 +28,6 @@ from hyperclone.sources import BUILTIN_NAMES, load_source
 from hyperclone.train import race
 
 TEXT = "import os\n\n\ndef read_config(path):\n"
-QUICK = QuickRace()
 TITLES = (
     "1 · A vector becomes [x, x]",
     "2 · A layer becomes a grid of blocks",
@@ -169,9 +168,9 @@ def live_race(name: str, growth: Growth) -> None:
 
 @st.cache_data(max_entries=16, show_spinner="Timing one training step…")
 def estimate_text(name: str, growth: Growth) -> str:
-    seconds = estimate_race_seconds(lesson_source(name)[0], growth, QUICK.contestants, QUICK.steps, QUICK.batch_size,
-                                    QUICK.seq_len, QUICK.eval_every)
-    return f"about {max(5, round(seconds / 5) * 5):.0f} s here (timed from one training step of the wide model)"
+    step_s = step_seconds(lesson_source(name)[0], growth, QUICK.batch_size, QUICK.seq_len)
+    seconds = race_seconds(step_s, len(QUICK.contestants), QUICK.steps, QUICK.eval_every)
+    return f"about {format_duration(seconds)} here (timed from one training step of the wide model)"
 
 
 def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:

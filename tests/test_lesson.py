@@ -1,0 +1,126 @@
+"""The guided lesson and the shareable view, driven headless with Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from hyperclone import Growth, load_source
+from hyperclone.classroom import CLASSROOM_ENV, TOKEN_ENV
+from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds
+from hyperclone.verify import rounding_tolerance
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "app.py")
+LESSON = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom dashboard import lesson\nlesson.render()\n"
+
+
+@pytest.fixture
+def runs(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
+    monkeypatch.delenv(CLASSROOM_ENV, raising=False)
+    return tmp_path / "runs"
+
+
+def param(at: AppTest, key: str) -> str | None:
+    value = at.query_params.get(key)
+    return value[0] if isinstance(value, list) else value
+
+
+def lesson_at(**params: str) -> AppTest:
+    at = AppTest.from_string(LESSON, default_timeout=180)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.error, [e.value for e in at.error]
+    return at
+
+
+@pytest.mark.parametrize("chapter, title", [(1, "A vector becomes [x, x]"), (2, "A layer becomes a grid of blocks"),
+                                            (3, "The whole model, the same logits"), (4, "The race"),
+                                            (5, "Why the copies must drift apart")])
+def test_every_chapter_shows_its_idea_and_a_figure_or_what_to_do(runs, chapter, title):
+    at = lesson_at(chapter=str(chapter))
+    assert at.subheader[0].value.endswith(title)
+    if chapter == 4:  # no race recorded on this server yet: the live one is offered, with its estimate
+        assert "No recorded race" in at.info[0].value and at.button(key="lesson_race_start")
+        assert any("about" in c.value and "timed from one training step" in c.value for c in at.caption)
+    elif chapter == 5:
+        assert "quick race" in at.info[0].value  # the symmetry curve needs a race first
+    else:
+        assert at.get("plotly_chart")
+    if chapter == 3:
+        assert any("The logits match" in m.value for m in at.markdown)
+
+
+def test_next_and_back_move_through_the_chapters_and_the_url_follows(runs):
+    at = lesson_at(chapter="1", factor="3", variant="diagonal")
+    at.button(key="lesson_next").click().run()
+    assert param(at, "chapter") == "2" and at.subheader[0].value.startswith("2 ·")
+    assert at.slider(key="lesson_factor").value == 3 and at.radio(key="lesson_variant").value == "diagonal"
+    at.button(key="lesson_back").click().run()
+    assert param(at, "chapter") == "1"
+    assert param(at, "factor") == "3" and param(at, "variant") == "diagonal"
+
+
+def test_a_bad_link_is_one_warning_and_the_lesson_still_opens(runs):
+    at = AppTest.from_string(LESSON, default_timeout=180)
+    at.query_params["factor"] = "two"
+    at.query_params["chapter"] = "9"
+    at.run()
+    assert not at.exception and "not a number" in at.warning[0].value
+    assert at.subheader[0].value.startswith("5 ·")  # an out-of-range chapter is clamped
+
+
+def test_the_clone_vector_is_the_source_vector_repeated():
+    source, tokenizer = load_source("tiny-gpt2-stdlib", device="cpu")
+    from hyperclone import clone
+
+    ids = tokenizer("def f(x):\n    return x", return_tensors="pt")["input_ids"]
+    for factor in (2, 3):
+        x, x_wide = hidden_vectors(source, clone(source, growth=Growth(factor)), ids)
+        assert x_wide.numel() == factor * x.numel()
+        d = source.config.n_embd  # one layer: a few reductions of width d and 4d, float32
+        assert copies_agree(x, x_wide, factor) <= rounding_tolerance(torch.float32, 4 * d * factor,
+                                                                     float(x.abs().max()))
+
+
+def test_the_race_estimate_comes_from_a_timed_step_and_reads_like_a_person_says_it():
+    source, _ = load_source("tiny-gpt2-stdlib", device="cpu")
+    step = step_seconds(source, Growth(2), QUICK.batch_size, QUICK.seq_len)
+    assert step > 0
+    assert race_seconds(step, 3, 60, 6) == pytest.approx(step * 3 * (60 + 2 * 11))
+    assert [format_duration(s) for s in (3, 47, 200, 7200)] == ["5 s", "45 s", "3 min", "2.0 h"]
+
+
+def test_the_explorer_opens_the_view_a_link_describes(runs):
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in {"source": "tiny-llama-stdlib", "factor": "3", "variant": "diagonal", "seed": "7",
+                       "tab": "Heatmaps"}.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="builtin").value == "tiny-llama-stdlib"
+    assert at.sidebar.slider(key="factor").value == 3 and at.sidebar.radio(key="variant").value == "diagonal"
+    assert at.sidebar.number_input(key="seed").value == 7 and at.session_state["tab"] == "Heatmaps"
+    assert param(at, "factor") == "3" and param(at, "source") == "tiny-llama-stdlib" and param(at, "tab") == "Heatmaps"
+
+
+def test_in_classroom_mode_a_race_needs_the_teacher_token(runs, monkeypatch):
+    monkeypatch.setenv(CLASSROOM_ENV, "1")
+    monkeypatch.setenv(TOKEN_ENV, "teacher-secret")
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params["tab"] = "Training race"
+    at.run()
+    at.button(key="race_start").click().run()
+    assert not at.exception, at.exception
+    assert any("needs the teacher token" in e.value for e in at.error), [e.value for e in at.error]
+    assert not runs.exists() or not any(runs.iterdir())  # nothing was started
+    at.button(key="clone").click().run()  # a built-in model clones without the token
+    at.session_state["tab"] = "Export"
+    at.run()
+    assert at.text_input(key="export_dir").value.startswith(f"out/{at.session_state['owner_id'][:6]}/")
