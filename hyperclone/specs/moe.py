@@ -47,11 +47,11 @@ def _family(model_type: str, example: str, extra: dict, config: dict, notes: str
 
 SPECS = [
     _family("mixtral", "mistralai/Mixtral-8x7B-v0.1", {}, CONFIG,
-            "experts grow one by one (the expert count and top-k stay); router [W/n...], never noisy"),
+            "MoE: experts grow one by one (expert count and top-k stay); router [W/n ...], never noisy"),
     _family("qwen2_moe", "Qwen/Qwen1.5-MoE-A2.7B", SHARED_EXPERT, QWEN_CONFIG,
-            "plus a shared expert (grown like the MLP) and its gate (like the router)"),
+            "MoE, plus a shared expert (grown like an MLP) and its gate (like the router)"),
     _family("qwen3_moe", "Qwen/Qwen3-30B-A3B", PER_HEAD_QK_NORM, QWEN_CONFIG,
-            "MoE with per-head q/k norms (unchanged)"),
+            "MoE; q/k norms act per head over head_dim: unchanged"),
     _family("olmoe", "allenai/OLMoE-1B-7B-0924", WHOLE_QK_NORM, CONFIG,
             "MoE; q/k norms span the whole projection: repeated"),
 ]
