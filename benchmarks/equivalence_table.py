@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from families import CASES, tiny_model  # noqa: E402
+from families import CASES, MOE_CASES, tiny_model  # noqa: E402
 
 from hyperclone import clone, verify  # noqa: E402
 
@@ -18,7 +18,7 @@ VARIANTS = ("symmetric", "noisy_symmetric")
 
 if __name__ == "__main__":
     print(f"{'case':<18}{'family':<13}" + "".join(f"{v:>18}" for v in VARIANTS) + "   top-1 / layers")
-    for case_id, model_type, kwargs, _ in CASES:
+    for case_id, model_type, kwargs, _ in CASES + MOE_CASES:
         source = tiny_model(model_type, kwargs)
         reports = [verify(source, clone(source, 2, variant=v, seed=0)) for v in VARIANTS]
         assert all(r.passed for r in reports), case_id

@@ -20,13 +20,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
 def families(device: str) -> None:
-    from families import CASES, tiny_model
+    from families import CASES, MOE_CASES, tiny_model
 
     from hyperclone import clone, verify
 
     print(f"\n1. every family on {device}: clone x2 (FFN x3), noisy_symmetric, verify")
     print(f"{'case':<18}{'dtype':<10}{'max rel diff':>14}{'top-1':>8}{'layers':>8}  passed")
-    for case_id, model_type, kwargs, _ in CASES:
+    for case_id, model_type, kwargs, _ in CASES + MOE_CASES:
         for dtype in (torch.float32, torch.bfloat16):
             src = tiny_model(model_type, kwargs, dtype=dtype).to(device)
             wide = clone(src, 2, 3, variant="noisy_symmetric", seed=1)

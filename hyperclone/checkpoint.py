@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterable
 import torch
 from safetensors.torch import save_file
 
+from .conversions import MergedTensor, converter_of
 from .errors import HyperCloneError, SourceError
 from .specs import spec_for
 
@@ -160,7 +161,8 @@ class SourceLayout:
 
     ``entries`` is the model's state-dict order (what the in-memory ``clone``
     sees); a tied head maps to the embedding's stored tensor, exactly as the
-    loaded model shares it.
+    loaded model shares it. A tensor that ``from_pretrained`` merges from several
+    stored ones (v5 MoE experts) is in ``merged``; its entry names its first part.
     """
 
     config: Any
@@ -168,6 +170,7 @@ class SourceLayout:
     shapes: dict[str, tuple[int, ...]]
     dtypes: dict[str, torch.dtype]
     ignored: list[str] = field(default_factory=list)
+    merged: dict[str, MergedTensor] = field(default_factory=dict)
 
     def common_dtype(self) -> torch.dtype:
         """The floating dtype most tensors are stored in (float32 when none is floating)."""
@@ -193,8 +196,9 @@ def read_layout(src: str | Path, config) -> SourceLayout:
 
     Handles what ``from_pretrained`` handles for our families (keys stored
     without the base-model prefix, buffers the model recomputes, a tied head
-    stored once) and refuses anything else by name: a missing weight, an
-    unknown one, or a shape that disagrees with the config.
+    stored once, per-expert tensors merged into v5's fused experts) and refuses
+    anything else by name: a missing weight, an unknown one, or a shape that
+    disagrees with the config.
     """
     src = Path(src)
     files = weight_files(src)
@@ -208,20 +212,30 @@ def read_layout(src: str | Path, config) -> SourceLayout:
     ignored: list[str] = []
     unexpected: list[str] = []
     mismatched: list[tuple[str, tuple, tuple]] = []
+    merged: dict[str, MergedTensor] = {}
+    converter = converter_of(model)
     for path in files:
         with open_safetensors(path) as f:
             for key in f.keys():
-                name = to_model_name(key)
+                name, pattern = to_model_name(key)
                 if name not in expected:
                     (ignored if any(re.search(p, key) for p in ignore) else unexpected).append(key)
                     continue
                 sl = f.get_slice(key)
                 shape = tuple(sl.get_shape())
+                if pattern is not None:  # one of the stored tensors merged into ``name`` (e.g. one expert's)
+                    merged.setdefault(name, MergedTensor(name, converter(pattern))).add(pattern, path, key, shape)
+                    dtypes[name] = _torch_dtype(sl.get_dtype())
+                    continue
                 if shape != expected[name]:
                     mismatched.append((key, shape, expected[name]))
                 stored[name] = (path, key)
                 shapes[name] = shape
                 dtypes[name] = _torch_dtype(sl.get_dtype())
+    for name, m in merged.items():
+        stored[name], shapes[name] = m.first, m.shape()
+        if shapes[name] != expected[name]:
+            mismatched.append((name, shapes[name], expected[name]))
     spec = spec_for(config)
     tied = bool(getattr(config, "tie_word_embeddings", False))
     for name, source in spec.sources_of(expected, tied):
@@ -231,15 +245,15 @@ def read_layout(src: str | Path, config) -> SourceLayout:
     missing = [name for name in expected if name not in stored]
     check_weights_agree(src, config.model_type, missing, unexpected, mismatched)
     entries = [(name, *stored[name]) for name in expected]
-    return SourceLayout(config, entries, shapes, dtypes, ignored)
+    return SourceLayout(config, entries, shapes, dtypes, ignored, merged)
 
 
-def _load_renamer(model: torch.nn.Module, expected: dict) -> Callable[[str], str]:
-    """Checkpoint key -> state-dict name, as ``from_pretrained`` maps it (base-model prefix, legacy renames).
+def _load_renamer(model: torch.nn.Module, expected: dict) -> Callable[[str], tuple[str, str | None]]:
+    """Checkpoint key -> (state-dict name, the converter pattern it matched or None), as ``from_pretrained`` maps it.
 
     transformers renames some legacy keys on load (GPT-NeoX ``embed_out`` ->
-    ``lm_head``) and back on save; a key that needs a real conversion (merging
-    or splitting tensors) cannot be streamed one tensor at a time and is refused.
+    ``lm_head``) and back on save; a key that a conversion merges with others
+    (v5 MoE experts) names the fused tensor and the converter's pattern.
     """
     from transformers.conversion_mapping import get_model_conversion_mapping
     from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
@@ -249,26 +263,13 @@ def _load_renamer(model: torch.nn.Module, expected: dict) -> Callable[[str], str
     renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
     converters = [m for m in mapping if isinstance(m, WeightConverter)]
 
-    def rename(key: str) -> str:
-        name, converted = rename_source_key(key, renamings, converters, prefix, expected)
+    def rename(key: str) -> tuple[str, str | None]:
+        name, pattern = rename_source_key(key, renamings, converters, prefix, expected)
         if name not in expected and key in expected:
-            name, converted = rename_source_key(key, [], [], prefix, expected)
-        if converted is not None:
-            raise SourceError(f"{key!r} needs a tensor conversion on load ({converted}), which streaming cannot do; "
-                              "use --in-memory")
-        return name
+            name, pattern = rename_source_key(key, [], [], prefix, expected)
+        return name, pattern
 
     return rename
-
-
-def saved_keys(model: torch.nn.Module, names: list[str]) -> dict[str, str]:
-    """State-dict name -> the key ``save_pretrained`` writes for it (transformers restores legacy keys)."""
-    from transformers.core_model_loading import revert_weight_conversion
-
-    placeholders = {n: torch.empty(0) for n in names}
-    saved = revert_weight_conversion(model, dict(placeholders))
-    by_id = {id(t): k for k, t in saved.items()}
-    return {n: by_id.get(id(t), n) for n, t in placeholders.items()}
 
 
 def _torch_dtype(name: str) -> torch.dtype:
@@ -283,10 +284,15 @@ class LazyTensors:
 
     def __init__(self, layout: SourceLayout) -> None:
         self.where = {name: (path, key) for name, path, key in layout.entries}
+        self.merged = layout.merged
         self._handles: dict[Path, Any] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        path, key = self.where[name]
+        if name in self.merged:
+            return self.merged[name].assemble(lambda path, key, shape: self._read(path, key))
+        return self._read(*self.where[name])
+
+    def _read(self, path: Path, key: str) -> torch.Tensor:
         if path not in self._handles:
             self._handles[path] = open_safetensors(path)
         return self._handles[path].get_tensor(key)

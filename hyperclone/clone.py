@@ -17,7 +17,7 @@ import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
 from .errors import HyperCloneError, SourceError
-from .grow import grow_matrix, repeat_vector, tensor_generator
+from .grow import grow_experts, grow_matrix, repeat_vector, tensor_generator
 from .growth import Growth, require_growth
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
 
@@ -112,6 +112,8 @@ class ClonePlan:
         return out
 
     def _grow_by_rule(self, name: str, rule: Rule, t: torch.Tensor) -> torch.Tensor:
+        if t.dim() == 3:  # MoE experts [experts, out, in]: each grows as a matrix, its noise seeded by its index
+            return grow_experts(t, lambda e, w: self._grow_by_rule(f"{name}[{e}]", rule, w))
         grown = [self._grow_one(part, piece, a, b, rule) for part, piece, a, b in self.parts_of(name, rule, t)]
         return grown[0] if len(grown) == 1 else torch.cat(grown, dim=rule.out_axis(t.dim()))
 
@@ -133,8 +135,9 @@ class ClonePlan:
             return repeat_vector(t, a)
         if t.dim() != 2:
             raise HyperCloneError(f"{name}: expected a vector or a matrix, got shape {tuple(t.shape)}")
-        gen = tensor_generator(self.seed, name) if self.variant.startswith("noisy") else None
-        grown = grow_matrix(rule.as_out_in(t), a, b, self.variant, self.snr_db, gen)
+        variant = self.variant.removeprefix("noisy_") if rule.noiseless else self.variant
+        gen = tensor_generator(self.seed, name) if variant.startswith("noisy") else None
+        grown = grow_matrix(rule.as_out_in(t), a, b, variant, self.snr_db, gen)
         return grown.T.contiguous() if rule.transposed else grown
 
     @classmethod

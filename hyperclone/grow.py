@@ -11,6 +11,7 @@ cancels within the row is added). Nothing here knows about models or names.
 from __future__ import annotations
 
 import hashlib
+from typing import Callable
 
 import torch
 
@@ -121,3 +122,20 @@ def split_blocks(w: torch.Tensor, out_factor: int, in_factor: int) -> torch.Tens
     a, b = out_factor, in_factor
     rows, cols = w.shape[0] // a, w.shape[1] // b
     return w.reshape(a, rows, b, cols).permute(0, 2, 1, 3)
+
+
+def grow_experts(w: torch.Tensor, grow_one: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """A stack of per-expert matrices [experts, out, in] (MoE): the expert axis never grows.
+
+    ``grow_one(e, w[e])`` grows expert ``e`` as a matrix; each result is written into one wide tensor as it
+    comes, so the peak is the wide stack plus one wide expert.
+    """
+    if w.dim() != 3 or w.shape[0] == 0:
+        raise HyperCloneError(f"grow_experts expects a non-empty [experts, out, in] stack, got shape {tuple(w.shape)}")
+    out = None
+    for e in range(w.shape[0]):
+        grown = grow_one(e, w[e])
+        if out is None:
+            out = grown.new_empty((w.shape[0], *grown.shape))
+        out[e] = grown
+    return out

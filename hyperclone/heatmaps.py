@@ -3,6 +3,7 @@
 Shared by the dashboard and the notebooks. Matrices are shown as [out, in]
 (GPT-2 Conv1D and embedding tables are transposed for display) and large ones
 are average-pooled for display, with the pooling factor stated in the title.
+A stack of MoE experts [experts, out, in] is shown one expert at a time.
 """
 
 from __future__ import annotations
@@ -19,8 +20,23 @@ from .specs import spec_for
 
 
 def matrix_names(model) -> list[str]:
-    """Names of the model's 2-D weights, in state-dict order (what a heatmap can show)."""
-    return [name for name, t in model.state_dict().items() if t.dim() == 2]
+    """Names of the model's matrices and expert stacks, in state-dict order (what a heatmap can show)."""
+    return [name for name, t in model.state_dict().items() if t.dim() in (2, 3)]
+
+
+def expert_count(model, name: str) -> int:
+    """How many experts the weight ``name`` stacks (MoE [experts, out, in]); 0 for a plain matrix."""
+    t = model.state_dict()[name]
+    return int(t.shape[0]) if t.dim() == 3 else 0
+
+
+def pick_expert(t: torch.Tensor, expert: int) -> torch.Tensor:
+    """Expert ``expert``'s matrix of a 3-D expert stack; a matrix as it is."""
+    if t.dim() != 3:
+        return t
+    if not 0 <= expert < t.shape[0]:
+        raise KeyError(f"expert {expert} does not exist: this weight stacks {t.shape[0]} experts (0-{t.shape[0] - 1})")
+    return t[expert]
 
 
 def matrices_by_layer(model) -> dict[str, dict[str, str]]:
@@ -69,14 +85,18 @@ def row_block_sums(plan: ClonePlan, name: str, wide: torch.Tensor) -> torch.Tens
     return split_blocks(wide, a, b)[0].sum(0)
 
 
-def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None = None, max_side: int = 96) -> go.Figure:
-    """Source matrix | cloned matrix with its block grid | sum of one row of blocks, one colour scale."""
+def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None = None, max_side: int = 96,
+                   expert: int = 0) -> go.Figure:
+    """Source matrix | cloned matrix with its block grid | sum of one row of blocks, one colour scale.
+
+    For a stack of MoE experts, ``expert`` picks the one shown (each grows like a matrix of its own).
+    """
     plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
     src_state, wide_state = source.state_dict(), wide.state_dict()
     if name not in wide_state:
         raise KeyError(f"{name!r} is not a weight of the cloned model")
-    w_src = as_out_in(plan, name, src_state[name])
-    w_wide = as_out_in(plan, name, wide_state[name])
+    w_src = as_out_in(plan, name, pick_expert(src_state[name], expert))
+    w_wide = as_out_in(plan, name, pick_expert(wide_state[name], expert))
     sums = row_block_sums(plan, name, w_wide)
     panels = [("source W", w_src), ("clone (block grid)", w_wide)]
     if sums is not None:
@@ -100,4 +120,6 @@ def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None 
     made = getattr(wide, "hyperclone_plan", None)
     fig.update_layout(title=f"{name}: x{factor} clone" + (f" ({made.variant})" if made else ""),
                       height=380, margin=dict(l=20, r=20, t=70, b=20))
+    if wide_state[name].dim() == 3:
+        fig.update_layout(title=f"{fig.layout.title.text}, expert {expert} of {wide_state[name].shape[0]}")
     return fig

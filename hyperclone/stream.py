@@ -28,8 +28,9 @@ import torch
 
 from . import resources  # looked up at call time: tests replace resources.free_bytes
 from .checkpoint import (LazyTensors, ShardWriter, SourceLayout, copy_side_files, meta_model, parse_size, read_layout,
-                         saved_keys, state_shapes, weight_files)
+                         state_shapes, weight_files)
 from .clone import ClonePlan, make_plan
+from .conversions import saved_form
 from .errors import HyperCloneError
 from .export import atomic_output, check_output_dir, disk_full_error, is_disk_full, provenance, write_metadata
 from .growth import Growth
@@ -156,11 +157,11 @@ def stream_clone(
     layout = read_layout(src, config)
     wide_config = plan.wide_config()
     wide_config.dtype = dtype or layout.common_dtype()  # what the shards will hold, as save_pretrained records
-    wide_shapes, save_names = _wide_names(wide_config)
+    wide_shapes, save_as = _wide_names(wide_config)
     total_out, _ = _check_resources(out, layout, wide_shapes, max_bytes, dtype, force)
     try:
         with atomic_output(out, overwrite, src) as tmp:
-            result = _write_tensors(plan, layout, tmp, wide_shapes, save_names, max_bytes, dtype, say)
+            result = _write_tensors(plan, layout, tmp, wide_shapes, save_as, max_bytes, dtype, say)
             wide_config.save_pretrained(tmp)
             side = copy_side_files(src, tmp)
             say(f"  wrote config{', ' + ', '.join(side) if side else ''}")
@@ -184,15 +185,15 @@ def _verify_mode(verify: bool | str) -> str | None:
     return None if verify is False else "auto" if verify is True else verify
 
 
-def _wide_names(wide_config) -> tuple[dict[str, tuple[int, ...]], dict[str, str]]:
-    """The wide model's state-dict shapes, and the key ``save_pretrained`` writes for each name."""
+def _wide_names(wide_config) -> tuple[dict[str, tuple[int, ...]], Callable]:
+    """The wide model's state-dict shapes, and (name, tensor) -> the tensors ``save_pretrained`` writes for it."""
     wide_meta = meta_model(wide_config)
     shapes = state_shapes(wide_meta)
-    return shapes, saved_keys(wide_meta, list(shapes))
+    return shapes, saved_form(wide_meta, list(shapes))
 
 
 def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes: dict[str, tuple[int, ...]],
-                   save_names: dict[str, str], max_bytes: int, dtype: torch.dtype | None,
+                   save_as: Callable, max_bytes: int, dtype: torch.dtype | None,
                    say: Callable[[str], None]) -> StreamResult:
     """Grow every tensor into shards under ``tmp``, checking each shape; what was written (not yet verified)."""
     n_written = [0]
@@ -210,7 +211,8 @@ def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes
             if expected is not None and tuple(tensor.shape) != expected:
                 raise HyperCloneError(f"{name}: grown to {tuple(tensor.shape)} but the wide config "
                                       f"implies {expected} (a spec bug; please report it)")
-            writer.add(save_names.get(name, name), tensor)
+            for key, piece in save_as(name, tensor).items():  # v5 MoE experts: one stored tensor per expert
+                writer.add(key, piece)
             written.add(name)
             out_dtypes.add(tensor.dtype)
             del tensor

@@ -8,7 +8,9 @@ measure makes that visible during training.
 For each grown tensor whose *output* axis grows by a > 1, the a output copies
 (rows of blocks, each rolled so the diagonal variant's blocks line up) are
 compared with the first copy by cosine similarity. Tensors where only the
-input grows (the LM head) hold no output copies and are not counted.
+input grows (the LM head, an MoE router) hold no output copies and are not
+counted. A stack of MoE experts [experts, out, in] is measured expert by expert
+and reported as the mean over its experts.
 """
 
 from __future__ import annotations
@@ -36,16 +38,17 @@ def _copies_similarity(t: torch.Tensor, a: int, b: int) -> float:
 
 
 def symmetry_by_tensor(model, factor: int, ffn_factor: int | None = None) -> dict[str, float]:
-    """Cosine similarity between output copies, per grown tensor (fused parts named ``name#i``)."""
+    """Cosine similarity between output copies, per grown tensor (fused parts ``name#i``; MoE experts averaged)."""
     plan = ClonePlan.over_wide(model.config, factor, ffn_factor)
-    result: dict[str, float] = {}
+    found: dict[str, list[float]] = {}
     with torch.no_grad():
         for name, t in model.state_dict().items():
             rule = plan.spec.rule_for(name)
-            for part, piece, a, b in plan.parts_of(name, rule, t.float()):
-                if a > 1:
-                    result[part] = _copies_similarity(rule.as_out_in(piece), a, b)
-    return result
+            for matrix in (t.float() if t.dim() == 3 else [t.float()]):  # a 3-D tensor: one matrix per expert
+                for part, piece, a, b in plan.parts_of(name, rule, matrix):
+                    if a > 1:
+                        found.setdefault(part, []).append(_copies_similarity(rule.as_out_in(piece), a, b))
+    return {part: sum(values) / len(values) for part, values in found.items()}
 
 
 def symmetry(model, factor: int, ffn_factor: int | None = None) -> float:

@@ -113,6 +113,11 @@ def _truncated_config(config, layers: list[int]):
     layer_types = getattr(cfg, "layer_types", None)
     if isinstance(layer_types, (list, tuple)) and len(layer_types) == n:
         cfg.layer_types = [layer_types[i] for i in layers]
+    step = getattr(cfg, "decoder_sparse_step", None)
+    if isinstance(step, int) and step > 0:  # Qwen-MoE: the sampled layers that have a dense MLP, renumbered
+        dense = set(getattr(cfg, "mlp_only_layers", None) or [])
+        cfg.mlp_only_layers = [j for j, i in enumerate(layers) if i in dense or (i + 1) % step]
+        cfg.decoder_sparse_step = 1
     return cfg
 
 

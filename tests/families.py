@@ -54,6 +54,21 @@ CASES = [
 ]
 CASE_IDS = [c[0] for c in CASES]
 
+# Mixture-of-experts families (tests/test_moe.py), apart from CASES: their experts are 3-D tensors.
+MOE_SIZES = dict(LLAMA_SIZES, moe_intermediate_size="m", shared_expert_intermediate_size="m")
+MOE_KW = dict(LLAMA_KW, num_experts_per_tok=2)
+MOE_CASES = [
+    ("mixtral", "mixtral", dict(MOE_KW, num_local_experts=4), LLAMA_SIZES),
+    # layer 1 is a dense MLP (mlp_only_layers); the others hold experts, a shared expert and its gate
+    ("qwen2_moe", "qwen2_moe", dict(MOE_KW, num_hidden_layers=3, num_experts=4, moe_intermediate_size=16,
+                                    shared_expert_intermediate_size=24, mlp_only_layers=[1], norm_topk_prob=True),
+     MOE_SIZES),
+    ("qwen3_moe", "qwen3_moe", dict(MOE_KW, num_experts=4, moe_intermediate_size=16, head_dim=8), MOE_SIZES),
+    ("olmoe", "olmoe", dict(MOE_KW, num_experts=4, clip_qkv=3.0, pad_token_id=0, bos_token_id=0, eos_token_id=0),
+     LLAMA_SIZES),
+]
+MOE_CASE_IDS = [c[0] for c in MOE_CASES]
+
 
 def make_config(model_type: str, kwargs: dict):
     return AutoConfig.for_model(model_type, **kwargs)

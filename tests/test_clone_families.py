@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import CASE_IDS, CASES, expected_wide_kwargs, make_config, tiny_model
+from families import CASE_IDS, CASES, MOE_CASES, expected_wide_kwargs, make_config, tiny_model
 from transformers import AutoModelForCausalLM
 
 from hyperclone import VARIANTS, clone, supported_families, verify
@@ -18,8 +18,8 @@ def case(request):
 
 
 def test_every_family_has_a_case():
-    assert {c[1] for c in CASES} == set(supported_families())
-    assert len(supported_families()) == 14
+    assert {c[1] for c in CASES + MOE_CASES} == set(supported_families())  # MoE: tests/test_moe.py
+    assert len(supported_families()) == 18
 
 
 @pytest.mark.parametrize("factor,ffn_factor", [(2, 2), (2, 3), (3, 3), (3, 2)])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from families import CASE_IDS, CASES, LLAMA_KW, tiny_model
+from families import CASE_IDS, CASES, LLAMA_KW, MOE_CASES, tiny_model
 from transformers import AutoModelForCausalLM
 
 import hyperclone.specs as specs_package
@@ -120,7 +120,7 @@ def test_the_residual_writer_flags_match_the_old_lists(model_type):
 
 
 def test_every_old_list_names_a_registered_family():
-    assert set(OLD_RESIDUAL_WRITERS) == set(REGISTRY)
+    assert set(OLD_RESIDUAL_WRITERS) == set(REGISTRY) - {c[1] for c in MOE_CASES}  # MoE came after the change
 
 
 @pytest.mark.parametrize("model_type", [t for t, old in OLD_RESIDUAL_WRITERS.items() if old is None])

@@ -40,13 +40,17 @@ class Rule:
     the axis that is summed over by a matmul (None for vectors). ``transposed``
     marks storage as [in, out] (GPT-2 Conv1D, embedding tables).
     ``writes_residual`` marks a tensor whose output is added to the residual
-    stream (scaled by 1/n when ``tie="keep"``).
+    stream (scaled by 1/n when ``tie="keep"``). ``noiseless`` marks a tensor
+    the noisy variants leave clean (an MoE router: its top-k must not change).
+    A 3-D tensor is a stack of per-expert matrices [experts, out, in] (MoE):
+    the expert axis never grows, each expert grows like a matrix.
     """
 
     out: str | tuple[str, ...]
     inp: str | None = None
     transposed: bool = False
     writes_residual: bool = False
+    noiseless: bool = False
 
     @property
     def parts(self) -> tuple[str, ...]:
@@ -54,6 +58,8 @@ class Rule:
 
     def out_axis(self, ndim: int) -> int:
         """The axis of a stored tensor with ``ndim`` dimensions that indexes the output."""
+        if ndim == 3:  # [experts, out, in]
+            return 2 if self.transposed else 1
         return 1 if self.transposed and ndim == 2 else 0
 
     def as_out_in(self, t: torch.Tensor) -> torch.Tensor:
@@ -89,6 +95,15 @@ def embedding(space: str = "residual", writes_residual: bool = False) -> Rule:
 def head(inp: str = "residual") -> Rule:
     """The LM head [vocab, hidden]: only the input grows, so [W/n, ..., W/n]."""
     return Rule("one", inp)
+
+
+def router(inp: str = "residual") -> Rule:
+    """An MoE router (or a gate) [experts, hidden]: grown like the head, [W/n, ..., W/n], and never noisy.
+
+    Row-cancelling noise cancels only up to rounding, and the rounding of noise as large as the weights
+    could swap two experts at a near-tie and change the top-k selection, so noisy variants leave it clean.
+    """
+    return Rule("one", inp, noiseless=True)
 
 
 @dataclass(frozen=True)
