@@ -387,13 +387,9 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
         return [], str(e)
 
 
-def show_race(key: CloneKey) -> None:
-    """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
-    growth = key.growth
-    st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
-                "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
-    options = list(CONTESTANT_CHOICES)
-    picked = st.multiselect("Contestants", options, default=[growth.variant, "random", "source"],
+def pick_race_settings(growth: Growth) -> tuple[dict[str, Any], str | None]:
+    """The race widgets: ``race()`` keyword arguments, and a one-line error for a bad contestant spec."""
+    picked = st.multiselect("Contestants", list(CONTESTANT_CHOICES), default=[growth.variant, "random", "source"],
                             key="race_contestants",
                             help="clone variants; 'random': the same wide model from random init; "
                                  "'source': keep training the small model")
@@ -411,28 +407,25 @@ def show_race(key: CloneKey) -> None:
                "otherwise).")
     if recipe_error:
         st.error(recipe_error, icon=":material/error:")
-    show_estimate(key, contestants, steps, batch, seq_len, eval_every)
+    return dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
+                warmup=min(30, steps // 10), eval_every=eval_every), recipe_error
+
+
+def show_race(key: CloneKey) -> None:
+    """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
+    st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
+                "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
+    settings, recipe_error = pick_race_settings(key.growth)
+    show_estimate(key, settings)
     queue, owner = shared_queue(), owner_id()
     job = queue.latest(owner)
     mine_active = job is not None and job.active
     b1, b2, b3 = st.columns([1, 1, 4])
     if b1.button("Start race", type="primary", key="race_start",
-                 disabled=mine_active or not contestants or bool(recipe_error)):
+                 disabled=mine_active or not settings["contestants"] or bool(recipe_error)):
         try:
-            check_teacher(st.query_params.get("token"), "starting a race")
-            _, tokenizer = source_of(key)
-            if tokenizer is None:
-                raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
-                                      "race a built-in model or a checkpoint saved with its tokenizer")
-            run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(key.source)}-x{growth.factor}"
-            kwargs = dict(tokenizer=tokenizer, factor=growth.factor, ffn_factor=growth.ffn_factor,
-                          snr_db=growth.snr_db, contestants=tuple(contestants), steps=steps, batch_size=batch,
-                          seq_len=seq_len, lr=lr, warmup=min(30, steps // 10), eval_every=eval_every,
-                          seed=growth.seed, device=None if key.device == "auto" else key.device)
-            job = queue.submit(owner, run_dir, lambda stop: race(key.source, run_dir=run_dir, stop_event=stop,
-                                                                 **kwargs))
+            job = start_race(key, queue, owner, settings)
             mine_active = True
-            st.session_state.race_view = str(run_dir)
         except Exception as e:  # noqa: BLE001
             show_error(e, "starting the race")
     if b2.button("Stop", key="race_stop", disabled=not mine_active, help="stops your own race only"):
@@ -470,14 +463,30 @@ def show_race(key: CloneKey) -> None:
     board()
 
 
-def show_estimate(key: CloneKey, contestants: list[str], steps: int, batch: int, seq_len: int,
-                  eval_every: int) -> None:
+def start_race(key: CloneKey, queue, owner: str, settings: dict[str, Any]):
+    """Queue a race of ``key``'s source and growth with ``settings``; its job (a one-line error if refused)."""
+    check_teacher(st.query_params.get("token"), "starting a race")
+    _, tokenizer = source_of(key)
+    if tokenizer is None:
+        raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
+                              "race a built-in model or a checkpoint saved with its tokenizer")
+    g = key.growth
+    run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-{safe_name(key.source)}-x{g.factor}"
+    kwargs = dict(settings, tokenizer=tokenizer, factor=g.factor, ffn_factor=g.ffn_factor, snr_db=g.snr_db,
+                  seed=g.seed, device=None if key.device == "auto" else key.device)
+    job = queue.submit(owner, run_dir, lambda stop: race(key.source, run_dir=run_dir, stop_event=stop, **kwargs))
+    st.session_state.race_view = str(run_dir)
+    return job
+
+
+def show_estimate(key: CloneKey, settings: dict[str, Any]) -> None:
     """How long the race will take here (from one timed step), and a preset that fits a lecture."""
     c1, c2 = st.columns([4, 1])
+    n, steps = len(settings["contestants"]), settings["steps"]
     try:
-        seconds = race_seconds(step_seconds_of(key, batch, seq_len), len(contestants), steps, eval_every)
-        c1.caption(f"Estimated time here: about {format_duration(seconds)} ({len(contestants)} contestants x "
-                   f"{steps} steps, from one timed training step of the wide model).")
+        step_s = step_seconds_of(key, settings["batch_size"], settings["seq_len"])
+        c1.caption(f"Estimated time here: about {format_duration(race_seconds(step_s, n, steps, settings['eval_every']))}"
+                   f" ({n} contestants x {steps} steps, from one timed training step of the wide model).")
     except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
         c1.caption(f"No time estimate: {error_line(e, 'timing a step')}")
     c2.button("Quick preset", key="race_quick", on_click=use_quick_preset,

@@ -14,7 +14,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .results import RaceResult, Speedup, pick_baseline, speedup, speedup_vs_horizon
+from .results import RaceResult, Speedup, pick_baseline, speedup
 
 Records = Union[RaceResult, Sequence[dict]]
 

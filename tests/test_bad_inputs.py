@@ -22,7 +22,6 @@ from families import CASES, LLAMA_KW, tiny_model
 from safetensors.torch import load_file, save_file
 from streamlit.testing.v1 import AppTest
 
-import hyperclone
 from hyperclone import Growth, clone, load_source, make_plan, verify
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
