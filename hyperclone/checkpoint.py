@@ -16,6 +16,7 @@ import json
 import os
 import re
 import shutil
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -277,17 +278,50 @@ def _torch_dtype(name: str) -> torch.dtype:
 
 
 class LazyTensors:
-    """The tensors of a layout by state-dict name, each read from disk when asked for (one handle per file)."""
+    """The tensors of a layout by state-dict name, each read from disk when asked for.
+
+    Read with ``os.preadv`` into a fresh tensor rather than through safetensors' memory map: mapped
+    pages of the source would stay resident (and count in RSS) while its file is open, so streaming a
+    model would hold the whole source; read this way, memory holds only the tensor asked for.
+    """
 
     def __init__(self, layout: SourceLayout) -> None:
         self.where = {name: (path, key) for name, path, key in layout.entries}
-        self._handles: dict[Path, Any] = {}
+        self._files: dict[Path, tuple[int, int, dict[str, Any]]] = {}  # path -> (fd, data start, header)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         path, key = self.where[name]
-        if path not in self._handles:
-            self._handles[path] = open_safetensors(path)
-        return self._handles[path].get_tensor(key)
+        if path not in self._files:
+            self._files[path] = _open_for_reading(path)
+        fd, start, header = self._files[path]
+        info = header[key]
+        begin, end = info["data_offsets"]
+        t = torch.empty(info["shape"], dtype=_torch_dtype(info["dtype"]))
+        data = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+        if len(data) != end - begin:
+            raise SourceError(f"{key!r} in {path} claims {end - begin} bytes for shape {info['shape']}; re-save it")
+        done = 0
+        while done < len(data):
+            n = os.preadv(fd, [data[done:done + 2**26]], start + begin + done)
+            if n <= 0:
+                raise SourceError(f"{path} ends inside {key!r} (truncated?); re-download or re-save it")
+            done += n
+        return t
 
     def close(self) -> None:
-        self._handles.clear()
+        for fd, _, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
+
+
+def _open_for_reading(path: Path) -> tuple[int, int, dict[str, Any]]:
+    """(open file descriptor, where the data starts, the parsed header) of a safetensors file."""
+    with open_safetensors(path):  # a damaged header is refused here, in safetensors' words
+        pass
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        return fd, 8 + n, json.loads(os.pread(fd, n, 8))
+    except BaseException:
+        os.close(fd)
+        raise
