@@ -132,3 +132,33 @@ def test_streaming_peak_memory_is_one_tensor_not_one_shard(tmp_path):
     assert m["shards"] == [SINGLE_FILE] and m["bytes"] > 6 * largest  # one shard holding the whole output...
     bound = largest + 64 * 2**20  # ...yet memory holds about one tensor
     assert growth < bound, f"peak grew by {growth / 2**20:.0f} MiB (bound {bound / 2**20:.0f} MiB, reset={m['reset']})"
+
+
+def test_writer_takes_tensors_in_any_order_and_refuses_a_wrong_or_missing_one(tmp_path):
+    import pytest
+
+    from hyperclone.errors import HyperCloneError
+    from hyperclone.shard_writer import ShardWriter
+
+    tensors = {f"t{i}": torch.full((i + 1, 3), float(i), dtype=torch.bfloat16) for i in range(6)}
+    entries = [(k, tuple(t.shape), t.dtype) for k, t in tensors.items()]
+    writer = ShardWriter(tmp_path, entries, max_shard_size=40)
+    for key in reversed(list(tensors)):
+        writer.reserve(key)
+        writer.add(key, tensors[key])
+    names = writer.close()
+    assert len(names) > 2 and json.loads((tmp_path / INDEX_FILE).read_text())["metadata"]["total_size"] == sum(
+        t.numel() * 2 for t in tensors.values())
+    for name in names:
+        with safe_open(str(tmp_path / name), framework="pt") as f:
+            assert all(torch.equal(f.get_tensor(k), tensors[k]) for k in f.keys())
+
+    bad = ShardWriter(tmp_path / "bad", entries, max_shard_size=10**6)
+    (tmp_path / "bad").mkdir()
+    with pytest.raises(HyperCloneError, match="t0: grown to .* implies"):
+        bad.add("t0", torch.zeros(2, 3, dtype=torch.bfloat16))
+    with pytest.raises(HyperCloneError, match="not in the planned checkpoint"):
+        bad.add("t9", tensors["t0"])
+    bad.add("t0", tensors["t0"])
+    with pytest.raises(HyperCloneError, match="was never written"):
+        bad.close()
