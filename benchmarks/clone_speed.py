@@ -1,29 +1,37 @@
-"""How fast is cloning, and how much memory does it take? Prints a table.
+"""How fast is cloning, and how much memory does it take? Prints two tables.
 
-Generates a synthetic Llama-shaped checkpoint (~0.5B parameters, random bf16
-weights, sharded safetensors) in a temporary directory, then measures, each in
-its own subprocess so peak RSS figures do not mix:
+Generates synthetic Llama-shaped checkpoints (random bf16 weights, sharded
+safetensors) in a temporary directory, then measures, each in its own
+subprocess so peak RSS figures do not mix:
 
 - copy: the machine's memory-copy bandwidth (a 1 GiB tensor copied into a
   warm buffer, and into fresh memory, which also pays the page faults);
-- disk: the write bandwidth of the disk holding the temp dir (a 1 GiB buffer
-  written to a file there and fsynced, like ``dd ... conv=fsync``), the limit
-  for streaming, which writes every output byte;
+- disk: the write bandwidth of the disk holding the temp dir, 1 GiB written
+  to a file there, once fsynced (like ``dd ... conv=fsync``) and once not (what
+  the page cache absorbs; streaming does not fsync);
 - naive: what the authors' reference implementation does: build the wide
   model with ``from_config`` (random init), then copy the grown weights in;
 - in-memory ``clone`` (source already loaded; the load time is shown apart);
 - streaming ``stream_clone``: safetensors on disk to safetensors on disk.
 
+Peak RSS is the process's peak (``VmHWM``); "above base" is the peak minus
+the RSS just before the measured step (after imports; for in-memory rows,
+after loading the source), where Linux lets the peak be reset.
+
+Then the scaling table: streaming and in-memory at three sizes (``--sizes``),
+time and peak RSS above base, with the largest wide tensor beside it.
 Output GB/s is bytes of wide weights produced per second. Not a test; run it
-by hand: ``python benchmarks/clone_speed.py [--params 0.5e9] [--factor 2]``.
+by hand: ``python benchmarks/clone_speed.py [--params 0.5e9] [--sizes 0.1e9,0.5e9,1e9]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
-import resource
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,8 +41,23 @@ from pathlib import Path
 GiB = 2**30
 
 
+def _status(field: str) -> int:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"{field}:\s+(\d+) kB", f.read()).group(1)) * 1024
+
+
 def _peak() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return _status("VmHWM")
+
+
+def _reset_peak() -> int:
+    """Reset the peak RSS to the current RSS where Linux allows it (>= 4.0); the RSS now (the base)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return _status("VmRSS")
+    except OSError:
+        return _peak()
 
 
 def llama_config(params: float):
@@ -88,17 +111,8 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
         warm = min(_timed(lambda: b.copy_(a)) for _ in range(3))
         fresh = min(_timed(lambda: a.clone()) for _ in range(3))
         return {"seconds": warm, "bytes": GiB, "fresh_seconds": fresh, "peak": _peak()}
-    if kind == "disk":
-        buf = memoryview(bytearray(os.urandom(2**20)) * 1024)  # 1 GiB, incompressible
-        t0 = time.perf_counter()
-        with open(out, "wb") as f:
-            for i in range(0, GiB, 64 * 2**20):
-                f.write(buf[i:i + 64 * 2**20])
-            f.flush()
-            os.fsync(f.fileno())
-        seconds = time.perf_counter() - t0
-        os.unlink(out)
-        return {"seconds": seconds, "bytes": GiB, "peak": _peak()}
+    if kind in ("disk", "disk-nosync"):
+        return _disk(out, fsync=kind == "disk")
 
     from transformers import AutoModelForCausalLM
 
@@ -107,16 +121,18 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
     from hyperclone.stream import stream_clone
 
     if kind == "stream":
+        largest = max(math.prod(s) * 2 for s in _wide_shapes(src, factor))  # also imports the model's classes
+        base = _reset_peak()
         t0 = time.perf_counter()
         r = stream_clone(src, out, Growth(factor), max_shard_size=shard)
         seconds = time.perf_counter() - t0
-        largest = max((Path(out) / s).stat().st_size for s in r.shards)
-        return {"seconds": seconds, "bytes": r.n_bytes, "peak": _peak(), "largest_shard": largest}
+        return {"seconds": seconds, "bytes": r.n_bytes, "peak": _peak(), "base": base, "largest": largest,
+                "shards": len(r.shards)}
 
     t0 = time.perf_counter()
     source = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
     load = time.perf_counter() - t0
-    after_load = _peak()
+    base = _reset_peak()
     t0 = time.perf_counter()
     if kind == "memory":
         wide = clone(source, factor)
@@ -129,7 +145,33 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
                 target[name].copy_(t)
     seconds = time.perf_counter() - t0
     n_bytes = sum(p.numel() * p.element_size() for p in wide.parameters())
-    return {"seconds": seconds, "bytes": n_bytes, "peak": _peak(), "load_seconds": load, "after_load": after_load}
+    return {"seconds": seconds, "bytes": n_bytes, "peak": _peak(), "base": base, "load_seconds": load}
+
+
+def _disk(out: str, fsync: bool) -> dict:
+    """1 GiB of incompressible bytes written to ``out`` in 64 MiB writes, fsynced or not."""
+    buf = memoryview(bytearray(os.urandom(2**20)) * 1024)
+    t0 = time.perf_counter()
+    with open(out, "wb") as f:
+        for i in range(0, GiB, 64 * 2**20):
+            f.write(buf[i:i + 64 * 2**20])
+        f.flush()
+        if fsync:
+            os.fsync(f.fileno())
+    seconds = time.perf_counter() - t0
+    os.unlink(out)
+    return {"seconds": seconds, "bytes": GiB, "peak": _peak()}
+
+
+def _wide_shapes(src: str, factor: int) -> list[tuple[int, ...]]:
+    from transformers import AutoConfig
+
+    from hyperclone.checkpoint import meta_model, state_shapes
+    from hyperclone.clone import make_plan
+    from hyperclone.growth import Growth
+
+    wide = make_plan(AutoConfig.from_pretrained(src), Growth(factor)).wide_config()
+    return list(state_shapes(meta_model(wide)).values())
 
 
 def _timed(f) -> float:
@@ -138,18 +180,83 @@ def _timed(f) -> float:
     return time.perf_counter() - t0
 
 
-def run(kind: str, src: Path, out: Path, factor: int, shard: str, env: dict | None = None) -> dict:
+def run(kind: str, src: Path, out: Path, factor: int, shard: str) -> dict:
     cmd = [sys.executable, __file__, "--measure", kind, "--src", str(src), "--out", str(out),
            "--factor", str(factor), "--max-shard-size", shard]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **(env or {})})
+    proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
+    shutil.rmtree(out, ignore_errors=True)  # keep the disk free for the next row
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _row(name: str, r: dict, naive_s: float | None, fresh_bw: float, disk: dict | None) -> str:
+    rate = r["bytes"] / r["seconds"]
+    vs = f"{naive_s / r['seconds']:.1f}x" if naive_s else ""
+    above = f"{(r['peak'] - r['base']) / GiB:.2f}Gi" if "base" in r else ""
+    sync = f"{rate / disk['sync']:.0%}" if disk else ""
+    nosync = f"{rate / disk['nosync']:.0%}" if disk else ""
+    return (f"{name:38} {r['seconds']:8.2f} {r['peak'] / GiB:7.2f}Gi {above:>9} {rate / 1e9:8.2f} {vs:>8} "
+            f"{rate / fresh_bw:8.0%} {sync:>9} {nosync:>9}")
+
+
+def comparison(tmp: Path, src: Path, args) -> dict:
+    """The main table: baselines, naive, in-memory, streaming on one checkpoint; the measured rows."""
+    copy = run("copy", src, tmp / "x", args.factor, args.max_shard_size)
+    disk_sync = run("disk", src, tmp / "disk-probe", args.factor, args.max_shard_size)
+    disk_nosync = run("disk-nosync", src, tmp / "disk-probe", args.factor, args.max_shard_size)
+    naive = run("naive", src, tmp / "x", args.factor, args.max_shard_size)
+    memory = run("memory", src, tmp / "x", args.factor, args.max_shard_size)
+    stream = run("stream", src, tmp / "s", args.factor, args.max_shard_size)
+    fresh_bw = GiB / copy["fresh_seconds"]
+    disk = {"sync": GiB / disk_sync["seconds"], "nosync": GiB / disk_nosync["seconds"]}
+    print(f"{'approach':38} {'seconds':>8} {'peak RSS':>9} {'above base':>9} {'out GB/s':>8} {'vs naive':>8} "
+          f"{'of fresh':>8} {'of fsync':>9} {'of nosync':>9}")
+    print(_row("memory copy (1 GiB, warm buffer)", copy, None, fresh_bw, None))
+    print(_row("memory copy (1 GiB, fresh memory)", dict(copy, seconds=copy["fresh_seconds"]), None, fresh_bw,
+               None))
+    print(_row("disk write (1 GiB + fsync)", disk_sync, None, fresh_bw, disk))
+    print(_row("disk write (1 GiB, no fsync)", disk_nosync, None, fresh_bw, disk))
+    print(_row("naive: from_config + copy in", naive, naive["seconds"], fresh_bw, None))
+    print(_row("in-memory clone", memory, naive["seconds"], fresh_bw, None))
+    print(_row("streaming (disk to disk, no fsync)", stream, naive["seconds"], fresh_bw, disk))
+    print(f"\nsource load (from_pretrained, not counted above): {memory['load_seconds']:.1f}s; in-memory "
+          f"'above base' is the RSS added after loading the source")
+    rate = memory["bytes"] / memory["seconds"]
+    srate = stream["bytes"] / stream["seconds"]
+    print(f"in-memory clone: {naive['seconds'] / memory['seconds']:.1f}x the naive approach (target 10x), "
+          f"{rate / fresh_bw:.0%} of fresh-memory write bandwidth (target 50%)")
+    print(f"streaming: {srate / disk['sync']:.0%} of the disk's fsynced write bandwidth, {srate / disk['nosync']:.0%} "
+          f"of its unsynced one (target 90%); peak RSS above base {(stream['peak'] - stream['base']) / GiB:.2f} GiB "
+          f"with one output shard of up to {args.max_shard_size} ({stream['shards']} shards), largest wide tensor "
+          f"{stream['largest'] / GiB:.2f} GiB")
+    return {"memory": memory, "stream": stream}
+
+
+def scaling(tmp: Path, sizes: list[float], args, known: dict[float, tuple[Path, int, dict]]) -> None:
+    """Streaming and in-memory time and peak RSS at each size (a checkpoint is made for each missing one)."""
+    print(f"\nscaling (x{args.factor}, bf16, output shards up to {args.max_shard_size}):")
+    print(f"{'source params':>13} {'wide params':>11} {'out GB':>7} {'stream s':>8} {'stream GB/s':>11} "
+          f"{'stream peak above base':>22} {'largest tensor':>14} {'memory s':>8} {'memory above base':>17}")
+    for size in sizes:
+        if size in known:
+            src, n, rows = known[size]
+        else:
+            src = tmp / f"src-{size:g}"
+            n = make_checkpoint(src, size)
+            rows = {"stream": run("stream", src, tmp / "s", args.factor, args.max_shard_size),
+                    "memory": run("memory", src, tmp / "x", args.factor, args.max_shard_size)}
+            shutil.rmtree(src)
+        s, m = rows["stream"], rows["memory"]
+        print(f"{n / 1e6:12.0f}M {s['bytes'] / 2e6:10.0f}M {s['bytes'] / 1e9:7.2f} {s['seconds']:8.2f} "
+              f"{s['bytes'] / s['seconds'] / 1e9:11.2f} {(s['peak'] - s['base']) / GiB:20.2f}Gi "
+              f"{s['largest'] / GiB:12.2f}Gi {m['seconds']:8.2f} {(m['peak'] - m['base']) / GiB:15.2f}Gi")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--params", type=float, default=0.5e9, help="source parameters (default 0.5e9)")
+    ap.add_argument("--params", type=float, default=0.5e9, help="source parameters of the main table (0.5e9)")
+    ap.add_argument("--sizes", default="0.1e9,0.5e9,1e9", help="source sizes of the scaling table")
     ap.add_argument("--factor", type=int, default=2)
     ap.add_argument("--max-shard-size", default="2GB")
     ap.add_argument("--workdir", default=None, help="where to write the checkpoints (default: a temp dir)")
@@ -170,49 +277,18 @@ def main() -> None:
         tmp = Path(tmp)
         t0 = time.perf_counter()
         n = make_checkpoint(tmp / "src", args.params)
+        files = list((tmp / "src").glob("*.safetensors"))
         print(f"synthetic Llama checkpoint: {n / 1e6:.0f}M parameters, bf16, "
-              f"{sum(f.stat().st_size for f in (tmp / 'src').glob('*.safetensors')) / 1e9:.2f} GB in "
-              f"{len(list((tmp / 'src').glob('*.safetensors')))} shards (made in {time.perf_counter() - t0:.0f}s)")
+              f"{sum(f.stat().st_size for f in files) / 1e9:.2f} GB in {len(files)} shards "
+              f"(made in {time.perf_counter() - t0:.0f}s)")
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-              f"({torch.get_num_threads()} threads), {psutil.virtual_memory().total / GiB:.0f} GiB RAM; "
-              f"factor {args.factor}, output shards up to {args.max_shard_size}\n")
-        thp = {"THP_MEM_ALLOC_ENABLE": "1"}
-        rows = [("memory copy (1 GiB, warm buffer)", run("copy", tmp / "src", tmp / "x", args.factor,
-                                                          args.max_shard_size))]
-        copy = rows[0][1]
-        rows.append(("memory copy (1 GiB, fresh memory)", dict(copy, seconds=copy["fresh_seconds"])))
-        disk = run("disk", tmp / "src", tmp / "disk-probe", args.factor, args.max_shard_size)
-        rows.append(("disk write (1 GiB + fsync, temp dir)", disk))
-        rows.append(("naive: from_config + copy in", run("naive", tmp / "src", tmp / "x", args.factor,
-                                                         args.max_shard_size)))
-        rows.append(("in-memory clone", run("memory", tmp / "src", tmp / "x", args.factor, args.max_shard_size)))
-        rows.append(("in-memory clone, THP_MEM_ALLOC_ENABLE=1", run("memory", tmp / "src", tmp / "x", args.factor,
-                                                                     args.max_shard_size, thp)))
-        stream = run("stream", tmp / "src", tmp / "s1", args.factor, args.max_shard_size)
-        rows.append(("streaming (disk to disk)", stream))
-        rows.append(("streaming, THP_MEM_ALLOC_ENABLE=1", run("stream", tmp / "src", tmp / "s2", args.factor,
-                                                               args.max_shard_size, thp)))
-        naive_s = rows[3][1]["seconds"]
-        bw = copy["bytes"] / copy["seconds"]
-        disk_bw = disk["bytes"] / disk["seconds"]
-        print(f"{'approach':42} {'seconds':>8} {'peak RSS':>9} {'out GB/s':>8} {'vs naive':>8} {'of copy bw':>10} "
-              f"{'of disk bw':>10}")
-        for name, r in rows:
-            rate = r["bytes"] / r["seconds"]
-            baseline = name.startswith(("memory copy", "disk write"))
-            vs = f"{naive_s / r['seconds']:.1f}x" if not baseline else ""
-            of_disk = f"{rate / disk_bw:.0%}" if name.startswith(("streaming", "disk write")) else ""
-            print(f"{name:42} {r['seconds']:8.2f} {r['peak'] / GiB:7.2f}Gi {rate / 1e9:8.2f} {vs:>8} "
-                  f"{rate / bw:10.0%} {of_disk:>10}")
-        mem = rows[4][1]
-        print(f"\nsource load (from_pretrained, not counted above): {mem['load_seconds']:.1f}s; "
-              f"peak RSS after loading it {mem['after_load'] / GiB:.2f} GiB")
-        bound = stream["largest_shard"] + GiB
-        print(f"targets: in-memory clone >= 3x naive: {naive_s / mem['seconds']:.1f}x; "
-              f"streaming peak RSS {stream['peak'] / GiB:.2f} GiB <= largest shard + 1 GiB = {bound / GiB:.2f} GiB: "
-              f"{'met' if stream['peak'] <= bound else 'MISSED'}; output >= 50% of copy bandwidth: in-memory "
-              f"{mem['bytes'] / mem['seconds'] / bw:.0%}, streaming {stream['bytes'] / stream['seconds'] / bw:.0%}; streaming vs disk write bandwidth "
-              f"({disk_bw / 1e9:.2f} GB/s with fsync): {stream['bytes'] / stream['seconds'] / disk_bw:.0%}")
+              f"({torch.get_num_threads()} threads), {psutil.virtual_memory().total / GiB:.0f} GiB RAM, "
+              f"load average {os.getloadavg()[0]:.1f}; factor {args.factor}, output shards up to "
+              f"{args.max_shard_size}\n")
+        rows = comparison(tmp, tmp / "src", args)
+        shutil.rmtree(tmp / "src")
+        sizes = [float(x) for x in args.sizes.split(",")]
+        scaling(tmp, sizes, args, {args.params: (tmp / "src", n, rows)})
 
 
 if __name__ == "__main__":

@@ -1,13 +1,13 @@
-"""safetensors checkpoints on disk: their files, their layout, lazy reads, shard writing and the index.
+"""safetensors checkpoints on disk: their files, their layout and lazy reads.
 
 A checkpoint directory is what ``save_pretrained`` writes: ``config.json``,
 the weights as one ``model.safetensors`` or as shards named by
 ``model.safetensors.index.json``, and side files (generation config,
 tokenizer). ``read_layout`` matches the stored tensors to the state dict the
 config implies, refusing by name what does not fit; ``LazyTensors`` reads one
-tensor at a time; ``ShardWriter`` writes a checkpoint shard by shard with its
-index. Nothing here clones: ``stream.py`` uses these pieces to grow a model on
-disk, ``verify_sampled.py`` to check one.
+tensor at a time (``shard_writer.py`` writes one). Nothing here clones:
+``stream.py`` uses these pieces to grow a model on disk, ``verify_sampled.py``
+to check one.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import json
 import os
 import re
 import shutil
-from concurrent.futures import Future, ThreadPoolExecutor
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
-from safetensors.torch import save_file
 
 from .conversions import MergedTensor, converter_of
 from .errors import HyperCloneError, SourceError
@@ -40,7 +39,7 @@ TOKENIZER_MARKERS = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "t
 RECOMPUTED_BUFFERS = ("rotary_emb.inv_freq", "attn.masked_bias", "attention.masked_bias")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
           "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-_SAFETENSORS_DTYPES = {
+SAFETENSORS_DTYPES = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "I64": torch.int64,
     "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
 }
@@ -274,18 +273,23 @@ def _load_renamer(model: torch.nn.Module, expected: dict) -> Callable[[str], tup
 
 def _torch_dtype(name: str) -> torch.dtype:
     """The torch dtype of a safetensors dtype name (``F32``, ``BF16``, ...)."""
-    if name not in _SAFETENSORS_DTYPES:
+    if name not in SAFETENSORS_DTYPES:
         raise SourceError(f"unsupported safetensors dtype {name}")
-    return _SAFETENSORS_DTYPES[name]
+    return SAFETENSORS_DTYPES[name]
 
 
 class LazyTensors:
-    """The tensors of a layout by state-dict name, each read from disk when asked for (one handle per file)."""
+    """The tensors of a layout by state-dict name, each read from disk when asked for.
+
+    Read with ``os.preadv`` into a fresh tensor rather than through safetensors' memory map: mapped
+    pages of the source would stay resident (and count in RSS) while its file is open, so streaming a
+    model would hold the whole source; read this way, memory holds only the tensor asked for.
+    """
 
     def __init__(self, layout: SourceLayout) -> None:
         self.where = {name: (path, key) for name, path, key in layout.entries}
         self.merged = layout.merged
-        self._handles: dict[Path, Any] = {}
+        self._files: dict[Path, tuple[int, int, dict[str, Any]]] = {}  # path -> (fd, data start, header)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name in self.merged:
@@ -293,114 +297,38 @@ class LazyTensors:
         return self._read(*self.where[name])
 
     def _read(self, path: Path, key: str) -> torch.Tensor:
-        if path not in self._handles:
-            self._handles[path] = open_safetensors(path)
-        return self._handles[path].get_tensor(key)
+        """One stored tensor, read into fresh memory with ``preadv`` (no memory map keeps source pages resident)."""
+        if path not in self._files:
+            self._files[path] = _open_for_reading(path)
+        fd, start, header = self._files[path]
+        info = header[key]
+        begin, end = info["data_offsets"]
+        t = torch.empty(info["shape"], dtype=_torch_dtype(info["dtype"]))
+        data = memoryview(t.reshape(-1).view(torch.uint8).numpy())
+        if len(data) != end - begin:
+            raise SourceError(f"{key!r} in {path} claims {end - begin} bytes for shape {info['shape']}; re-save it")
+        done = 0
+        while done < len(data):
+            n = os.preadv(fd, [data[done:done + 2**26]], start + begin + done)
+            if n <= 0:
+                raise SourceError(f"{path} ends inside {key!r} (truncated?); re-download or re-save it")
+            done += n
+        return t
 
     def close(self) -> None:
-        self._handles.clear()
+        for fd, _, _ in self._files.values():
+            os.close(fd)
+        self._files.clear()
 
 
-# --------------------------------------------------------------------------- #
-# Writing a checkpoint shard by shard
-# --------------------------------------------------------------------------- #
-class ShardWriter:
-    """Collect grown tensors and write a shard as soon as the next tensor would overflow it.
-
-    Shards are written by one background thread (``save_file`` releases the
-    GIL), so growing the next tensors overlaps writing the previous shard. To
-    keep the memory bound (one output shard plus the tensors being grown), the
-    shard being written and the one being filled together hold at most
-    ``max_shard_size`` bytes: the next shard fills only into the room the one
-    being written leaves, then ``add`` waits for the write to finish. At most one
-    shard is ever being written, and a failed write (disk full) is raised to
-    the caller at the next ``add``, ``flush`` or ``close``.
-
-    Shards get provisional names and are renamed ``model-0000X-of-0000N`` (or
-    ``model.safetensors`` when there is one) once N is known; the index carries
-    the metadata transformers expects.
-    """
-
-    def __init__(self, target: Path, max_shard_size: int, on_shard: Callable[[str, int], None] | None = None):
-        self.target, self.max_bytes, self.on_shard = target, max_shard_size, on_shard
-        self.pending: dict[str, torch.Tensor] = {}
-        self.pending_bytes = 0
-        self.files: list[tuple[Path, list[str], int]] = []
-        self.total_bytes = 0
-        self.total_params = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._inflight: tuple[Future, str, int] | None = None  # (write, shard file name, bytes)
-
-    def add(self, name: str, tensor: torch.Tensor) -> None:
-        nbytes = tensor.numel() * tensor.element_size()
-        if self.pending and self.pending_bytes + nbytes > self.max_bytes:
-            self.flush()
-        elif self._inflight is not None and (self._inflight[0].done()
-                                             or self._inflight[2] + self.pending_bytes + nbytes > self.max_bytes):
-            self._wait()  # a shard is being written: together they hold no more than one full shard
-        self.pending[name] = tensor.contiguous()
-        self.pending_bytes += nbytes
-        self.total_bytes += nbytes
-        self.total_params += tensor.numel()
-
-    def flush(self) -> None:
-        """Hand the pending tensors to the writer thread as the next shard (after the previous one is written)."""
-        self._wait()
-        if not self.pending:
-            return
-        path = self.target / f".shard-{len(self.files) + 1:05d}.safetensors"
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hyperclone-shard-writer")
-        # save_file is looked up at call time (tests replace it to simulate a full disk).
-        future = self._pool.submit(lambda tensors, p: save_file(tensors, p, metadata={"format": "pt"}),
-                                   self.pending, str(path))
-        self._inflight = (future, path.name, self.pending_bytes)
-        self.files.append((path, list(self.pending), self.pending_bytes))
-        self.pending, self.pending_bytes = {}, 0
-
-    def _wait(self) -> None:
-        """Wait for the shard being written, if any; re-raise its error (e.g. ENOSPC) here."""
-        if self._inflight is None:
-            return
-        future, name, nbytes = self._inflight
-        self._inflight = None
-        future.result()
-        if self.on_shard is not None:
-            self.on_shard(name, nbytes)
-
-    def abort(self) -> None:
-        """Stop after an error: wait for the write in flight (so nothing writes into a removed dir), drop the rest."""
-        self.pending, self.pending_bytes = {}, 0
-        if self._inflight is not None:
-            try:
-                self._inflight[0].result()
-            except BaseException:  # the caller is already raising the first error
-                pass
-            self._inflight = None
-        self._shutdown()
-
-    def _shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            self._pool = None
-
-    def close(self) -> list[str]:
-        """Write the last shard, give every shard its final name, write the index; the shard names."""
-        self.flush()
-        self._wait()
-        self._shutdown()
-        n = len(self.files)
-        if n == 1:
-            self.files[0][0].rename(self.target / SINGLE_FILE)
-            return [SINGLE_FILE]
-        weight_map: dict[str, str] = {}
-        names = []
-        for i, (path, keys, _) in enumerate(self.files, 1):
-            final = f"model-{i:05d}-of-{n:05d}.safetensors"
-            path.rename(self.target / final)
-            names.append(final)
-            weight_map.update({k: final for k in keys})
-        index = {"metadata": {"total_parameters": self.total_params, "total_size": self.total_bytes},
-                 "weight_map": dict(sorted(weight_map.items()))}
-        (self.target / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
-        return names
+def _open_for_reading(path: Path) -> tuple[int, int, dict[str, Any]]:
+    """(open file descriptor, where the data starts, the parsed header) of a safetensors file."""
+    with open_safetensors(path):  # a damaged header is refused here, in safetensors' words
+        pass
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        (n,) = struct.unpack("<Q", os.pread(fd, 8, 0))
+        return fd, 8 + n, json.loads(os.pread(fd, n, 8))
+    except BaseException:
+        os.close(fd)
+        raise

@@ -50,7 +50,7 @@ def _load(name: str, args):
 
 
 def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
-    """Stream a safetensors checkpoint shard by shard: memory bounded by one output shard."""
+    """Stream a safetensors checkpoint tensor by tensor: memory bounded by about one tensor, not one shard."""
     from .resources import human_bytes
     from .stream import stream_clone
 

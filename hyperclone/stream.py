@@ -1,18 +1,22 @@
-"""Streaming HyperCloning: grow a safetensors checkpoint on disk, shard by shard.
+"""Streaming HyperCloning: grow a safetensors checkpoint on disk, one tensor at a time.
 
 Real checkpoints (1B-8B parameters) often do not fit in RAM next to their
 wide clone. Cloning is a memory-bound copy, so the streaming path reads one
 source tensor at a time (``safetensors.safe_open``, lazily), grows it with the
 very same ``ClonePlan.grow`` as the in-memory ``clone`` (so the results are
 identical bit for bit, noise included: it is seeded per tensor name), and
-writes output shards of bounded size as soon as they are full. Peak memory is
-one output shard plus the tensor being grown, whatever the model's size.
+writes it straight to its place in its output shard: the shards, their headers
+and every offset are planned from the wide config before anything is grown
+(``shard_writer.ShardWriter``). A writer thread overlaps writing with growing
+through a queue bounded by the largest tensor, so peak memory is about the
+largest wide tensor plus the one being grown, whatever the model's size or
+``max_shard_size``.
 
 The output is a stock transformers checkpoint (``model-0000X-of-0000N.safetensors``
 + ``model.safetensors.index.json``, or one ``model.safetensors``), with the wide
 config, the source's generation config and tokenizer files, and the provenance
 record and model card, all written atomically (``export.atomic_output``). The checkpoint
-files themselves (layout, lazy reads, shard writer) are ``checkpoint.py``'s.
+files themselves are ``checkpoint.py``'s (layout, lazy reads) and ``shard_writer.py``'s.
 """
 
 from __future__ import annotations
@@ -27,13 +31,14 @@ from typing import Any, Callable, Iterator
 import torch
 
 from . import resources  # looked up at call time: tests replace resources.free_bytes
-from .checkpoint import (LazyTensors, ShardWriter, SourceLayout, copy_side_files, meta_model, parse_size, read_layout,
+from .checkpoint import (LazyTensors, SourceLayout, copy_side_files, meta_model, parse_size, read_layout,
                          state_shapes, weight_files)
 from .clone import ClonePlan, make_plan
 from .conversions import saved_form
 from .errors import HyperCloneError
 from .export import atomic_output, check_output_dir, disk_full_error, is_disk_full, provenance, write_metadata
 from .growth import Growth
+from .shard_writer import QUEUE_FLOOR, ShardWriter
 from .sources import check_device, load_config
 from .verify_sampled import verify_streamed
 
@@ -68,18 +73,21 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return _DTYPES[dtype]
 
 
-def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | None = None
-                  ) -> Iterator[tuple[str, torch.Tensor]]:
+def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | None = None,
+                  before: Callable[[str], None] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, wide tensor) one at a time, each read lazily and grown by ``plan.grow``.
 
     The names and their sources follow the loaded model's state dict, so this
     yields what ``grow_state(plan, model.state_dict().items())`` yields for the
     model loaded in ``dtype`` (default: as stored), without holding the model.
+    ``before(name)`` runs before each source tensor is read (the writer waits there for room).
     """
     tensors = LazyTensors(layout)
     try:
         with torch.no_grad():
             for name in plan.names(tensors.where):
+                if before is not None:
+                    before(name)
                 t = tensors[name]
                 if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                     t = t.to(dtype)
@@ -90,19 +98,19 @@ def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | No
 
 
 def _check_resources(out: Path, layout: SourceLayout, wide_shapes: dict[str, tuple[int, ...]],
-                     max_shard: int, dtype: torch.dtype | None, force: bool) -> tuple[int, int]:
-    """Refuse, with numbers, a clone whose working set or output does not fit; (out bytes, largest tensor)."""
+                     dtype: torch.dtype | None, force: bool) -> int:
+    """Refuse, with numbers, a clone whose working set or output does not fit; the output's bytes."""
     elem = max((resources.dtype_bytes(dtype or d) for d in layout.dtypes.values()), default=4)
     sizes = [math.prod(s) * elem for s in wide_shapes.values()]
     total, largest = sum(sizes), max(sizes, default=0)
     if force:
-        return total, largest
-    need_ram = min(max_shard, total) + 2 * largest  # one shard + the tensor being grown and its temporaries
+        return total
+    need_ram = max(largest, QUEUE_FLOOR) + largest  # what the writer holds + the tensor being grown (its source)
     free_ram = resources.free_bytes("cpu")
     if need_ram > free_ram:
         raise HyperCloneError(
-            f"streaming needs {resources.human_bytes(need_ram)} of RAM (one output shard plus the largest tensor "
-            f"being grown) but only {resources.human_bytes(free_ram)} is free on cpu; lower --max-shard-size "
+            f"streaming needs {resources.human_bytes(need_ram)} of RAM (about twice the largest tensor: one being "
+            f"written, one being grown) but only {resources.human_bytes(free_ram)} is free on cpu; free some memory "
             "or pass --force"
         )
     parent = out.absolute().parent
@@ -114,7 +122,7 @@ def _check_resources(out: Path, layout: SourceLayout, wide_shapes: dict[str, tup
             f"the clone needs {resources.human_bytes(total)} on disk but only {resources.human_bytes(free_disk)} "
             f"is free at {parent}; free some space or write elsewhere (or pass --force)"
         )
-    return total, largest
+    return total
 
 
 def stream_clone(
@@ -158,7 +166,7 @@ def stream_clone(
     wide_config = plan.wide_config()
     wide_config.dtype = dtype or layout.common_dtype()  # what the shards will hold, as save_pretrained records
     wide_shapes, save_as = _wide_names(wide_config)
-    total_out, _ = _check_resources(out, layout, wide_shapes, max_bytes, dtype, force)
+    total_out = _check_resources(out, layout, wide_shapes, dtype, force)
     try:
         with atomic_output(out, overwrite, src) as tmp:
             result = _write_tensors(plan, layout, tmp, wide_shapes, save_as, max_bytes, dtype, say)
@@ -195,44 +203,65 @@ def _wide_names(wide_config) -> tuple[dict[str, tuple[int, ...]], Callable]:
 def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes: dict[str, tuple[int, ...]],
                    save_as: Callable, max_bytes: int, dtype: torch.dtype | None,
                    say: Callable[[str], None]) -> StreamResult:
-    """Grow every tensor into shards under ``tmp``, checking each shape; what was written (not yet verified)."""
+    """Grow every tensor straight into its place in the shards under ``tmp``; what was written (not yet verified).
+
+    The whole layout (shards, headers, offsets) is planned from the wide shapes first, then each grown
+    tensor is checked against it and handed to the writer thread, which writes it and drops it.
+    """
+    entries, parts = _planned_entries(plan, layout, wide_shapes, save_as, dtype)
     n_written = [0]
 
     def shard_done(name: str, nbytes: int) -> None:
         n_written[0] += 1
         say(f"  shard {n_written[0]} written ({resources.human_bytes(nbytes)})")
 
-    writer = ShardWriter(tmp, max_bytes, shard_done)
-    written: set[str] = set()
+    writer = ShardWriter(tmp, entries, max_bytes, shard_done)
     out_dtypes: set[torch.dtype] = set()
     try:
-        for name, tensor in grown_tensors(plan, layout, dtype):
-            expected = wide_shapes.get(name)
-            if expected is not None and tuple(tensor.shape) != expected:
+        for name, tensor in grown_tensors(plan, layout, dtype, lambda n: writer.reserve(*parts[n])):
+            if tuple(tensor.shape) != wide_shapes[name]:
                 raise HyperCloneError(f"{name}: grown to {tuple(tensor.shape)} but the wide config "
-                                      f"implies {expected} (a spec bug; please report it)")
+                                      f"implies {wide_shapes[name]} (a spec bug; please report it)")
             for key, piece in save_as(name, tensor).items():  # v5 MoE experts: one stored tensor per expert
                 writer.add(key, piece)
-            written.add(name)
             out_dtypes.add(tensor.dtype)
             del tensor
         shards = writer.close()
     except BaseException:
         writer.abort()  # no write may still be running when atomic_output removes the temp dir
         raise
-    _check_structure(plan, wide_shapes, written)
     names = sorted(str(d).replace("torch.", "") for d in out_dtypes)
     out_dtype = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
     verification = {"method": "none", "note": "not verified; run `hyperclone verify SRC OUT` to compare logits"}
-    return StreamResult(tmp, shards, len(written), writer.total_params, writer.total_bytes, out_dtype, 0.0,
+    return StreamResult(tmp, shards, len(entries), writer.total_params, writer.total_bytes, out_dtype, 0.0,
                         verification)
+
+
+def _planned_entries(plan: ClonePlan, layout: SourceLayout, wide_shapes: dict[str, tuple[int, ...]],
+                     save_as: Callable, dtype: torch.dtype | None
+                     ) -> tuple[list[tuple[str, tuple, torch.dtype]], dict[str, list[str]]]:
+    """(stored key, shape, dtype) of every tensor the clone will hold, in the order they are grown, and the
+    stored keys of each grown tensor (one, or one per expert for a v5 MoE expert stack).
+
+    Each keeps its source's stored dtype (``dtype`` replaces floating ones, as ``grown_tensors`` casts).
+    """
+    sources = plan.sources_of(name for name, _, _ in layout.entries)
+    _check_structure(plan, wide_shapes, {wide for wide, _ in sources})
+    entries, parts = [], {}
+    for wide, source in sources:
+        stored = layout.dtypes[wide] if wide in layout.dtypes else layout.dtypes[source]
+        out = dtype if dtype is not None and stored.is_floating_point else stored
+        form = save_as(wide, torch.empty(wide_shapes[wide], dtype=out, device="meta"))
+        parts[wide] = list(form)
+        entries += [(key, tuple(t.shape), out) for key, t in form.items()]
+    return entries, parts
 
 
 def _write_record(tmp: Path, result: StreamResult, plan: ClonePlan, source: str, wide_config, max_bytes: int) -> None:
     """Provenance (with how the clone was checked) and model card, into ``tmp``."""
     verification = result.verification
     verification["structure"] = (f"all {result.n_tensors} tensors present with the shapes the wide config "
-                                 "implies (checked while writing)")
+                                 "implies (planned before writing, checked as each was written)")
     record = provenance(plan, source, result.report, {
         "mode": "streaming", "dtype": result.dtype, "max_shard_size": max_bytes, "shards": len(result.shards),
         "verification": verification,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from families import LLAMA_KW, tiny_model
 
-from hyperclone import Growth, checkpoint, stream
+from hyperclone import Growth, shard_writer, stream
 from hyperclone.cli import main
 from hyperclone.errors import HyperCloneError
 from hyperclone.export import PROVENANCE_FILE
@@ -191,11 +191,11 @@ def test_a_read_only_parent_is_one_line(tmp_path, capsys):
 def test_safetensors_disk_full_error_while_writing_shards_is_one_line(src, tmp_path, monkeypatch):
     from safetensors import SafetensorError
 
-    def full_disk(tensors, path, metadata=None):
-        Path(path).write_bytes(b"partial")
+    def full_disk(fd, data, offset):
+        os.pwrite(fd, b"partial", offset)
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(checkpoint, "save_file", full_disk)
+    monkeypatch.setattr(shard_writer, "write_at", full_disk)
     out = tmp_path / "out"
     with pytest.raises(HyperCloneError, match="^no space left on the device while writing .* nothing was written"):
         stream.stream_clone(src, out, Growth(2), max_shard_size="20KB")

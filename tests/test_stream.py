@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -16,6 +17,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
 import hyperclone.checkpoint as checkpoint
+import hyperclone.shard_writer as shard_writer
 from hyperclone import Growth, clone
 from hyperclone.checkpoint import parse_size
 from hyperclone.cli import main
@@ -203,21 +205,20 @@ def test_unknown_and_missing_weights_are_refused_by_name(tmp_path):
 def test_disk_full_while_writing_leaves_nothing_at_out(tmp_path, monkeypatch):
     src, _ = _source(tmp_path, "llama-gqa")
     out = tmp_path / "out"
-    real = checkpoint.save_file
+    real = shard_writer.write_at
     calls = []
 
-    def fill_up(tensors, path, metadata=None):
-        calls.append(path)
+    def fill_up(fd, data, offset):
+        calls.append(offset)
         if len(calls) == 3:
-            with open(path, "wb") as f:
-                f.write(b"partial")
+            os.pwrite(fd, b"partial", offset)
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(tensors, path, metadata=metadata)
+        real(fd, data, offset)
 
-    monkeypatch.setattr(checkpoint, "save_file", fill_up)
+    monkeypatch.setattr(shard_writer, "write_at", fill_up)
     with pytest.raises(HyperCloneError, match="no space left .* nothing was written"):
         stream_clone(src, out, Growth(2), max_shard_size="20KB")
-    assert len(calls) == 3 and not out.exists()
+    assert len(calls) == 3 and not out.exists()  # the writer stopped at the first failed write
     assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]
 
 
