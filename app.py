@@ -27,7 +27,7 @@ from hyperclone.compare import config_diff, describe, encode, greedy, logits_pai
 from hyperclone.errors import HyperCloneError, OutputExistsError, first_line
 from hyperclone.export import provenance, save_clone
 from hyperclone.growth import VARIANT_HELP
-from hyperclone.heatmaps import clone_heatmaps, matrices_by_layer
+from hyperclone.heatmaps import clone_heatmaps, heatmap_caption, matrices_by_layer
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes, is_out_of_memory
 from hyperclone.race_config import CONTESTANT_CHOICES, RaceConfig
@@ -297,8 +297,7 @@ def show_heatmaps(key: CloneKey) -> None:
                             help="Larger matrices are average-pooled to this many cells per side")
     fig = clone_heatmaps(source, wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side)
     st.plotly_chart(fig, key="heatmap", width="stretch")
-    st.caption("One shared colour scale. The middle panel draws the block grid of the clone; the right panel "
-               "sums one row of blocks, which is what a copy of the output computes from [x, …, x]: it equals W.")
+    st.caption(heatmap_caption(wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side))
 
 
 # --------------------------------------------------------------------------- #
