@@ -36,8 +36,9 @@ class Verdict:
     message: str
 
 
-def grade(check: Callable[[Any], Verdict], answer: Any, solution: Any) -> Verdict:
-    """Run ``check`` on the student's ``answer`` (or on ``solution`` while ``answer`` is None) and say so.
+def grade(check: Callable[..., Verdict], answer: Any, solution: Any, *args: Any, **kwargs: Any) -> Verdict:
+    """``check(answer, *args, **kwargs)`` on the student's ``answer`` (or on ``solution`` while ``answer`` is
+    None), and say which was checked.
 
     Raises WrongAnswer when the answer checked is wrong, so a broken solution fails the notebook.
     """
@@ -45,10 +46,11 @@ def grade(check: Callable[[Any], Verdict], answer: Any, solution: Any) -> Verdic
     if answer is None:
         print("No answer yet (it is still None): checking the hidden solution instead.")
         answer, whose = solution, "the solution"
-    verdict = check(answer)
+    verdict = check(answer, *args, **kwargs)
+    why = verdict.message[:1].upper() + verdict.message[1:]
     if not verdict.ok:
-        raise WrongAnswer(f"Not yet: {whose} is wrong. {verdict.message}")
-    print(f"Right: {whose} passes. {verdict.message}")
+        raise WrongAnswer(f"Not yet: {whose} is wrong. {why}")
+    print(f"Right: {whose} passes. {why}")
     return verdict
 
 

@@ -221,3 +221,10 @@ def test_cosine_prediction_check():
     assert check_cosine_prediction(cosine, source, FFN_IN).ok
     assert not check_cosine_prediction(lambda v, n, s: 1 / (1 + 10 ** (-s / 10)), source, FFN_IN).ok
     assert not check_cosine_prediction(lambda v, n, s: cosine(v, n, s) ** (n - 1), source, FFN_IN).ok
+
+
+def test_grade_passes_the_check_its_arguments():
+    source = tiny_model("gpt2", GPT2)
+    assert grade(check_parameter_prediction, predict_parameters, None, source, factors=(2,)).ok
+    with pytest.raises(WrongAnswer, match=r"x2: you predict"):
+        grade(check_parameter_prediction, lambda m, n: 0, predict_parameters, source, factors=(2,))
