@@ -47,10 +47,9 @@ def grade(check: Callable[..., Verdict], answer: Any, solution: Any, *args: Any,
         print("No answer yet (it is still None): checking the hidden solution instead.")
         answer, whose = solution, "the solution"
     verdict = check(answer, *args, **kwargs)
-    why = verdict.message[:1].upper() + verdict.message[1:]
     if not verdict.ok:
-        raise WrongAnswer(f"Not yet: {whose} is wrong. {why}")
-    print(f"Right: {whose} passes. {why}")
+        raise WrongAnswer(f"Not yet: {whose} is wrong: {verdict.message}")
+    print(f"Right: {whose} passes: {verdict.message}")
     return verdict
 
 
