@@ -125,7 +125,7 @@ def check_diagonal_prediction(predict: Callable[[torch.Tensor, int, int], torch.
             c_mine, c_lib = block_coefficients(w, mine, a, b)[0], block_coefficients(w, lib, a, b)[0]
             return Verdict(False, f"a={a}, b={b}: block ({i}, {j}) is about {float(c_mine[i, j]):.3g} W, the "
                                   f"library's is {float(c_lib[i, j]):.3g} W")
-    return Verdict(True, f"your grids match grow_matrix(..., 'diagonal') for (out, in) factors {list(shapes)}.")
+    return Verdict(True, f"the grids match grow_matrix(..., 'diagonal') for (out, in) factors {list(shapes)}.")
 
 
 # --------------------------------------------------------------------------- #
@@ -317,7 +317,7 @@ def check_tokens_to_loss(fn: Callable[[list, float], float | None], result) -> V
             mine, real = fn(curve, target), tokens_to_reach(curve, target)
             if (mine is None) != (real is None) or (real is not None and abs(mine - real) > tolerance):
                 return Verdict(False, f"{name}, target loss {target:.4f}: you give {mine}, the library gives {real}")
-    return Verdict(True, f"your function agrees with tokens_to_reach on every curve of the race "
+    return Verdict(True, f"it agrees with tokens_to_reach on every curve of the race "
                          f"({len(result.contestants)} curves).")
 
 
@@ -337,4 +337,4 @@ def check_loss_rise(fn: Callable[[Sequence[dict]], tuple[int, float]], result) -
         if mine_step != step or abs(mine_rise - rise) > tolerance:
             return Verdict(False, f"{name}: you give step {mine_step}, rise {mine_rise:+.4f}; the records say step "
                                   f"{step}, rise {rise:+.4f}")
-    return Verdict(True, "your peaks and rises match the race's records for every contestant.")
+    return Verdict(True, "the peaks and rises match the race's records for every contestant.")
