@@ -294,7 +294,8 @@ def check_cosine_prediction(predict: Callable[[str, int, float], float], source,
         ratio = 10 ** (-snr_db / 10) if variant.startswith("noisy") else 0.0
         tolerance = 6 * (1 + ratio) / math.sqrt(m)
         if mine is None or abs(mine - real) > tolerance:
-            return Verdict(False, f"{variant}, x{n}, {snr_db:g} dB: you predict {mine}, the clone's copies have "
+            return Verdict(False, f"{variant}, x{n}, {snr_db:g} dB: you predict "
+                                  f"{'nothing' if mine is None else format(mine, '.4f')}, the clone's copies have "
                                   f"cosine {real:.4f} (allowed spread ±{tolerance:.3f})")
     return Verdict(True, f"all {len(cases)} predictions are within the noise's spread of the measured cosines.")
 
