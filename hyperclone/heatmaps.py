@@ -111,7 +111,9 @@ def add_heatmap(fig: go.Figure, col: int, m: torch.Tensor, k: int, shape: tuple[
     centre = (k - 1) / 2
     fig.add_trace(go.Heatmap(z=m.numpy(), x0=centre, dx=k, y0=centre, dy=k, zmin=-scale, zmax=scale,
                              colorscale="RdBu", showscale=False, coloraxis=None,
-                             hovertemplate="row %{y}, column %{x}: %{z:.3g}<extra></extra>"), row=1, col=col)
+                             hovertemplate=(f"{k}×{k} entries around row %{{y}}, column %{{x}}: mean %{{z:.3g}}"
+                                            if k > 1 else "row %{y}, column %{x}: %{z:.3g}") + "<extra></extra>"),
+                  row=1, col=col)
     fig.update_xaxes(range=[-0.5, shape[1] - 0.5], title_text="column (input)", row=1, col=col)
     fig.update_yaxes(range=[shape[0] - 0.5, -0.5], row=1, col=col)
 
