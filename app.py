@@ -30,7 +30,7 @@ from hyperclone.compare import config_diff, describe, encode, greedy, logits_pai
 from hyperclone.errors import HyperCloneError, OutputExistsError
 from hyperclone.export import provenance, save_clone
 from hyperclone.growth import VARIANT_HELP
-from hyperclone.heatmaps import clone_heatmaps, matrices_by_layer
+from hyperclone.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
 from hyperclone.race_config import CONTESTANT_CHOICES, RECIPE_HELP, RECIPES, ContestantSpec, RaceConfig
@@ -286,10 +286,11 @@ def show_heatmaps(key: CloneKey) -> None:
     tensor = groups[group][c2.selectbox("Tensor", list(groups[group]), key="hm_tensor")]
     side = c3.select_slider("Display size", [48, 96, 160, 256], value=96, key="hm_side",
                             help="Larger matrices are average-pooled to this many cells per side")
-    fig = clone_heatmaps(source, wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side)
+    experts = expert_count(wide, tensor)  # a stack of MoE experts is shown one expert at a time
+    expert = int(st.number_input(f"Expert (0-{experts - 1})", 0, experts - 1, 0, key="hm_expert")) if experts else 0
+    fig = clone_heatmaps(source, wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side, expert=expert)
     st.plotly_chart(fig, key="heatmap", width="stretch")
-    st.caption("One shared colour scale. The middle panel draws the block grid of the clone; the right panel "
-               "sums one row of blocks, which is what a copy of the output computes from [x, …, x]: it equals W.")
+    st.caption(heatmap_caption(wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side))
 
 
 # --------------------------------------------------------------------------- #

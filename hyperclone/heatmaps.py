@@ -1,8 +1,9 @@
 """Tiled weight heatmaps: a source matrix beside its clone, with the block grid drawn.
 
 Shared by the dashboard and the notebooks. Matrices are shown as [out, in]
-(GPT-2 Conv1D and embedding tables are transposed for display) and large ones
-are average-pooled for display, with the pooling factor stated in the title.
+(GPT-2 Conv1D and embedding tables are transposed for display); large ones are
+average-pooled for display, but every axis counts the matrix's real rows and
+columns, so the block grid and the ticks mean the same thing at any size.
 A stack of MoE experts [experts, out, in] is shown one expert at a time.
 """
 
@@ -17,6 +18,11 @@ from plotly.subplots import make_subplots
 from .clone import ClonePlan
 from .grow import split_blocks
 from .specs import spec_for
+
+# Subplot titles: three panels share a figure 700 px wide (plotly's default), about 200 px each; at 12 px a
+# character is about 6.5 px wide, so a title line stays within 30 characters (tests/test_heatmaps.py checks it).
+TITLE_FONT = 12
+TITLE_CHARS = 30
 
 
 def matrix_names(model) -> list[str]:
@@ -76,50 +82,117 @@ def downsample(m: torch.Tensor, max_side: int) -> tuple[torch.Tensor, int]:
     return pooled, k
 
 
-def row_block_sums(plan: ClonePlan, name: str, wide: torch.Tensor) -> torch.Tensor | None:
-    """Sum of the first row of blocks: what one output copy computes from [x, ..., x] (equals W)."""
+def row_block_sums(plan: ClonePlan, name: str, stored: torch.Tensor) -> torch.Tensor:
+    """The sum of the first row of blocks of each part, stacked as [out, in]: what one output copy
+    computes from [x, ..., x], so it equals the source W (a fused tensor's parts are summed one by one).
+
+    ``stored`` is the wide tensor as the model stores it; ``plan`` a plan over the wide config.
+    """
+    rule = plan.spec.rule_for(name)
+    sums = [split_blocks(rule.as_out_in(piece).detach().float().cpu(), a, b)[0].sum(0)
+            for _, piece, a, b in plan.parts_of(name, rule, stored)]
+    return torch.cat(sums, dim=0)
+
+
+def block_row_error(source, wide, name: str, factor: int, ffn_factor: int | None = None, expert: int = 0) -> float:
+    """max |sum of a row of blocks - W| for weight ``name`` of a clone (float rounding for an exact clone);
+    ``expert`` picks one matrix of a stack of MoE experts."""
+    plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
+    wide_state = wide.state_dict()
+    if name not in wide_state:
+        raise KeyError(f"{name!r} is not a weight of the cloned model")
+    w_src = as_out_in(plan, name, pick_expert(source.state_dict()[name], expert))
+    sums = row_block_sums(plan, name, pick_expert(wide_state[name], expert))
+    return float((sums - w_src).abs().max()) if sums.shape == w_src.shape else float("nan")
+
+
+def grid_description(plan: ClonePlan, name: str) -> str:
+    """The clone's block grid in words: "2×3 blocks", or "3 parts of 2×2 blocks" for a fused tensor."""
     factors = plan.factors_of(plan.spec.rule_for(name))
-    if len(factors) > 1:
-        return None
-    (a, b), = factors
-    return split_blocks(wide, a, b)[0].sum(0)
+    grids = list(dict.fromkeys(f"{a}×{b}" for a, b in factors))
+    if len(factors) == 1:
+        return f"{grids[0]} blocks"
+    if len(grids) == 1:
+        return f"{len(factors)} parts of {grids[0]} blocks"
+    return f"{len(factors)} parts: " + ", ".join(f"{a}×{b}" for a, b in factors)
+
+
+def panel_title(title: str, detail: str, shape: tuple[int, int], k: int) -> str:
+    """Two short lines: what the panel is, then its real shape and how it is pooled for display."""
+    size = f"{shape[0]}×{shape[1]}" + (f", {k}×{k} pooled" if k > 1 else "")
+    return f"{title}<br>{size}" + (f"<br>{detail}" if detail else "")
+
+
+def add_heatmap(fig: go.Figure, col: int, m: torch.Tensor, k: int, shape: tuple[int, int], scale: float) -> None:
+    """One panel: pooled cell i covers real indices [i·k, (i+1)·k), so the axes count real rows and columns."""
+    centre = (k - 1) / 2
+    fig.add_trace(go.Heatmap(z=m.numpy(), x0=centre, dx=k, y0=centre, dy=k, zmin=-scale, zmax=scale,
+                             colorscale="RdBu", showscale=False, coloraxis=None,
+                             hovertemplate=(f"{k}×{k} entries around row %{{y}}, column %{{x}}: mean %{{z:.3g}}"
+                                            if k > 1 else "row %{y}, column %{x}: %{z:.3g}") + "<extra></extra>"),
+                  row=1, col=col)
+    fig.update_xaxes(range=[-0.5, shape[1] - 0.5], title_text="column (input)", row=1, col=col)
+    fig.update_yaxes(range=[shape[0] - 0.5, -0.5], row=1, col=col)
 
 
 def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None = None, max_side: int = 96,
                    expert: int = 0) -> go.Figure:
-    """Source matrix | cloned matrix with its block grid | sum of one row of blocks, one colour scale.
+    """Source matrix | cloned matrix with its block grid | sum of one row of blocks (per fused part), one scale.
 
     For a stack of MoE experts, ``expert`` picks the one shown (each grows like a matrix of its own).
     """
     plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
-    src_state, wide_state = source.state_dict(), wide.state_dict()
+    wide_state = wide.state_dict()
     if name not in wide_state:
         raise KeyError(f"{name!r} is not a weight of the cloned model")
-    w_src = as_out_in(plan, name, pick_expert(src_state[name], expert))
+    w_src = as_out_in(plan, name, pick_expert(source.state_dict()[name], expert))
     w_wide = as_out_in(plan, name, pick_expert(wide_state[name], expert))
-    sums = row_block_sums(plan, name, w_wide)
-    panels = [("source W", w_src), ("clone (block grid)", w_wide)]
-    if sums is not None:
-        err = float((sums - w_src).abs().max()) if sums.shape == w_src.shape else float("nan")
-        panels.append((f"sum of a block row (max |diff| vs W: {err:.1e})", sums))
-    shown = [(title, *downsample(m, max_side)) for title, m in panels]
-    scale = max(float(m.abs().max()) for _, m, _ in shown) or 1.0
-    fig = make_subplots(rows=1, cols=len(shown), subplot_titles=[
-        f"{t} {tuple(m.shape)}" + (f", shown pooled {k}x" if k > 1 else "") for (t, m), (_, _, k) in zip(panels, shown)
-    ])
-    for i, (_, m, _) in enumerate(shown, start=1):
-        fig.add_trace(go.Heatmap(z=m.numpy(), zmin=-scale, zmax=scale, colorscale="RdBu", showscale=i == len(shown),
-                                 coloraxis=None), row=1, col=i)
-        fig.update_yaxes(autorange="reversed", row=1, col=i)
+    err = block_row_error(source, wide, name, factor, ffn_factor, expert)
+    fused = len(plan.factors_of(plan.spec.rule_for(name))) > 1
+    panels = [("source W", "", w_src), (f"clone: {grid_description(plan, name)}", "", w_wide),
+              ("sum of a block row" + (", per part" if fused else ""), f"max |diff| vs W: {err:.1e}",
+               row_block_sums(plan, name, pick_expert(wide_state[name], expert)))]
+    shown = [downsample(m, max_side) for _, _, m in panels]
+    scale = max(float(m.abs().max()) for m, _ in shown) or 1.0
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=[
+        panel_title(t, d, tuple(m.shape), k) for (t, d, m), (_, k) in zip(panels, shown)])
+    for col, ((_, _, m), (pooled, k)) in enumerate(zip(panels, shown), start=1):
+        add_heatmap(fig, col, pooled, k, tuple(m.shape), scale)
+    fig.data[-1].update(showscale=True, colorbar=dict(thickness=12))
+    fig.update_yaxes(title_text="row (output)", row=1, col=1)
     rows, cols = block_edges(plan, name, tuple(w_wide.shape))
-    k = shown[1][2]
     for r in rows:
-        fig.add_hline(y=r / k - 0.5, line=dict(color="black", width=1), row=1, col=2)
+        fig.add_hline(y=r - 0.5, line=dict(color="black", width=1), row=1, col=2)
     for c in cols:
-        fig.add_vline(x=c / k - 0.5, line=dict(color="black", width=1), row=1, col=2)
+        fig.add_vline(x=c - 0.5, line=dict(color="black", width=1), row=1, col=2)
+    fig.update_annotations(font_size=TITLE_FONT)
     made = getattr(wide, "hyperclone_plan", None)
     fig.update_layout(title=f"{name}: x{factor} clone" + (f" ({made.variant})" if made else ""),
-                      height=380, margin=dict(l=20, r=20, t=70, b=20))
+                      height=430, margin=dict(l=20, r=20, t=110, b=20))
     if wide_state[name].dim() == 3:
         fig.update_layout(title=f"{fig.layout.title.text}, expert {expert} of {wide_state[name].shape[0]}")
     return fig
+
+
+def heatmap_caption(wide, name: str, factor: int, ffn_factor: int | None = None, max_side: int = 96) -> str:
+    """What :func:`clone_heatmaps` shows for ``name``, in words (the dashboard's caption under the figure)."""
+    plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
+    factors = plan.factors_of(plan.spec.rule_for(name))
+    k = downsample(torch.empty(as_out_in(plan, name, pick_expert(wide.state_dict()[name], 0)).shape), max_side)[1]
+    text = ("One colour scale for the three panels; each shows the matrix as [out, in], and its axes count real "
+            "rows (outputs) and columns (inputs)" + (f"; a cell of the clone averages {k}×{k} entries"
+                                                     if k > 1 else "") + ". ")
+    (a, b) = factors[0]
+    if len(factors) == 1:
+        return text + (f"Middle: the clone's {a}×{b} grid of blocks; row of blocks i computes output copy i from "
+                       f"the {b} input copies. Right: one row of blocks summed, which is what an output copy "
+                       "computes from [x, …, x]: it equals W (the largest difference is in the panel's title).")
+    if len(factors) == 3 and len(set(factors)) == 1:
+        parts = (f"q, k and v. Each is grown on its own into a {a}×{b} grid, so the clone's rows hold {a} copies "
+                 f"of q, then {a} of k, then {a} of v")
+    else:
+        parts = ("e.g. gate and up. Each is grown on its own, so the clone's rows hold the copies of one part, "
+                 "then the next")
+    return text + (f"This weight fuses {len(factors)} projections along its rows: {parts}; the horizontal lines "
+                   "mark where each copy starts. Right: each part's first row of blocks summed, stacked again as "
+                   "in the source: it equals W.")

@@ -1,46 +1,97 @@
-"""Heatmap figures: shapes, block grid, and the row-of-blocks sum that reproduces W."""
+"""Heatmap figures: shapes, block grid on real row/column indices, titles that fit, and the
+row-of-blocks sum that reproduces W (per part for a fused tensor)."""
 
 from __future__ import annotations
+
+import re
 
 import torch
 from families import CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone
-from hyperclone.heatmaps import clone_heatmaps, downsample, matrix_names
+from hyperclone.heatmaps import (TITLE_CHARS, block_row_error, clone_heatmaps, downsample, heatmap_caption,
+                                 matrix_names)
 from hyperclone.verify import rounding_tolerance
+
+
+def row_sum_tolerance(wide, name: str, b: int) -> float:
+    """A row of b stored (rounded) blocks summed: worst case over b terms of at most max |block| each."""
+    biggest = float(wide.get_parameter(name).detach().abs().max())
+    return rounding_tolerance(torch.float32, b, magnitude=b * biggest, worst_case=True)
+
+
+def title_lines(fig) -> list[str]:
+    return [line for a in fig.layout.annotations for line in re.sub(r"<[^>]+>", "\n", a.text).split("\n") if line]
 
 
 def test_llama_heatmap_panels_and_grid():
     source = tiny_model("llama", LLAMA_KW)
     wide = clone(source, 2, 3, variant="noisy_symmetric")
-    fig = clone_heatmaps(source, wide, "model.layers.0.mlp.down_proj.weight", 2, 3, max_side=256)
+    name = "model.layers.0.mlp.down_proj.weight"
+    fig = clone_heatmaps(source, wide, name, 2, 3, max_side=256)
     heat = [t for t in fig.data if t.type == "heatmap"]
     assert [len(h.z) for h in heat] == [32, 64, 32]
     assert [len(h.z[0]) for h in heat] == [48, 144, 48]
     lines = [s for s in fig.layout.shapes]
     assert len(lines) == 1 + 2  # one row boundary (a=2), two column boundaries (b=3)
-    assert "max |diff| vs W: " in fig.layout.annotations[2].text
-    diff = float(fig.layout.annotations[2].text.split("W: ")[1].split(")")[0])
-    # A row of b = 3 stored (rounded) blocks summed: worst case over 3 terms of at most max |block| each.
-    biggest = float(wide.get_parameter("model.layers.0.mlp.down_proj.weight").detach().abs().max())
-    assert diff < rounding_tolerance(torch.float32, 3, magnitude=3 * biggest, worst_case=True)
+    err = block_row_error(source, wide, name, 2, 3)
+    assert err < row_sum_tolerance(wide, name, 3)
+    assert f"max |diff| vs W: {err:.1e}" in fig.layout.annotations[2].text
+    assert "2×3 blocks" in fig.layout.annotations[1].text
 
 
-def test_gpt2_fused_and_transposed_heatmap():
+def test_gpt2_fused_and_transposed_heatmap_sums_each_part():
     source = tiny_model("gpt2", CASES[0][2])
-    wide = clone(source, 2)
-    assert "transformer.h.0.attn.c_attn.weight" in matrix_names(wide)
-    fig = clone_heatmaps(source, wide, "transformer.h.0.attn.c_attn.weight", 2, max_side=256)
+    wide = clone(source, 2, variant="noisy_symmetric")
+    name = "transformer.h.0.attn.c_attn.weight"
+    assert name in matrix_names(wide)
+    fig = clone_heatmaps(source, wide, name, 2, max_side=256)
     heat = [t for t in fig.data if t.type == "heatmap"]
-    assert len(heat) == 2  # fused: no single row-of-blocks sum
     assert (len(heat[1].z), len(heat[1].z[0])) == (192, 64)  # shown as [out, in]
+    assert (len(heat[2].z), len(heat[2].z[0])) == (96, 32)  # q, k and v: each part's row of blocks, summed
     assert len(fig.layout.shapes) == 5 + 1  # q,k,v each in 2 copies -> 5 row edges; 1 column edge
+    assert "3 parts of 2×2 blocks" in fig.layout.annotations[1].text
+    assert block_row_error(source, wide, name, 2) < row_sum_tolerance(wide, name, 2)
+    # a wrong row sum is seen: break one block of q's first row, and the error is the change itself
+    with torch.no_grad():
+        wide.get_parameter(name)[0, 0] += 0.25  # Conv1D [in, out]: input 0 (copy 0) -> output 0 (copy 0 of q)
+    assert abs(block_row_error(source, wide, name, 2) - 0.25) < row_sum_tolerance(wide, name, 2)
 
 
-def test_large_matrices_are_pooled_and_say_so():
+def test_pooled_panels_count_real_rows_and_columns():
     m, k = downsample(torch.ones(300, 50), 96)
     assert k == 4 and m.shape == (75, 13)
     source = tiny_model("llama", LLAMA_KW)
     wide = clone(source, 4)
     fig = clone_heatmaps(source, wide, "model.layers.0.mlp.up_proj.weight", 4, max_side=64)
-    assert "pooled 3x" in fig.layout.annotations[1].text
+    rows, cols = wide.get_parameter("model.layers.0.mlp.up_proj.weight").shape  # [out, in] = [192, 128]
+    k = -(-max(rows, cols) // 64)
+    assert f"{rows}×{cols}, {k}×{k} pooled" in fig.layout.annotations[1].text
+    clone_panel = fig.data[1]
+    assert (clone_panel.x0, clone_panel.dx, clone_panel.y0, clone_panel.dy) == ((k - 1) / 2, k, (k - 1) / 2, k)
+    assert tuple(fig.layout.xaxis2.range) == (-0.5, cols - 0.5)
+    assert tuple(fig.layout.yaxis2.range) == (rows - 0.5, -0.5)  # row 0 at the top
+    # block edges sit between real rows and columns, whatever the pooling
+    edges = sorted((s.type, s.x0 if s.x0 == s.x1 else s.y0) for s in fig.layout.shapes)
+    assert [e for t, e in edges if t == "line"] == sorted([i * cols / 4 - 0.5 for i in (1, 2, 3)]
+                                                          + [i * rows / 4 - 0.5 for i in (1, 2, 3)])
+
+
+def test_titles_fit_their_panels():
+    source = tiny_model("gpt2", CASES[0][2])
+    wide = clone(source, 3)
+    for name in ("transformer.h.0.attn.c_attn.weight", "transformer.wte.weight", "lm_head.weight"):
+        fig = clone_heatmaps(source, wide, name, 3, max_side=48)
+        assert len(fig.layout.annotations) == 3
+        assert all(len(line) <= TITLE_CHARS for line in title_lines(fig)), title_lines(fig)
+
+
+def test_caption_describes_the_panels_of_this_tensor():
+    source = tiny_model("gpt2", CASES[0][2])
+    wide = clone(source, 2)
+    fused = heatmap_caption(wide, "transformer.h.0.attn.c_attn.weight", 2, max_side=256)
+    assert "fuses 3 projections" in fused and "2 copies of q, then 2 of k, then 2 of v" in fused
+    assert "averages" not in fused  # 192 x 64 fits in 256 cells: nothing pooled
+    plain = heatmap_caption(wide, "transformer.h.0.mlp.c_fc.weight", 2, max_side=64)
+    k = -(-max(wide.get_parameter("transformer.h.0.mlp.c_fc.weight").shape) // 64)  # ceil(160 / 64)
+    assert "fuses" not in plain and "2×2 grid of blocks" in plain and f"averages {k}×{k} entries" in plain
