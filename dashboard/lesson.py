@@ -53,8 +53,21 @@ def lesson_report(name: str, growth: Growth):
     return verify(source, lesson_clone(name, growth), input_ids=encode(tokenizer, TEXT, source.config))
 
 
-def font() -> int:
-    return 20 if st.session_state.get("presenter") else 13
+def presenting() -> bool:
+    return bool(st.session_state.get("presenter"))
+
+
+def show(fig, key: str, height: int | None = None, where=st) -> None:
+    """Draw a figure; in presenter view with large text everywhere (titles and ticks too, no Streamlit theme)."""
+    if height:
+        fig.update_layout(height=height)
+    if presenting():  # Streamlit's chart theme keeps its own small fonts: draw without it, with room for large ticks
+        fig.update_layout(font=dict(size=18), title_font_size=20, template="plotly_white",
+                          margin=dict(l=90, r=30, t=100, b=80))
+        fig.update_annotations(font_size=16)
+        fig.update_xaxes(automargin=True)
+        fig.update_yaxes(automargin=True)
+    where.plotly_chart(fig, key=key, width="stretch", theme=None if presenting() else "streamlit")
 
 
 def chapter_vector(name: str, growth: Growth) -> None:
@@ -65,7 +78,7 @@ def chapter_vector(name: str, growth: Growth) -> None:
     source, tokenizer = lesson_source(name)
     ids = encode(tokenizer, TEXT, source.config)
     x, x_wide = hidden_vectors(source, lesson_clone(name, growth), ids)
-    st.plotly_chart(vector_figure(x, x_wide, growth.factor, font()), key="lesson_vector", width="stretch")
+    show(vector_figure(x, x_wide, growth.factor), "lesson_vector", 330)
     st.caption(f"Largest difference between x and any of its copies: {copies_agree(x, x_wide, growth.factor):.1e} "
                "(float32 rounding; the colours are the same number).")
 
@@ -82,9 +95,7 @@ def chapter_layer(name: str, growth: Growth) -> Growth:
     st.caption(VARIANT_HELP[variant])
     source, _ = lesson_source(name)
     tensor = next(n for n, t in source.state_dict().items() if t.dim() == 2 and ".0." in n and "mlp" in n)
-    fig = clone_heatmaps(source, lesson_clone(name, growth), tensor, factor, max_side=48)
-    fig.update_layout(font=dict(size=font()))
-    st.plotly_chart(fig, key="lesson_heatmap", width="stretch")
+    show(clone_heatmaps(source, lesson_clone(name, growth), tensor, factor, max_side=96), "lesson_heatmap", 470)
     st.caption(f"`{tensor}` of layer 0: the source, the clone with its block grid, and one row of blocks summed "
                "(it equals W).")
     return growth
@@ -105,8 +116,7 @@ def chapter_model(name: str, growth: Growth) -> None:
     left, right = st.columns(2)
     for col, fig, key in ((left, logit_scatter(*logits_pair(source, wide, ids)), "lesson_scatter"),
                           (right, layer_diff_bars(report), "lesson_bars")):
-        fig.update_layout(font=dict(size=font()), height=330)
-        col.plotly_chart(fig, key=key, width="stretch")
+        show(fig, key, 360, col)
     a, b = greedy(source, tokenizer, ids, 16), greedy(wide, tokenizer, ids, 16)
     st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
 
@@ -184,13 +194,9 @@ def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
 
 def show_curves(result: RaceResult, key: str) -> None:
     left, right = st.columns([3, 2])
-    fig = loss_figure(result)
-    fig.update_layout(font=dict(size=font()), height=360)
-    left.plotly_chart(fig, key=f"{key}_loss", width="stretch")
+    show(loss_figure(result), f"{key}_loss", 380, left)
     if any(r.get("symmetry") is not None for r in result.records):
-        sym = symmetry_figure(result)
-        sym.update_layout(font=dict(size=font()), height=360)
-        right.plotly_chart(sym, key=f"{key}_symmetry", width="stretch")
+        show(symmetry_figure(result), f"{key}_symmetry", 380, right)
     st.caption(f"{Path(result.run_dir).name if result.run_dir else 'run'}: {result.config.get('steps')} steps, "
                f"contestants {', '.join(result.contestants)}.")
 
@@ -208,9 +214,7 @@ def chapter_symmetry(name: str, growth: Growth) -> None:
         st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "
                 "drift apart here.")
         return
-    fig = symmetry_figure(result)
-    fig.update_layout(font=dict(size=font()), height=420)
-    st.plotly_chart(fig, key="lesson_symmetry_curve", width="stretch")
+    show(symmetry_figure(result), "lesson_symmetry_curve", 430)
 
 
 CHAPTERS = (chapter_vector, chapter_layer, chapter_model, chapter_race, chapter_symmetry)
@@ -225,7 +229,7 @@ def render() -> None:
     except HyperCloneError as e:
         st.warning(f"The link's growth settings were not used: {e}", icon=":material/warning:")
         growth = Growth(2, None, "symmetric")
-    chapter = min(max(int(params.get("chapter", "1")) if str(params.get("chapter", "1")).isdigit() else 1, 1), 5)
+    chapter = chapter_in_url()
     top = st.columns([6, 1])
     presenter = top[1].toggle("Presenter", key="presenter", value=params.get("presenter") == "1")
     apply_presenter_style(presenter)
@@ -236,8 +240,8 @@ def render() -> None:
     except Exception as e:  # noqa: BLE001 - one line, never a traceback
         st.error(error_line(e, "the lesson"), icon=":material/error:")
     nav = st.columns([1, 1, 6])
-    nav[0].button("◀ Back", key="lesson_back", disabled=chapter == 1, on_click=go_to, args=(chapter - 1,))
-    nav[1].button("Next ▶", key="lesson_next", disabled=chapter == 5, on_click=go_to, args=(chapter + 1,))
+    nav[0].button("◀ Back", key="lesson_back", disabled=chapter == 1, on_click=step_chapter, args=(-1,))
+    nav[1].button("Next ▶", key="lesson_next", disabled=chapter == 5, on_click=step_chapter, args=(1,))
     state = {"source": name, **growth_params(growth), "chapter": str(chapter),
              "presenter": "1" if presenter else None, "run": st.session_state.get("lesson_run")}
     write_params(state)
@@ -246,5 +250,12 @@ def render() -> None:
             st.code(query_link(state), language=None)
 
 
-def go_to(chapter: int) -> None:
-    st.query_params["chapter"] = str(chapter)
+def chapter_in_url() -> int:
+    """The chapter the URL names, 1 to 5 (anything else: the nearest; not a number: 1)."""
+    text = str(st.query_params.get("chapter", "1"))
+    return min(max(int(text), 1), len(CHAPTERS)) if text.isdigit() else 1
+
+
+def step_chapter(step: int) -> None:
+    """Back or Next, from the chapter the URL holds now (not the one a button was drawn in)."""
+    st.query_params["chapter"] = str(min(max(chapter_in_url() + step, 1), len(CHAPTERS)))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
 from .clone import clone
 from .growth import Growth
@@ -28,20 +29,21 @@ def hidden_vectors(source, wide, input_ids: torch.Tensor, layer: int = 1) -> tup
     return out[0], out[1]
 
 
-def vector_figure(x: torch.Tensor, x_wide: torch.Tensor, factor: int, font_size: int = 14) -> go.Figure:
+def vector_figure(x: torch.Tensor, x_wide: torch.Tensor, factor: int) -> go.Figure:
     """The source's vector x above the clone's, drawn as colour strips on one scale, copy boundaries marked."""
     d = x.numel()
     lim = float(max(x.abs().max(), x_wide.abs().max())) or 1.0
-    fig = go.Figure()
-    for row, (label, v) in enumerate((("source: x", x), (f"clone: [x × {factor}]", x_wide))):
-        fig.add_trace(go.Heatmap(
-            z=[v.tolist()], x=list(range(v.numel())), y=[label], zmin=-lim, zmax=lim, colorscale="RdBu",
-            showscale=row == 1, hovertemplate="unit %{x}: %{z:.4f}<extra>" + label + "</extra>"))
+    fig = make_subplots(rows=2, cols=1, vertical_spacing=0.35, subplot_titles=(
+        f"source: x ({d} units)", f"clone: [x × {factor}] ({x_wide.numel()} units)"))
+    for row, v in ((1, x), (2, x_wide)):
+        fig.add_trace(go.Heatmap(z=[v.tolist()], zmin=-lim, zmax=lim, colorscale="RdBu", showscale=row == 2,
+                                 hovertemplate="unit %{x}: %{z:.4f}<extra></extra>"), row=row, col=1)
+        fig.update_yaxes(showticklabels=False, row=row, col=1)
     for k in range(1, factor):
-        fig.add_vline(x=k * d - 0.5, line=dict(color="black", width=3))
-    fig.update_layout(height=240, font=dict(size=font_size), margin=dict(l=20, r=20, t=40, b=40),
-                      title=f"The hidden vector after layer 1, source ({d} units) and clone ({x_wide.numel()} units)",
-                      xaxis_title="unit of the residual stream", yaxis=dict(autorange="reversed"))
+        fig.add_vline(x=k * d - 0.5, line=dict(color="black", width=3), row=2, col=1)
+    fig.update_xaxes(title_text="unit of the residual stream", row=2, col=1)
+    fig.update_layout(height=280, margin=dict(l=20, r=20, t=40, b=40),
+                      title="The hidden vector after layer 1: the clone holds copies of the source's")
     return fig
 
 

@@ -94,3 +94,48 @@ def test_clone_check_and_race_in_a_real_browser(server, tmp_path):
             page.screenshot(path=str(shots / "screenshot-race.png"))
         finally:
             browser.close()
+
+
+CHAPTER_TITLES = ("A vector becomes [x, x]", "A layer becomes a grid of blocks", "The whole model, the same logits",
+                  "The race", "Why the copies must drift apart")
+
+
+def test_the_lesson_in_a_real_browser_chapters_link_and_presenter_view(server, tmp_path):
+    """Click through the five chapters, reopen a copied link, and photograph each chapter in presenter view."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=90_000)
+    shots = DOCS if os.environ.get("HYPERCLONE_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 1000})
+            page.set_default_timeout(90_000)
+            page.goto(f"{server}/lesson?factor=3&variant=diagonal")
+            for number, title in enumerate(CHAPTER_TITLES, start=1):
+                expect(page.get_by_role("heading", name=f"{number} · {title}")).to_be_visible()
+                expect(page.locator("[data-test-script-state='notRunning']")).to_have_count(1)  # fully drawn
+                if number == 2:
+                    expect(page.get_by_text("Factor n")).to_be_visible()
+                if number < 5:
+                    page.get_by_role("button", name="Next ▶").click()
+            assert "chapter=5" in page.url and "factor=3" in page.url and "variant=diagonal" in page.url
+            page.get_by_role("button", name="Link to this view").click()
+            link = page.locator("[data-testid='stCode'] code").last.inner_text().strip()
+            assert "chapter=5" in link and "factor=3" in link and "variant=diagonal" in link
+
+            other = browser.new_page(viewport={"width": 1440, "height": 1000})  # a student opening the link
+            other.goto(link if link.startswith("http") else f"{server}/lesson{link[link.index('?'):]}")
+            expect(other.get_by_role("heading", name=f"5 · {CHAPTER_TITLES[4]}")).to_be_visible()
+            other.close()
+
+            projector = browser.new_page(viewport={"width": 1920, "height": 1080})
+            for number, title in enumerate(CHAPTER_TITLES, start=1):
+                projector.goto(f"{server}/lesson?chapter={number}&presenter=1&factor=2&variant=noisy_symmetric")
+                expect(projector.get_by_role("heading", name=f"{number} · {title}")).to_be_visible()
+                expect(projector.locator("[data-test-script-state='notRunning']")).to_have_count(1)
+                expect(projector.locator("section[data-testid='stSidebar']")).to_be_hidden()
+                projector.wait_for_timeout(2000)  # let plotly finish drawing before the picture
+                projector.screenshot(path=str(shots / f"lesson-{number}.png"))
+        finally:
+            browser.close()
