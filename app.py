@@ -434,18 +434,21 @@ def show_race(key: CloneKey) -> None:
         st.toast("Stopping after the current step…")
     log_x = b3.checkbox("log-scale tokens", key="race_logx")
 
-    @st.fragment(run_every=1.0 if mine_active else None)
+    on_server = queue.running()  # watched live by every page, not only the one that started it
+
+    @st.fragment(run_every=1.0 if mine_active or on_server is not None else None)
     def board() -> None:
         active = job is not None and job.active
-        if mine_active and not active:
-            st.rerun()  # your race has ended: redraw the whole page (buttons, run list)
+        running = queue.running()
+        if (mine_active and not active) or (on_server is not None and running is not on_server):
+            st.rerun()  # a race has ended: redraw the whole page (buttons, run list)
         if job is not None and job.error:
             st.error(job.error, icon=":material/error:")
         ahead = queue.position(job) if active else 0
         if ahead:
             st.info(f"Your race is queued: {ahead} race(s) ahead of it (one trains at a time on this server).",
                     icon=":material/hourglass_top:")
-        live = str(job.run_dir) if active and job.state == "running" else None
+        live = str(running.run_dir) if running is not None else None
         runs = [str(p) for p in past_runs()]
         if live and live not in runs:
             st.info("Preparing the race: reading the corpus (tokenised once, then cached) and building the "

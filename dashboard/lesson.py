@@ -153,6 +153,7 @@ def chapter_race(name: str, growth: Growth) -> None:
 
 
 def live_race(name: str, growth: Growth) -> None:
+    """Start (or stop) this page's quick race; watch it, or the race training on this server for another page."""
     queue, owner = shared_queue(), owner_id()
     job = queue.latest(owner)
     c1, c2 = st.columns([1, 3])
@@ -169,11 +170,20 @@ def live_race(name: str, growth: Growth) -> None:
         c2.caption(f"waiting: {ahead} race(s) ahead of yours" if ahead else "training…")
     if job is not None and job.error:
         st.error(job.error, icon=":material/error:")
-    if job is not None and is_run_dir(job.run_dir):
-        show_curves(load_run(job.run_dir), "lesson_live")
-    if job is not None and job.active:
-        time.sleep(1.0)
-        st.rerun()
+    watching = queue.running()
+
+    @st.fragment(run_every=2.0 if watching is not None else None)
+    def board() -> None:
+        running = queue.running()
+        if watching is not None and running is not watching:
+            st.rerun()  # the race being watched has ended: redraw the page (buttons, recorded races)
+        shown = job if job is not None and (job.active or running is None) else running
+        if shown is not None and is_run_dir(shown.run_dir):
+            mine = shown.owner == owner
+            st.markdown("**Your race**" if mine else "**Live on this server** (started from another page)")
+            show_curves(load_run(shown.run_dir), "lesson_live")
+
+    board()
 
 
 @st.cache_data(max_entries=16, show_spinner="Timing one training step…")

@@ -97,13 +97,19 @@ def row_block_sums(plan: ClonePlan, name: str, stored: torch.Tensor) -> torch.Te
 def block_row_error(source, wide, name: str, factor: int, ffn_factor: int | None = None, expert: int = 0) -> float:
     """max |sum of a row of blocks - W| for weight ``name`` of a clone (float rounding for an exact clone);
     ``expert`` picks one matrix of a stack of MoE experts."""
+    plan, w_src, wide_t = _matrices(source, wide, name, factor, ffn_factor, expert)
+    sums = row_block_sums(plan, name, wide_t)
+    return float((sums - w_src).abs().max()) if sums.shape == w_src.shape else float("nan")
+
+
+def _matrices(source, wide, name: str, factor: int, ffn_factor: int | None, expert: int):
+    """(a plan over the clone, the source matrix as [out, in], the clone's tensor as stored) for ``name``."""
     plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
     wide_state = wide.state_dict()
     if name not in wide_state:
         raise KeyError(f"{name!r} is not a weight of the cloned model")
-    w_src = as_out_in(plan, name, pick_expert(source.state_dict()[name], expert))
-    sums = row_block_sums(plan, name, pick_expert(wide_state[name], expert))
-    return float((sums - w_src).abs().max()) if sums.shape == w_src.shape else float("nan")
+    return plan, as_out_in(plan, name, pick_expert(source.state_dict()[name], expert)), \
+        pick_expert(wide_state[name], expert)
 
 
 def grid_description(plan: ClonePlan, name: str) -> str:
@@ -141,17 +147,13 @@ def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None 
 
     For a stack of MoE experts, ``expert`` picks the one shown (each grows like a matrix of its own).
     """
-    plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
-    wide_state = wide.state_dict()
-    if name not in wide_state:
-        raise KeyError(f"{name!r} is not a weight of the cloned model")
-    w_src = as_out_in(plan, name, pick_expert(source.state_dict()[name], expert))
-    w_wide = as_out_in(plan, name, pick_expert(wide_state[name], expert))
+    plan, w_src, wide_t = _matrices(source, wide, name, factor, ffn_factor, expert)
+    w_wide = as_out_in(plan, name, wide_t)
     err = block_row_error(source, wide, name, factor, ffn_factor, expert)
     fused = len(plan.factors_of(plan.spec.rule_for(name))) > 1
     panels = [("source W", "", w_src), (f"clone: {grid_description(plan, name)}", "", w_wide),
               ("sum of a block row" + (", per part" if fused else ""), f"max |diff| vs W: {err:.1e}",
-               row_block_sums(plan, name, pick_expert(wide_state[name], expert)))]
+               row_block_sums(plan, name, wide_t))]
     shown = [downsample(m, max_side) for _, _, m in panels]
     scale = max(float(m.abs().max()) for m, _ in shown) or 1.0
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=[
@@ -169,8 +171,9 @@ def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None 
     made = getattr(wide, "hyperclone_plan", None)
     fig.update_layout(title=f"{name}: x{factor} clone" + (f" ({made.variant})" if made else ""),
                       height=430, margin=dict(l=20, r=20, t=110, b=20))
-    if wide_state[name].dim() == 3:
-        fig.update_layout(title=f"{fig.layout.title.text}, expert {expert} of {wide_state[name].shape[0]}")
+    experts = expert_count(wide, name)
+    if experts:
+        fig.update_layout(title=f"{fig.layout.title.text}, expert {expert} of {experts}")
     return fig
 
 

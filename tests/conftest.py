@@ -14,3 +14,15 @@ def kit(tmp_path_factory):
     from racekit import setup
 
     return setup(tmp_path_factory.mktemp("race"))
+
+
+@pytest.fixture
+def app(tmp_path, monkeypatch):
+    """A fresh dashboard session (Streamlit's AppTest) on the default page, with races saved under tmp_path."""
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
+    at = AppTest.from_file(os.path.join(os.path.dirname(__file__), os.pardir, "app.py"), default_timeout=120)
+    at.run()
+    assert not at.exception, at.exception
+    return at

@@ -86,3 +86,14 @@ if __name__ == "__main__":  # used by the kill test: race into argv[1], print ea
 
     race(model, tokenizer=tok, data=corpus, contestants=PAIR, run_dir=folder / "run", callback=slow_print,
          checkpoint_every=2, **TINY)
+
+
+class StopAfter:
+    """A stop signal that fires after ``n`` checks (mid-interval, unlike a callback)."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def is_set(self) -> bool:
+        self.n -= 1
+        return self.n < 0

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
@@ -16,16 +15,6 @@ from hyperclone.verify import TOLERANCE, kl_tolerance
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 BUILTIN = "tiny-gpt2-stdlib"
-
-
-@pytest.fixture
-def app(tmp_path, monkeypatch) -> AppTest:
-    """A fresh browser session on the default page, with races saved under tmp_path."""
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
 
 
 def cloned(at: AppTest) -> AppTest:

@@ -13,7 +13,6 @@ import pytest
 import torch
 from families import LLAMA_KW, tiny_model
 from safetensors.torch import load_file
-from streamlit.testing.v1 import AppTest
 
 import hyperclone
 from hyperclone import Growth, clone, make_plan, stream_clone
@@ -175,15 +174,6 @@ def test_the_cli_builds_one_growth_and_one_plan_per_clone(llama_dir, tmp_path, m
 # --------------------------------------------------------------------------- #
 # The app: one plan per clone, cached by (source, device, dtype, growth)
 # --------------------------------------------------------------------------- #
-@pytest.fixture
-def app(tmp_path, monkeypatch) -> AppTest:
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
 def test_the_app_keys_a_clone_by_source_device_dtype_and_growth_and_plans_it_once(app, monkeypatch):
     plans = count_calls(monkeypatch, hyperclone, "make_plan")
     loose_plans = count_calls(monkeypatch, CLONE_MODULE, "make_plan")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from racekit import PAIR, TINY, setup
+from racekit import PAIR, TINY, StopAfter, setup
 
 from hyperclone.errors import HyperCloneError
 from hyperclone.runs import load_run
@@ -33,17 +33,6 @@ def unbroken(kit):
     """The reference: the killed/stopped runs below must end exactly like this one."""
     model, tok, corpus = kit
     return race(model, tokenizer=tok, data=corpus, contestants=PAIR, **LONG)
-
-
-class StopAfter:
-    """A stop signal that fires after ``n`` checks (mid-interval, unlike a callback)."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        return self.n < 0
 
 
 def test_run_dir_holds_config_and_every_record_and_load_run_rebuilds_the_result(kit, tmp_path):

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from racekit import TINY, save_source, setup
+from racekit import TINY, StopAfter, save_source, setup
 
 from hyperclone.cli import main
 from hyperclone.clone import clone
@@ -188,13 +188,6 @@ def test_continue_without_a_card_is_refused_in_one_line(tmp_path):
 # --------------------------------------------------------------------------- #
 # run.json and resume
 # --------------------------------------------------------------------------- #
-class StopAfter:
-    def __init__(self, n: int):
-        self.n = n
-
-    def is_set(self) -> bool:
-        self.n -= 1
-        return self.n < 0
 
 
 def test_recipes_round_trip_through_run_json_and_a_resumed_run_is_bit_exact(tmp_path):
