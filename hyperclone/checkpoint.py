@@ -25,6 +25,7 @@ import torch
 
 from .conversions import MergedTensor, converter_of
 from .errors import HyperCloneError, SourceError
+from .pretrained import MODEL_BUILDING
 from .specs import spec_for
 
 INDEX_FILE = "model.safetensors.index.json"
@@ -181,7 +182,7 @@ def meta_model(config) -> torch.nn.Module:
     """The model ``config`` describes, on the meta device: its weight names and shapes, no memory."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
+    with MODEL_BUILDING, torch.device("meta"):
         return AutoModelForCausalLM.from_config(config)
 
 

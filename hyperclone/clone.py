@@ -20,6 +20,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from .errors import HyperCloneError, SourceError
 from .grow import grow_experts, grow_matrix, repeat_vector, tensor_generator
 from .growth import Growth, require_growth
+from .pretrained import MODEL_BUILDING
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
 
 
@@ -226,7 +227,7 @@ def model_from_state(config: PretrainedConfig, state: dict[str, torch.Tensor], m
     from accelerate import init_empty_weights
     from transformers import AutoModelForCausalLM
 
-    with init_empty_weights(include_buffers=False):
+    with MODEL_BUILDING, init_empty_weights(include_buffers=False):
         if model_class is None:
             model = AutoModelForCausalLM.from_config(config)
         else:

@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import torch
 
 from .growth import VARIANTS
+from .pretrained import MODEL_BUILDING
 from .race_config import ContestantSpec, RaceConfig, Schedule
 from .runs import read_checkpoint, write_checkpoint
 
@@ -124,8 +125,9 @@ def starting_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch
         model = copy.deepcopy(source)  # never train the caller's model in place
     elif name == "random":
         wide_config = make_plan(source.config, cfg.growth()).wide_config()
-        torch.manual_seed(cfg.seed)
-        model = AutoModelForCausalLM.from_config(wide_config)  # transformers' default initialisation
+        with MODEL_BUILDING:  # no other thread's model building may skip or consume this initialisation
+            torch.manual_seed(cfg.seed)
+            model = AutoModelForCausalLM.from_config(wide_config)  # transformers' default initialisation
     else:
         model = clone(source, growth=cfg.growth(name))
     if cfg.attn_implementation:

@@ -12,9 +12,16 @@ flag. Importing this module is cheap (no torch, no transformers).
 from __future__ import annotations
 
 import os
+import threading
 from typing import Any
 
 from .errors import SourceError
+
+# transformers and accelerate build models under process-wide patches (``init_empty_weights`` replaces
+# ``nn.Module.register_parameter``; skipped initialisation replaces ``torch.nn.init``), so two threads
+# building models at once (two dashboard pages, a page and a race) can corrupt each other: a loaded model
+# left on the meta device, or a random init silently skipped. Every model built in hyperclone holds this.
+MODEL_BUILDING = threading.RLock()
 
 
 def needs_remote_code(where: str | os.PathLike) -> SourceError:
@@ -34,7 +41,8 @@ def from_pretrained(auto_class: Any, where: str | os.PathLike, trust_remote_code
     """
     trust = bool(trust_remote_code)  # never None: None is what makes transformers prompt
     try:
-        return auto_class.from_pretrained(where, trust_remote_code=trust, **kwargs)
+        with MODEL_BUILDING:
+            return auto_class.from_pretrained(where, trust_remote_code=trust, **kwargs)
     except ValueError as e:
         if not trust and "trust_remote_code" in str(e):
             raise needs_remote_code(where) from None

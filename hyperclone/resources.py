@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 
 from .errors import HyperCloneError
+from .pretrained import MODEL_BUILDING
 
 
 def count_parameters(config) -> int:
     """Parameters of the model a config describes, counted on the meta device (no memory used)."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device("meta"):
+    with MODEL_BUILDING, torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     return sum(p.numel() for p in model.parameters())
 

@@ -130,3 +130,34 @@ def test_hyperclone_serve_starts_the_dashboard_on_localhost(tmp_path):
         finally:
             stop(proc)
     assert f"dashboard on http://localhost:{port} (this machine only)" in log_path.read_text()
+
+
+def test_models_built_in_several_threads_at_once_are_whole_and_initialised_alike():
+    """A page loading a model while a race builds its random-init contestant (transformers patches globals)."""
+    import torch
+
+    from hyperclone import load_source
+    from hyperclone.contestants import starting_model
+    from hyperclone.race_config import RaceConfig
+
+    source, _ = load_source("tiny-gpt2-stdlib", device="cpu")
+    cfg = RaceConfig(factor=2, seed=3)
+    reference = starting_model("random", source, cfg).state_dict()
+    loaded, initialised = [], []
+
+    def load() -> None:
+        for _ in range(6):
+            model, _ = load_source("tiny-gpt2-stdlib", device="cpu")
+            loaded.append(all(p.device.type == "cpu" for p in model.parameters()))
+
+    def init() -> None:
+        for _ in range(6):
+            state = starting_model("random", source, cfg).state_dict()
+            initialised.append(all(torch.equal(state[k], reference[k]) for k in reference))
+
+    threads = [threading.Thread(target=f) for f in (load, init, load, init)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(WAIT * 4)
+    assert len(loaded) == 12 and all(loaded) and len(initialised) == 12 and all(initialised)
