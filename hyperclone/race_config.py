@@ -23,7 +23,8 @@ from .errors import HyperCloneError
 from .growth import VARIANTS, Growth
 from .runs import read_run_info
 
-CONTESTANT_CHOICES = (*VARIANTS, "random", "source", "staged")
+CONTESTANT_CHOICES = (*VARIANTS, "random", "source")  # a plain name is a whole contestant
+KINDS = (*CONTESTANT_CHOICES, "staged")  # staged needs its step: staged@STEP
 STAGED_VARIANT = "noisy_symmetric"  # the clone a staged contestant grows into unless its spec names another
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
@@ -102,8 +103,9 @@ class ContestantSpec:
     def checked(self) -> "ContestantSpec":
         """This spec, or a one-line error naming what cannot work."""
         where = f"contestant {self.kind}@{self.recipe}"
-        if self.kind not in CONTESTANT_CHOICES:
-            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}"
+        if self.kind not in KINDS:
+            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}, "
+                                  "staged@STEP"
                                   + (f", with options {RECIPE_HELP}" if "@" in self.kind else ""))
         self.check_staged()
         if self.recipe not in RECIPES:
