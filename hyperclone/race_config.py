@@ -369,8 +369,16 @@ def fairness_statement(cfg: RaceConfig, num_processes: int) -> str:
         + (f", split into {num_processes} equal data-parallel shards" if num_processes > 1 else "")
         + f"); {budget}; {optimizer}; gradient clipping at {cfg.grad_clip:g}; precision "
         f"{cfg.precision}; evaluation every {cfg.eval_every} steps on the same {cfg.eval_windows} validation "
-        f"windows; each contestant its own RNG stream from seed {cfg.seed}."
+        f"windows; each contestant its own RNG stream from seed {cfg.seed}." + staged_words(cfg)
     )
+
+
+def staged_words(cfg: RaceConfig) -> str:
+    """How each staged contestant grows, in words ("" when none races)."""
+    staged = [cfg.spec(n) for n in cfg.contestants if cfg.spec(n).kind == "staged"]
+    return "".join(f" {s.name}: the source trained {s.grow_at} steps, then grown into its {s.grows_into} clone "
+                   f"(x{cfg.factor}) with a fresh AdamW, the lr schedule going on from step {s.grow_at}; its "
+                   "FLOPs count each phase at its own size." for s in staged)
 
 
 def recipe_words(name: str, s: Schedule) -> str:
