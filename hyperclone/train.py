@@ -332,7 +332,8 @@ def race(
     its ``tokenizer``. ``contestants``: clone variants (``symmetric``, ``diagonal``, ``noisy_symmetric``,
     ``noisy_diagonal``), ``random`` (the same wide config, transformers' default init) and ``source`` (the
     small model, trained on), as text with an optional recipe (``noisy_symmetric@lr=3e-4``, ``source@continue``,
-    ``symmetric@clone-aware``) or a ``ContestantSpec``. ``data``: a ``load_corpus`` spec or a ``Corpus``.
+    ``symmetric@clone-aware``) or a ``ContestantSpec``; ``staged@200`` trains the source and grows it at step
+    200. ``data``: a ``load_corpus`` spec or a ``Corpus``.
     ``steps_for``: other budgets for some (a longer random run measures speed-up (a)). Every ``eval_every``
     steps each contestant is evaluated and a record goes to ``callback`` and ``run_dir/metrics.jsonl``;
     ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``); ``resume=True``

@@ -153,7 +153,8 @@ def test_a_run_stopped_before_or_after_the_growth_resumes_bit_exactly(kit, tmp_p
     assert saved["grown"] is grown and (saved["step"] >= GROW_AT) is grown
     cfg = RaceConfig.from_run(run_dir)
     resumed = race(model, tokenizer=tok, run_dir=run_dir, resume=True, **{**cfg.race_arguments(), "data": corpus})
-    assert sorted([r[k] for k in KEYS] for r in resumed.records) == sorted([r[k] for k in KEYS] for r in unbroken.records)
+    rows = [sorted([r[k] for k in KEYS] for r in result.records) for result in (resumed, unbroken)]
+    assert rows[0] == rows[1]
     for a, b in zip(resumed.models[STAGED].parameters(), unbroken.models[STAGED].parameters(), strict=True):
         assert torch.equal(a, b)
     assert load_run(run_dir).info["contestants"][STAGED]["grow_at"] == GROW_AT
