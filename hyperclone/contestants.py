@@ -1,7 +1,9 @@
 """The contestants of a race: how each starts, its optimizer, its own RNG stream, and its checkpoints.
 
 A ``Contestant`` is one model in the race with everything needed to continue
-it exactly; ``train.py`` runs the loop over them. The checkpoint files
+it exactly; ``train.py`` runs the loop over them. A staged contestant starts
+as a copy of the source and, once it has trained ``grow_at`` steps, is cloned
+(``grow_staged``) and trains on as the wide model with a fresh AdamW. The checkpoint files
 themselves (names, atomic writes) belong to ``runs.py``.
 """
 
@@ -15,9 +17,11 @@ from typing import Any, Iterator
 
 import torch
 
-from .growth import VARIANTS
+from .errors import HyperCloneError
+from .growth import VARIANTS, Growth
 from .pretrained import MODEL_BUILDING
 from .race_config import ContestantSpec, RaceConfig, Schedule
+from .results import training_flops
 from .runs import read_checkpoint, write_checkpoint
 
 
@@ -26,7 +30,7 @@ class Contestant:
     """One model in the race with its optimizer and its place in the data stream."""
 
     name: str  # its canonical spec text, unique in the race (e.g. "noisy_symmetric@lr=3e-4")
-    origin: str  # where its weights start: "clone", "random" or "source"
+    origin: str  # where its weights start: "clone", "random", "source" or "staged" (the source, grown later)
     raw: torch.nn.Module  # the transformers model
     model: torch.nn.Module  # what trains: ``raw`` as prepared by accelerate (DDP-wrapped when distributed)
     optimizer: torch.optim.Optimizer
@@ -45,10 +49,30 @@ class Contestant:
     last_checkpoint: int = 0  # step of the newest checkpoint (step 0 needs none: it is rebuilt)
     schedule: Schedule | None = None  # its learning rate over its budget (from its recipe)
     divided: dict[str, int] = field(default_factory=dict)  # clone-aware: weights trained at lr / divisor
+    grow_at: int | None = None  # staged: the step after which it is cloned into the wide model
+    growth: Growth | None = None  # staged: how it grows
+    grown: bool = False
+    before_growth: tuple[int, int] | None = None  # staged: (params, flop params) of the small model
+    after_growth: tuple[int, int] | None = None  # staged: (params, flop params) of the wide model
+
+    def flops(self, tokens_per_step: int) -> float:
+        """Estimated training FLOPs so far, 6·N·tokens (a staged contestant: each phase with its own N)."""
+        grown = None if self.grow_at is None else (self.grow_at * tokens_per_step, self.before_growth[1])
+        wide = self.flop_params if self.grow_at is None else self.after_growth[1]
+        return training_flops(self.step * tokens_per_step, wide, grown)
+
+    def interval_end(self, eval_every: int) -> int:
+        """The step its next training interval ends at: the next evaluation, its budget, or its growth."""
+        end = min(self.budget, (self.step // eval_every + 1) * eval_every)
+        return min(end, self.grow_at) if self.grow_at is not None and not self.grown else end
+
+    @property
+    def due_to_grow(self) -> bool:
+        return self.grow_at is not None and not self.grown and self.step >= self.grow_at
 
 
 def origin_of(name: str) -> str:
-    """"clone" for a clone variant (with any recipe), else its kind ("random" or "source")."""
+    """"clone" for a clone variant (with any recipe), else its kind ("random", "source" or "staged")."""
     kind = ContestantSpec.parse(name).kind
     return "clone" if kind in VARIANTS else kind
 
@@ -121,7 +145,7 @@ def starting_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch
     from .clone import clone, make_plan
 
     name = ContestantSpec.parse(name).kind
-    if name == "source":
+    if name in ("source", "staged"):
         model = copy.deepcopy(source)  # never train the caller's model in place
     elif name == "random":
         wide_config = make_plan(source.config, cfg.growth()).wide_config()
@@ -139,19 +163,56 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
     """Every contestant, built next to the source (the caller's model is never changed), then placed."""
     contestants = []
     for name in cfg.contestants:
-        kind, schedule = cfg.spec(name).kind, cfg.schedule_for(name)
-        raw = starting_model(kind, source, cfg).to(acc.device)
-        divided = divided_weights(raw, source.config, cfg.growth(kind)) if schedule.clone_aware else {}
+        spec, schedule = cfg.spec(name), cfg.schedule_for(name)
+        raw = starting_model(name, source, cfg).to(acc.device)
+        growth = cfg.growth(spec.grows_into) if spec.kind == "staged" else None
+        clone_aware = schedule.clone_aware and growth is None  # a staged one divides its lr once grown
+        divided = divided_weights(raw, source.config, cfg.growth(spec.kind)) if clone_aware else {}
         optimizer = make_optimizer(raw, cfg, divided)
         prepared = acc.prepare_model(raw)
         cuda_rng = torch.cuda.get_rng_state() if acc.device.type == "cuda" else None
+        sizes = (sum(p.numel() for p in raw.parameters()), flop_parameters(raw))
         contestants.append(Contestant(
             name=name, origin=origin_of(name), raw=raw, model=prepared, optimizer=optimizer,
-            budget=cfg.budget(name), params=sum(p.numel() for p in raw.parameters()),
-            flop_params=flop_parameters(raw), rng=torch.Generator().manual_seed(cfg.seed).get_state(),
-            cuda_rng=cuda_rng, schedule=schedule, divided=divided,
+            budget=cfg.budget(name), params=sizes[0], flop_params=sizes[1],
+            rng=torch.Generator().manual_seed(cfg.seed).get_state(), cuda_rng=cuda_rng, schedule=schedule,
+            divided=divided, grow_at=spec.grow_at, growth=growth, before_growth=sizes if growth else None,
+            after_growth=wide_sizes(source.config, growth) if growth else None,
         ))
     return contestants
+
+
+def wide_sizes(source_config, growth: Growth) -> tuple[int, int]:
+    """(parameters, flop parameters) of the model ``growth`` makes, counted on the meta device (no memory)."""
+    from transformers import AutoModelForCausalLM
+
+    from .clone import make_plan
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(make_plan(source_config, growth).wide_config())
+    return sum(p.numel() for p in model.parameters()), flop_parameters(model)
+
+
+def grow_staged(c: Contestant, cfg: RaceConfig, acc) -> None:
+    """Clone a staged contestant's small model into the wide one, with a fresh AdamW for it (same recipe).
+
+    The clone is the race's growth (``cfg.growth``, variant from the spec); the learning-rate schedule
+    goes on from the step count, so only the optimizer's moments start over.
+    """
+    from .clone import clone
+
+    small = c.raw
+    wide = clone(small, growth=c.growth)
+    if cfg.attn_implementation:
+        wide.set_attn_implementation(cfg.attn_implementation)
+    wide = wide.float().to(acc.device).train(small.training)
+    sizes = (sum(p.numel() for p in wide.parameters()), flop_parameters(wide))
+    if sizes != c.after_growth:
+        raise HyperCloneError(f"{c.name}: the grown model has {sizes[0]} parameters, not the {c.after_growth[0]} "
+                              "its wide config gives; this family's growth is inconsistent")
+    c.divided = divided_weights(wide, small.config, c.growth) if c.schedule.clone_aware else {}
+    c.raw, c.optimizer, c.model = wide, make_optimizer(wide, cfg, c.divided), acc.prepare_model(wide)
+    c.params, c.flop_params, c.grown = sizes[0], sizes[1], True
 
 
 @contextlib.contextmanager
@@ -189,21 +250,27 @@ def save_checkpoint(c: Contestant, run_dir: Path, is_main_process: bool = True) 
     if not is_main_process:
         return
     saved = {"model": c.raw.state_dict(), "optimizer": c.optimizer.state_dict(), "rng": c.rng,
-             "cuda_rng": c.cuda_rng, **{key: getattr(c, key) for key in RESTORED}}
+             "cuda_rng": c.cuda_rng, "grown": c.grown, **{key: getattr(c, key) for key in RESTORED}}
     write_checkpoint(run_dir, c.name, saved)
 
 
-def load_checkpoint(c: Contestant, run_dir: Path, device: torch.device) -> bool:
-    """Restore ``c`` from its checkpoint; False when it has none (it then starts over)."""
+def load_checkpoint(c: Contestant, run_dir: Path, cfg: RaceConfig, acc) -> bool:
+    """Restore ``c`` from its checkpoint; False when it has none (it then starts over).
+
+    A staged contestant saved after its growth is grown first, so the wide weights and their
+    AdamW state load into a model and optimizer of their shape.
+    """
     saved = read_checkpoint(run_dir, c.name)
     if saved is None:
         return False
+    if saved.get("grown", False) and not c.grown:
+        grow_staged(c, cfg, acc)
     c.raw.load_state_dict(saved["model"])
     c.optimizer.load_state_dict(saved["optimizer"])
     for key in RESTORED:
         setattr(c, key, saved[key])
     c.rng = saved["rng"]
-    c.cuda_rng = saved["cuda_rng"] if device.type == "cuda" else None
+    c.cuda_rng = saved["cuda_rng"] if acc.device.type == "cuda" else None
     if c.status == "stopped":
         c.status, c.message = "running", ""
     c.last_checkpoint = c.step

@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from .errors import HyperCloneError
+from .race_config import ContestantSpec
 from .results import RaceResult, Speedup, pick_baseline, speedup
 
 Records = Union[RaceResult, Sequence[dict]]
@@ -94,6 +96,35 @@ def metric_figure(data: Records, metric: str = "val_loss", x: str = "tokens", lo
                       legend_title="contestant")
     if log_x:
         fig.update_xaxes(type="log")
+    add_growth_markers(fig, records, names, metric, x)
+    return fig
+
+
+def growth_point(records: Sequence[dict], name: str) -> dict | None:
+    """The record of a staged contestant's evaluation right after it grew (None: not grown yet, or not staged)."""
+    try:
+        grow_at = ContestantSpec.parse(name).grow_at
+    except HyperCloneError:
+        return None
+    return next((r for r in records if r["contestant"] == name and r["step"] == grow_at), None)
+
+
+def add_growth_markers(fig: go.Figure, records: Sequence[dict], names: Sequence[str], metric: str = "val_loss",
+                       x: str = "tokens", row: int | None = None, col: int | None = None) -> go.Figure:
+    """Mark where each staged contestant grew: a dotted vertical line and a labelled diamond on its curve."""
+    kw = {} if row is None else dict(row=row, col=col)
+    for name in names:
+        point = growth_point(records, name)
+        if point is None or point.get(x) is None:
+            continue
+        color, step = color_of(name, names), point["step"]
+        fig.add_vline(x=point[x], line=dict(color=color, width=1, dash="dot"), **kw)
+        if point.get(metric) is not None:
+            fig.add_trace(go.Scatter(
+                x=[point[x]], y=[point[metric]], mode="markers+text", name=f"{name}: grown at step {step}",
+                legendgroup=name, showlegend=False, text=[f"grown at step {step}"], textposition="top right",
+                textfont=dict(color=color), marker=dict(color=color, size=11, symbol="diamond"),
+                hovertemplate=f"{name} grew into the wide model at step {step}<extra></extra>"), **kw)
     return fig
 
 
@@ -174,6 +205,7 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
             if xs:
                 fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0), names=names), row=row, col=col)
         fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, row=row, col=col)
+        add_growth_markers(fig, records, names, metric, "tokens", row=row, col=col)
     for s in sp:
         if s.definition == "a":
             add_speedup(fig, s, row=1, col=1)

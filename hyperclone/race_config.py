@@ -7,6 +7,8 @@ for the CLI's ``--resume`` and for Python alike.
 Each contestant may train with its own recipe (``ContestantSpec``), written
 ``KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S]``, e.g. ``noisy_symmetric@lr=3e-4``
 or ``source@continue``; that text is also its unique name in the run log.
+``staged@STEP[@VARIANT]...`` trains the source until STEP, then grows it
+(staged training; default variant noisy_symmetric).
 Torch-free, so the CLI checks a bad spec (one line) before loading anything.
 """
 
@@ -21,14 +23,17 @@ from .errors import HyperCloneError
 from .growth import VARIANTS, Growth
 from .runs import read_run_info
 
-CONTESTANT_CHOICES = (*VARIANTS, "random", "source")
+CONTESTANT_CHOICES = (*VARIANTS, "random", "source")  # a plain name is a whole contestant
+KINDS = (*CONTESTANT_CHOICES, "staged")  # staged needs its step: staged@STEP
+STAGED_VARIANT = "noisy_symmetric"  # the clone a staged contestant grows into unless its spec names another
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
 MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
 RECIPES = ("paper", "continue", "clone-aware")
 RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
-               f"(recipes: {', '.join(RECIPES)}; default paper)")
+               f"(recipes: {', '.join(RECIPES)}; default paper); staged@STEP[@VARIANT] grows the source at STEP, "
+               "e.g. staged@200 or staged@200@symmetric@lr=3e-4")
 
 
 def format_lr(value: float) -> str:
@@ -51,7 +56,9 @@ class ContestantSpec:
     ``continue`` (start at the source's final lr from its model card, no
     warm-up) or ``clone-aware`` (as paper, but weights whose blocks were divided
     by k when cloning train at lr/k). ``lr``, ``warmup``, ``schedule``
-    override the recipe's choice (None: keep it).
+    override the recipe's choice (None: keep it). ``staged`` trains the source
+    for ``grow_at`` steps, then clones it (the race's growth, clone ``variant``,
+    default noisy_symmetric) and trains on as the wide model with a fresh AdamW.
     """
 
     kind: str
@@ -59,11 +66,15 @@ class ContestantSpec:
     lr: float | None = None
     warmup: int | None = None
     schedule: str | None = None
+    grow_at: int | None = None
+    variant: str | None = None
 
     @property
     def name(self) -> str:
         """The canonical text of this spec: the contestant's unique name in run logs."""
-        parts = [self.kind] + ([self.recipe] if self.recipe != "paper" else [])
+        parts = [self.kind] + ([str(self.grow_at)] if self.grow_at is not None else [])
+        parts += [self.variant] if self.variant not in (None, STAGED_VARIANT) else []
+        parts += [self.recipe] if self.recipe != "paper" else []
         parts += [f"lr={format_lr(self.lr)}"] if self.lr is not None else []
         parts += [f"warmup={self.warmup}"] if self.warmup is not None else []
         parts += [f"schedule={self.schedule}"] if self.schedule is not None else []
@@ -80,18 +91,23 @@ class ContestantSpec:
         fields: dict = {}
         for option in options:
             key, sep, value = option.partition("=")
-            key, value = (key.strip(), value.strip()) if sep else ("recipe", option)
-            if key not in ("recipe", "lr", "warmup", "schedule") or key in fields or not value:
+            bare = "grow_at" if option.isdigit() else "variant" if option in VARIANTS else "recipe"
+            key, value = (key.strip(), value.strip()) if sep else (bare, option)
+            if key not in ("recipe", "lr", "warmup", "schedule", "grow_at", "variant") or key in fields or not value:
                 raise HyperCloneError(f"bad contestant {text!r}: cannot read {option!r}; write {RECIPE_HELP}")
             fields[key] = _option_value(text, key, value)
+        if fields.get("variant") == STAGED_VARIANT:
+            del fields["variant"]  # the default, written once: staged@200
         return cls(kind, **fields).checked()
 
     def checked(self) -> "ContestantSpec":
         """This spec, or a one-line error naming what cannot work."""
         where = f"contestant {self.kind}@{self.recipe}"
-        if self.kind not in CONTESTANT_CHOICES:
-            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}"
+        if self.kind not in KINDS:
+            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}, "
+                                  "staged@STEP"
                                   + (f", with options {RECIPE_HELP}" if "@" in self.kind else ""))
+        self.check_staged()
         if self.recipe not in RECIPES:
             raise HyperCloneError(f"{where}: unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
         if self.recipe == "clone-aware" and self.kind in ("random", "source"):
@@ -108,10 +124,28 @@ class ContestantSpec:
             raise HyperCloneError(f"{where}: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
         return self
 
+    def check_staged(self) -> None:
+        """A growth step (>= 1) and clone variant belong to ``staged`` alone."""
+        if self.kind != "staged":
+            if self.grow_at is not None or self.variant is not None:
+                raise HyperCloneError(f"contestant {self.name}: a growth step or variant belongs to staged only, "
+                                      f"e.g. staged@200@{self.variant or STAGED_VARIANT}")
+        elif (isinstance(self.grow_at, bool) or not isinstance(self.grow_at, int) or self.grow_at < 1):
+            raise HyperCloneError(f"contestant {self.name}: staged needs the step to grow at, a whole "
+                                  "number >= 1 (it trains the source until then), e.g. staged@200")
+        elif self.variant is not None and self.variant not in VARIANTS:
+            raise HyperCloneError(f"contestant staged: unknown variant {self.variant!r}; choose from "
+                                  f"{', '.join(VARIANTS)}")
+
+    @property
+    def grows_into(self) -> str | None:
+        """The clone variant a staged contestant grows into (None for the others)."""
+        return (self.variant or STAGED_VARIANT) if self.kind == "staged" else None
+
 
 def _option_value(text: str, key: str, value: str):
     try:
-        return float(value) if key == "lr" else int(value) if key == "warmup" else value
+        return float(value) if key == "lr" else int(value) if key in ("warmup", "grow_at") else value
     except ValueError:
         raise HyperCloneError(f"bad contestant {text!r}: {key} {value!r} is not a number; write {RECIPE_HELP}") from None
 
@@ -291,6 +325,11 @@ class RaceConfig:
             hint = ("fp16 needs a loss scaler, which racing models would share; use bf16"
                     if self.precision == "fp16" else f"choose from {', '.join(PRECISIONS)}")
             raise HyperCloneError(f"unsupported precision {self.precision!r}; {hint}")
+        for name in names:
+            grow_at = ContestantSpec.parse(name).grow_at
+            if grow_at is not None and grow_at >= self.budget(name):
+                raise HyperCloneError(f"{name} grows at step {grow_at} but trains {self.budget(name)} steps; grow "
+                                      f"at a step from 1 to {self.budget(name) - 1}")
 
 
 def lr_at(step: int, total: int, cfg: "RaceConfig | Schedule") -> float:
@@ -330,8 +369,16 @@ def fairness_statement(cfg: RaceConfig, num_processes: int) -> str:
         + (f", split into {num_processes} equal data-parallel shards" if num_processes > 1 else "")
         + f"); {budget}; {optimizer}; gradient clipping at {cfg.grad_clip:g}; precision "
         f"{cfg.precision}; evaluation every {cfg.eval_every} steps on the same {cfg.eval_windows} validation "
-        f"windows; each contestant its own RNG stream from seed {cfg.seed}."
+        f"windows; each contestant its own RNG stream from seed {cfg.seed}." + staged_words(cfg)
     )
+
+
+def staged_words(cfg: RaceConfig) -> str:
+    """How each staged contestant grows, in words ("" when none races)."""
+    staged = [cfg.spec(n) for n in cfg.contestants if cfg.spec(n).kind == "staged"]
+    return "".join(f" {s.name}: the source trained {s.grow_at} steps, then grown into its {s.grows_into} clone "
+                   f"(x{cfg.factor}) with a fresh AdamW, the lr schedule going on from step {s.grow_at}; its "
+                   "FLOPs count each phase at its own size." for s in staged)
 
 
 def recipe_words(name: str, s: Schedule) -> str:

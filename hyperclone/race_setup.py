@@ -253,11 +253,26 @@ def describe_run(cfg: RaceConfig, acc, contestants: list[Contestant], source: to
 
 
 def contestant_sizes(contestants: list[Contestant]) -> dict[str, dict]:
-    """What ``run.json`` says about each contestant (``kind`` there is ``Contestant.origin``)."""
+    """What ``run.json`` says about each contestant (``kind`` there is ``Contestant.origin``).
+
+    A staged contestant's ``params`` and ``flop_params`` are the wide model's; ``grow_at``, the variant it
+    grows into, ``params_before`` and ``flop_params_before`` (the source's) say where and from what it grew.
+    """
     return {c.name: {"kind": c.origin, "params": c.params, "flop_params": c.flop_params, "steps": c.budget,
                      "recipe": {**c.schedule.to_dict(), "lr_divided_weights": len(c.divided),
-                                "lr_divisors": sorted(set(c.divided.values()))}}
+                                "lr_divisors": sorted(set(c.divided.values()))}, **staged_sizes(c)}
             for c in contestants}
+
+
+def staged_sizes(c: Contestant) -> dict:
+    """run.json's growth entries of a staged contestant ({} for the others)."""
+    if c.grow_at is None:
+        return {}
+    return {"params": c.after_growth[0], "flop_params": c.after_growth[1], "grow_at": c.grow_at,
+            "grows_into": c.growth.variant, "params_before": c.before_growth[0],
+            "flop_params_before": c.before_growth[1],
+            "optimizer_after_growth": "a fresh AdamW for the wide model, same recipe; the lr schedule goes on "
+                                      "from the step count"}
 
 
 def source_summary(cfg: RaceConfig, source: torch.nn.Module, tokens_origin: str) -> dict:

@@ -1,9 +1,8 @@
 """What a race produced: its records, their status and fairness, and the speed-ups read off its curves.
 
-Kept apart from ``train.py`` so that reading a finished run (``runs.load_run``),
-the plots and the dashboard never need the training machinery, and so the
-speed-up arithmetic can be checked on made-up curves. The run directory on
-disk belongs to ``runs.py``; the text tables to ``report.py``.
+Kept apart from ``train.py`` so that reading a finished run (``runs.load_run``), the plots and the
+dashboard never need the training machinery, and so the speed-up arithmetic can be checked on made-up
+curves. The run directory on disk belongs to ``runs.py``; the text tables to ``report.py``.
 """
 
 from __future__ import annotations
@@ -48,14 +47,12 @@ def tokens_to_reach(curve: Curve, target: float) -> float | None:
 class Speedup:
     """How many times fewer tokens a contestant needs than the baseline, one way round.
 
-    ``definition`` "a": tokens the baseline needs to reach the contestant's final
-    validation loss ÷ tokens the contestant used. ``definition`` "b": tokens the
-    baseline used ÷ tokens the contestant needs to reach the baseline's final
-    loss. ``value`` is None when it cannot be measured within the run;
-    ``bound`` then says what the run does show (e.g. ``(">", 1.0)``) and
-    ``message`` says why, in words. ``value_with_source`` counts FLOPs instead
-    of tokens, with the source model's own training added to the contestant's
-    side (None when that cost is unknown).
+    ``definition`` "a": tokens the baseline needs to reach the contestant's final validation loss ÷ tokens
+    the contestant used. ``definition`` "b": tokens the baseline used ÷ tokens the contestant needs to reach
+    the baseline's final loss. ``value`` is None when it cannot be measured within the run; ``bound`` then
+    says what the run does show (e.g. ``(">", 1.0)``) and ``message`` says why, in words.
+    ``value_with_source`` counts FLOPs instead of tokens, with the source model's own training added to the
+    contestant's side (None when that cost is unknown).
     """
 
     contestant: str
@@ -99,21 +96,27 @@ def speedup(
     names: tuple[str, str] = ("clone", BASELINE),
     flop_params: tuple[int, int] | None = None,
     source_flops: float | None = None,
+    grown: tuple[float, int] | None = None,
 ) -> Speedup:
     """Speed-up of ``contestant`` over ``baseline`` from two (tokens, val loss) curves.
 
-    ``flop_params`` (contestant, baseline) and ``source_flops`` give the
-    FLOPs-based figure counting the source's pretraining (6·N·tokens each).
-    Nothing is extrapolated: a target not reached within the run gives
-    ``value=None`` with a bound and a message.
+    ``flop_params`` (contestant, baseline) and ``source_flops`` give the FLOPs-based figure counting the
+    source's pretraining (6·N·tokens each; ``grown``: a staged contestant, see ``training_flops``).
+    Nothing is extrapolated: a target not reached within the run gives ``value=None``, a bound and a message.
     """
     if definition not in ("a", "b"):
         raise HyperCloneError(f"speed-up definition must be 'a' or 'b', got {definition!r}")
-    pair = _CurvePair(names, _measured(contestant), _measured(baseline), flop_params, source_flops)
+    pair = _CurvePair(names, _measured(contestant), _measured(baseline), flop_params, source_flops, grown)
     if not pair.mine or not pair.theirs:
         missing = names[0] if not pair.mine else names[1]
         return Speedup(*names, definition, float("nan"), None, None, None, message=f"{missing} has no evaluations")
     return _speedup_a(pair) if definition == "a" else _speedup_b(pair)
+
+
+def training_flops(tokens: float, flop_params: int, grown: tuple[float, int] | None = None) -> float:
+    """6·N·tokens; ``grown`` (tokens at growth, N before it): a staged run, its first tokens at the small N."""
+    before = 0.0 if grown is None else min(tokens, grown[0])
+    return 6.0 * ((grown[1] if grown else 0) * before + flop_params * (tokens - before))
 
 
 def _measured(curve: Curve) -> list[tuple[float, float]]:
@@ -129,6 +132,7 @@ class _CurvePair:
     theirs: list[tuple[float, float]]  # the baseline's
     flop_params: tuple[int, int] | None
     source_flops: float | None
+    grown: tuple[float, int] | None = None  # a staged contestant: (tokens at growth, its N before)
 
     @property
     def my_tokens(self) -> float:
@@ -142,7 +146,7 @@ class _CurvePair:
         """Baseline FLOPs ÷ (contestant FLOPs + the source's training FLOPs), or None if unknown."""
         if self.flop_params is None or self.source_flops is None:
             return None
-        my_flops = 6.0 * self.flop_params[0] * my_tokens + self.source_flops
+        my_flops = training_flops(my_tokens, self.flop_params[0], self.grown) + self.source_flops
         return 6.0 * self.flop_params[1] * their_tokens / my_flops if my_flops > 0 else None
 
 
@@ -394,8 +398,7 @@ class RaceResult:
     # -- speed-ups ---------------------------------------------------------- #
     def source_flops(self) -> float | None:
         """FLOPs the source model's own training cost (6·N·tokens), or None if unknown."""
-        src = self.info.get("source", {})
-        tokens, n = src.get("train_tokens"), src.get("flop_params")
+        tokens, n = (self.info.get("source", {}).get(k) for k in ("train_tokens", "flop_params"))
         return 6.0 * n * tokens if tokens is not None and n is not None else None
 
     @property
@@ -406,8 +409,7 @@ class RaceResult:
     def readouts(self) -> list[Readout]:
         """Every other contestant against the baseline at the tokens both have trained."""
         base = self.baseline
-        return [readout(self.curve(n), self.curve(base), (n, base)) for n in self.contestants if n != base] \
-            if base else []
+        return [readout(self.curve(n), self.curve(base), (n, base)) for n in self.contestants if n != base and base]
 
     def horizon(self, name: str, definition: str = "a") -> list[HorizonPoint]:
         """``speedup_vs_horizon`` of contestant ``name`` over the baseline (x: tokens per wide parameter)."""
@@ -428,10 +430,14 @@ class RaceResult:
             if name == baseline:
                 continue
             flop_params = (params.get(name, {}).get("flop_params"), params.get(baseline, {}).get("flop_params"))
+            at = params.get(name, {}).get("grow_at")  # staged: its first tokens cost the small model's FLOPs
+            grown = (at * self.config["batch_size"] * self.config["seq_len"],
+                     params[name]["flop_params_before"]) if at is not None else None
             for definition in ("a", "b"):
                 out.append(speedup(self.curve(name), self.curve(baseline), definition, names=(name, baseline),
                                    flop_params=flop_params if None not in flop_params else None,
-                                   source_flops=None if name.partition("@")[0] == BASELINE else self.source_flops()))
+                                   source_flops=None if name.partition("@")[0] == BASELINE else self.source_flops(),
+                                   grown=grown))
         return out
 
     # -- text --------------------------------------------------------------- #

@@ -44,7 +44,8 @@ from typing import Any, Callable, Iterator
 import torch
 import torch.nn.functional as F
 
-from .contestants import Contestant, build_contestants, load_checkpoint, own_rng, save_checkpoint, set_lr
+from .contestants import (Contestant, build_contestants, grow_staged, load_checkpoint, own_rng, save_checkpoint,
+                          set_lr)
 from .data import Corpus
 from .errors import HyperCloneError
 from .race_config import RaceConfig, lr_at
@@ -159,7 +160,7 @@ def mark_diverged(c: Contestant, reason: str, lr: float | None) -> None:
 def train_interval(c: Contestant, state: RaceState) -> None:
     """Train ``c`` up to its next evaluation step (or its budget), one AdamW step at a time."""
     cfg, acc = state.cfg, state.accelerator
-    end = min(c.budget, (c.step // cfg.eval_every + 1) * cfg.eval_every)
+    end = c.interval_end(cfg.eval_every)  # a staged contestant also stops where it grows
     c.model.train()
     t0 = time.perf_counter()
     with own_rng(c):
@@ -189,6 +190,8 @@ def train_interval(c: Contestant, state: RaceState) -> None:
             c.loss_sum += loss_value
             c.loss_count += 1
             c.data_sha1 = hashlib.sha1(c.data_sha1.encode() + batch_bytes).hexdigest()
+    if c.due_to_grow:
+        grow_staged(c, cfg, acc)
     if acc.device.type == "cuda":
         torch.cuda.synchronize(acc.device)
     c.seconds += time.perf_counter() - t0
@@ -242,7 +245,7 @@ def evaluate_and_record(c: Contestant, state: RaceState) -> float:
     t0 = time.perf_counter()
     val_loss, val_acc = evaluate(c.raw, state.windows, cfg.batch_size, acc)
     train_loss = mean_training_loss(c, acc)
-    sym = symmetry(c.raw, cfg.factor, cfg.ffn_factor) if c.origin == "clone" else None
+    sym = symmetry(c.raw, cfg.factor, cfg.ffn_factor) if c.origin == "clone" or c.grown else None
     c.seconds += time.perf_counter() - t0
     tokens = c.step * cfg.batch_size * cfg.seq_len
     state.emit({
@@ -250,7 +253,7 @@ def evaluate_and_record(c: Contestant, state: RaceState) -> float:
         "contestant": c.name,
         "step": c.step,
         "tokens": tokens,
-        "flops": 6.0 * c.flop_params * tokens,
+        "flops": c.flops(cfg.batch_size * cfg.seq_len),
         "lr": lr_at(c.step - 1, c.budget, c.schedule) if c.step else None,  # of the last step taken
         "train_loss": train_loss,
         "val_loss": val_loss,
@@ -279,7 +282,7 @@ def resume_from_checkpoints(state: RaceState, contestants: list[Contestant], log
     """Restore every contestant that has a checkpoint, and take over the ``logged`` events still valid."""
     from_steps = {}
     for c in contestants:
-        if not load_checkpoint(c, state.run_dir, state.accelerator.device):
+        if not load_checkpoint(c, state.run_dir, state.cfg, state.accelerator):
             state.warnings.append(f"{c.name}: no checkpoint, restarted from step 0")
         from_steps[c.name] = c.step
     state.replay(supersede(logged, from_steps))  # so live views start complete
@@ -329,7 +332,8 @@ def race(
     its ``tokenizer``. ``contestants``: clone variants (``symmetric``, ``diagonal``, ``noisy_symmetric``,
     ``noisy_diagonal``), ``random`` (the same wide config, transformers' default init) and ``source`` (the
     small model, trained on), as text with an optional recipe (``noisy_symmetric@lr=3e-4``, ``source@continue``,
-    ``symmetric@clone-aware``) or a ``ContestantSpec``. ``data``: a ``load_corpus`` spec or a ``Corpus``.
+    ``symmetric@clone-aware``) or a ``ContestantSpec``; ``staged@200`` trains the source and grows it at step
+    200. ``data``: a ``load_corpus`` spec or a ``Corpus``.
     ``steps_for``: other budgets for some (a longer random run measures speed-up (a)). Every ``eval_every``
     steps each contestant is evaluated and a record goes to ``callback`` and ``run_dir/metrics.jsonl``;
     ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``); ``resume=True``
