@@ -275,6 +275,13 @@ def _check_depth(plan: ClonePlan) -> None:
     """Refuse depth settings this source cannot take, in one line."""
     if not plan.spec.layer_prefix:
         raise HyperCloneError(f"the {plan.spec.model_type} spec names no layers, so it cannot grow in depth")
+    layer_writers = [p for p, rule in plan.spec.tensors.items() if rule.writes_residual and "*" in p]
+    if not plan.growth.stack and not layer_writers:
+        raise HyperCloneError(f"the {plan.spec.model_type} spec marks no layer weight writes_residual, so a new "
+                              "block cannot start as the identity; use stack=True or no depth growth")
+    if not plan.growth.stack and getattr(plan.source_config, "do_layer_norm_before", True) is False:
+        raise HyperCloneError("depth growth needs a pre-LayerNorm model (a post-LN block normalises even when it "
+                              "adds nothing, so it is not the identity); use stack=True or no depth growth")
     if plan.growth.depth_every > plan.n_layers:
         raise HyperCloneError(f"depth_every={plan.growth.depth_every} is more than the source's {plan.n_layers} "
                               "layers, so no block would be inserted; choose a smaller depth_every")

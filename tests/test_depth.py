@@ -211,3 +211,21 @@ def test_growth_refuses_bad_depth_settings_in_one_line(kw, words):
 def test_depth_every_beyond_the_layers_is_refused():
     with pytest.raises(HyperCloneError, match="more than the source's 2 layers"):
         clone(_model("llama-gqa"), depth=2, depth_every=3)
+
+
+PRE_LN = [c[0] for c in CASES if c[2].get("do_layer_norm_before", True)]
+
+
+@pytest.mark.parametrize("case_id", PRE_LN)
+def test_every_pre_ln_family_grows_in_depth_exactly(case_id):
+    """A spec that forgot a residual writer would leave a new block that is not the identity: caught here."""
+    model = _model(case_id)
+    report = verify(model, clone(model, factor=2, depth=2, variant="noisy_symmetric"))
+    assert report.passed and report.top1_agreement == 1.0, report.summary()
+
+
+def test_a_post_ln_model_is_refused_depth_growth_but_may_be_stacked():
+    model = _model("opt-proj-postln")
+    with pytest.raises(HyperCloneError, match="needs a pre-LayerNorm model"):
+        clone(model, depth=2)
+    assert int(clone(model, depth=2, stack=True).config.num_hidden_layers) == 4
