@@ -176,6 +176,8 @@ def test_the_cli_labels_a_stacked_clone_and_does_not_call_it_failed(tmp_path, ca
     assert "NOT function-preserving by design" in out and "FAILED" not in out
     record = json.loads((tmp_path / "stacked" / PROVENANCE_FILE).read_text())
     assert record["function_preserving"] is False and record["equivalence"]["function_preserving"] is False
+    card = (tmp_path / "stacked" / "README.md").read_text()
+    assert "NOT function-preserving by design" in card and "FAILED" not in card
     assert main(["verify", str(src), str(tmp_path / "stacked")]) == 0
     assert "not function-preserving by design" in capsys.readouterr().out
 
