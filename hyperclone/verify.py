@@ -123,8 +123,9 @@ class EquivalenceReport:
             f"  top-1 agreement         {self.top1_agreement:.2%}",
         ]
         if self.function_preserving:
-            lines.append(f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers repeat "
-                         f"the source's (worst relative diff {max((c.max_rel_diff for c in self.layers), default=0.0):.3e})")
+            worst = max((c.max_rel_diff for c in self.layers), default=0.0)
+            lines.append(f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers "
+                         f"repeat the source's (worst relative diff {worst:.3e})")
         if self.culprit:
             lines.append(f"  first difference        {self.culprit}")
         lines += [f"  note: {n}" for n in self.notes]
