@@ -28,11 +28,23 @@ def _add_clone_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snr-db", type=float, default=10.0, help="noise level of noisy variants, in dB")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--tie", choices=TIE_MODES, default="untie", help="tied embeddings: untie (exact) or keep")
+    p.add_argument("--depth", type=int, default=1,
+                   help="layer multiplier (default 1): new blocks that start as the identity (exact)")
+    p.add_argument("--depth-every", type=int, default=1,
+                   help="insert depth-1 new blocks after every k-th layer only (default 1: after each layer)")
+    p.add_argument("--stack", action="store_true",
+                   help="with --depth: repeat the whole layer stack instead (G_stack); NOT function-preserving")
 
 
 def _growth(args) -> Growth:
     """The one ``Growth`` of a ``clone`` command, checked before torch is imported."""
-    return Growth(args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie)
+    return Growth(args.factor, args.ffn_factor, args.variant, args.snr_db, args.seed, args.tie, args.depth,
+                  args.depth_every, args.stack)
+
+
+def _depth_words(growth: Growth) -> str:
+    """", layers: ..." for a depth-grown clone, saying so loudly when it is not function-preserving."""
+    return f", layers: {growth.describe_depth()}" if growth.depth > 1 else ""
 
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
@@ -55,7 +67,7 @@ def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
     from .stream import stream_clone
 
     print(f"streaming {args.src} -> {args.out}: x{growth.factor} (FFN x{growth.ffn_factor}), "
-          f"variant {growth.variant}, shards up to {args.max_shard_size}")
+          f"variant {growth.variant}{_depth_words(growth)}, shards up to {args.max_shard_size}")
     result = stream_clone(
         where, args.out, growth,
         dtype=args.dtype, max_shard_size=args.max_shard_size, overwrite=args.overwrite,
@@ -69,7 +81,7 @@ def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
     print(f"saved {args.out}: {result.n_params / 1e6:.2f}M params, {human_bytes(result.n_bytes)} {result.dtype} "
           f"in {len(result.shards)} shard(s), {result.seconds:.1f}s "
           f"({result.n_bytes / max(result.seconds, 1e-9) / 1e9:.2f} GB/s)")
-    return 0 if result.passed else 1
+    return 0 if result.passed else 1  # a stacked model that differs passes: not function-preserving by design
 
 
 def cmd_clone(args) -> int:
@@ -100,14 +112,14 @@ def cmd_clone(args) -> int:
     check_fits_in_memory(n_bytes, device, f"the x{growth.factor} clone ({n_params / 1e6:.1f}M parameters)",
                          args.force)
     print(f"cloning {args.src} ({source.num_parameters() / 1e6:.2f}M params) -> {n_params / 1e6:.2f}M params, "
-          f"{human_bytes(n_bytes)}, variant {growth.variant}, on {device}")
+          f"{human_bytes(n_bytes)}, variant {growth.variant}{_depth_words(growth)}, on {device}")
     wide = apply_plan(source, plan)
     report = verify(source, wide, text=args.text, tokenizer=tokenizer if args.text else None)
     print(report.summary())
     save_clone(wide, args.out, provenance(plan, args.src, report), tokenizer, args.overwrite, args.max_shard_size,
                src_dir)
     print(f"saved {args.out} in {time.perf_counter() - t0:.1f}s")
-    return 0 if report.passed else 1
+    return 0 if report.as_expected else 1
 
 
 def cmd_verify(args) -> int:
@@ -118,12 +130,22 @@ def cmd_verify(args) -> int:
     check_device(args.device)
     source, tokenizer = _load(args.src, args)
     cloned, _ = _load(args.dst, args)
-    record = Path(args.dst) / PROVENANCE_FILE
-    approximate = record.exists() and json.loads(record.read_text()).get("tie") == "keep"
+    record_file = Path(args.dst) / PROVENANCE_FILE
+    record = json.loads(record_file.read_text()) if record_file.exists() else {}
+    layer_map, preserving = _recorded_depth(record, int(source.config.num_hidden_layers))
     report = verify(source, cloned, text=args.text, tokenizer=tokenizer if args.text else None,
-                    approximate=approximate)
+                    approximate=record.get("tie") == "keep", layer_map=layer_map, function_preserving=preserving)
     print(report.summary())
-    return 0 if report.passed else 1
+    return 0 if report.as_expected else 1
+
+
+def _recorded_depth(record: dict, n_layers: int) -> tuple[list[int] | None, bool]:
+    """(layer map, function-preserving) of a clone from its provenance record (no depth growth: (None, True))."""
+    depth = record.get("depth") or 1
+    if depth == 1:
+        return None, True
+    growth = Growth(depth=depth, depth_every=record.get("depth_every") or 1, stack=bool(record.get("stack")))
+    return growth.layer_map(n_layers), growth.function_preserving
 
 
 def cmd_families(args) -> int:

@@ -12,6 +12,7 @@ import copy
 import math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterable, Iterator
 
 import torch
@@ -39,6 +40,22 @@ class ClonePlan:
     snr_db = property(lambda self: self.growth.snr_db)
     seed = property(lambda self: self.growth.seed)
     tie = property(lambda self: self.growth.tie)
+    depth = property(lambda self: self.growth.depth)
+    function_preserving = property(lambda self: self.growth.function_preserving)
+
+    @property
+    def n_layers(self) -> int:
+        """The source's number of layers (``num_hidden_layers``, or the family's key through its attribute map)."""
+        return int(self.source_config.num_hidden_layers)
+
+    @cached_property
+    def layer_sources(self) -> list[tuple[int, bool]]:
+        """(source layer, starts as the identity) of each wide layer (see ``Growth.layer_sources``)."""
+        return self.growth.layer_sources(self.n_layers)
+
+    def layer_map(self) -> list[int] | None:
+        """The wide layer whose output equals source layer i's, for each i; None when not function-preserving."""
+        return self.growth.layer_map(self.n_layers)
 
     @property
     def source_tied(self) -> bool:
@@ -64,6 +81,8 @@ class ClonePlan:
                 setattr(cfg, key, int(value) * self.space_factor(space))
         if self.source_tied and not self.keep_tied:
             cfg.tie_word_embeddings = False
+        if self.depth > 1:
+            cfg = config_for_layers(cfg, [i for i, _ in self.layer_sources])
         return cfg
 
     def sources_of(self, source_names: Iterable[str]) -> list[tuple[str, str]]:
@@ -72,7 +91,25 @@ class ClonePlan:
         A tied source's head grows from its embedding (added after the rest when the source stores the
         head only as its embedding); with ``tie="keep"`` the wide model shares its embedding and has no head.
         """
-        return self.spec.sources_of(source_names, self.source_tied, self.keep_tied)
+        pairs = self.spec.sources_of(source_names, self.source_tied, self.keep_tied)
+        return pairs if self.depth == 1 else self._deepened(pairs)
+
+    def _deepened(self, pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """``pairs`` with each source layer's weights given to every wide layer grown from it, in wide order."""
+        by_layer: dict[int, list[tuple[str, str]]] = {}
+        for wide, source in pairs:
+            layer = self.spec.layer_of(wide)
+            if layer is not None:
+                by_layer.setdefault(layer, []).append((wide, source))
+        out, done = [], False
+        for wide, source in pairs:
+            if self.spec.layer_of(wide) is None:
+                out.append((wide, source))
+            elif not done:  # every wide layer at the place of the first layer weight
+                done = True
+                for j, (i, _) in enumerate(self.layer_sources):
+                    out += [(self.spec.with_layer(w, j), s) for w, s in by_layer.get(i, [])]
+        return out
 
     def names(self, source_names: Iterable[str]) -> list[str]:
         """The wide model's weight names, in source order (a tied head is added or dropped)."""
@@ -103,7 +140,13 @@ class ClonePlan:
         """
         rule = self.spec.rule_for(name)
         check_finite(name, tensor)
+        layer, new_block = self.spec.layer_of(name), False
+        if self.depth > 1 and layer is not None:  # grown as its source layer's weight (same noise seed)
+            source_layer, new_block = self.layer_sources[layer]
+            name = self.spec.with_layer(name, source_layer)
         out = self._grow_by_rule(name, rule, tensor)
+        if new_block and rule.writes_residual:
+            return torch.zeros_like(out)  # the new block adds nothing to the residual stream: the identity
         scale = 1.0
         if self.spec.embed_scale and name == self.spec.embed:
             scale /= self.factor**0.5
@@ -155,6 +198,28 @@ class ClonePlan:
         return int(size(self.source_config)) if size else equal_split
 
 
+def config_for_layers(config: PretrainedConfig, layers: list[int]) -> PretrainedConfig:
+    """A copy of ``config`` for a model whose layers are copies of the given layers of ``config``'s, in order.
+
+    Used for depth growth (layers repeated) and sampled verification (some layers). The layer count and the
+    per-layer settings follow: ``layer_types`` (sliding or full attention) and Qwen-MoE's dense layers.
+    """
+    cfg = copy.deepcopy(config)
+    n = int(config.num_hidden_layers)
+    if list(layers) == list(range(n)):
+        return cfg
+    cfg.num_hidden_layers = len(layers)
+    layer_types = getattr(cfg, "layer_types", None)
+    if isinstance(layer_types, (list, tuple)) and len(layer_types) == n:
+        cfg.layer_types = [layer_types[i] for i in layers]
+    step = getattr(cfg, "decoder_sparse_step", None)
+    if isinstance(step, int) and step > 0:  # Qwen-MoE: the layers that have a dense MLP, renumbered
+        dense = set(getattr(cfg, "mlp_only_layers", None) or [])
+        cfg.mlp_only_layers = [j for j, i in enumerate(layers) if i in dense or (i + 1) % step]
+        cfg.decoder_sparse_step = 1
+    return cfg
+
+
 @contextmanager
 def _one_torch_thread() -> Iterator[None]:
     """Run the block on one torch thread (measured: the in-memory clone ~25% faster on the 2-core VM)."""
@@ -202,7 +267,25 @@ def make_plan(config: PretrainedConfig, growth: Growth | None = None) -> ClonePl
         )
     if plan.keep_tied and getattr(config, "do_layer_norm_before", True) is False:
         raise HyperCloneError("tie='keep' needs a pre-LayerNorm model; use tie='untie'")
+    if growth.depth > 1:
+        _check_depth(plan)
     return plan
+
+
+def _check_depth(plan: ClonePlan) -> None:
+    """Refuse depth settings this source cannot take, in one line."""
+    if not plan.spec.layer_prefix:
+        raise HyperCloneError(f"the {plan.spec.model_type} spec names no layers, so it cannot grow in depth")
+    layer_writers = [p for p, rule in plan.spec.tensors.items() if rule.writes_residual and "*" in p]
+    if not plan.growth.stack and not layer_writers:
+        raise HyperCloneError(f"the {plan.spec.model_type} spec marks no layer weight writes_residual, so a new "
+                              "block cannot start as the identity; use stack=True or no depth growth")
+    if not plan.growth.stack and getattr(plan.source_config, "do_layer_norm_before", True) is False:
+        raise HyperCloneError("depth growth needs a pre-LayerNorm model (a post-LN block normalises even when it "
+                              "adds nothing, so it is not the identity); use stack=True or no depth growth")
+    if plan.growth.depth_every > plan.n_layers:
+        raise HyperCloneError(f"depth_every={plan.growth.depth_every} is more than the source's {plan.n_layers} "
+                              "layers, so no block would be inserted; choose a smaller depth_every")
 
 
 def grow_state(plan: ClonePlan, tensors: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
@@ -252,6 +335,9 @@ def clone(
     snr_db: float = 10.0,
     seed: int = 0,
     tie: str = "untie",
+    depth: int = 1,
+    depth_every: int = 1,
+    stack: bool = False,
     *,
     growth: Growth | None = None,
 ) -> PreTrainedModel:
@@ -262,10 +348,13 @@ def clone(
     one by one or as ``growth=Growth(...)``, not both (with ``growth`` the
     others keep their defaults). The result lives on the source's device and
     dtype and is a stock transformers model (save it with ``save_pretrained``).
+    ``depth=2`` also doubles the layers with new blocks that start as the identity
+    (``clone(model, factor=2, depth=2)``); ``stack=True`` repeats the layer stack
+    instead (not function-preserving); see ``Growth``.
     """
     if not isinstance(model, PreTrainedModel):
         raise HyperCloneError(f"clone expects a transformers PreTrainedModel, got {type(model).__name__}")
-    settings = Growth(factor, ffn_factor, variant, snr_db, seed, tie)
+    settings = Growth(factor, ffn_factor, variant, snr_db, seed, tie, depth, depth_every, stack)
     if growth is None:
         growth = settings
     elif settings != Growth():

@@ -103,6 +103,11 @@ def provenance(plan, source: str, report=None, extra: dict[str, Any] | None = No
         "snr_db": plan.snr_db if plan.variant.startswith("noisy") else None,
         "seed": plan.seed,
         "tie": plan.tie if plan.source_tied else "not tied",
+        "depth": plan.growth.depth,
+        "depth_every": plan.growth.depth_every if plan.growth.depth > 1 and not plan.growth.stack else None,
+        "stack": plan.growth.stack,
+        "function_preserving": plan.growth.function_preserving,
+        "layers": plan.growth.describe_depth() or "as the source's",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "python": platform.python_version(),
         "equivalence": report.to_dict() if report is not None else None,
@@ -114,9 +119,11 @@ def provenance(plan, source: str, report=None, extra: dict[str, Any] | None = No
 def model_card(record: dict[str, Any], wide_config, n_params: int | None = None) -> str:
     """A short README.md for the cloned checkpoint."""
     eq = record.get("equivalence")
+    preserving = record.get("function_preserving", True)
     if eq:
+        verdict = "passed" if eq["passed"] else "FAILED" if preserving else "not expected to match"
         check = (
-            f"{'passed' if eq['passed'] else 'FAILED'}: max relative logit difference {eq['max_rel_diff']:.2e}, "
+            f"{verdict}: max relative logit difference {eq['max_rel_diff']:.2e}, "
             f"top-1 agreement {eq['top1_agreement']:.2%}, mean KL {eq['mean_kl']:.2e} ({eq['dtype']})"
         )
     else:
@@ -131,8 +138,9 @@ tags: [hyperclone, hypercloning]
 Grown from `{record['source']}` with [HyperClone](https://arxiv.org/abs/2409.12903)-style function-preserving
 expansion: hidden size and attention heads x{record['factor']}, FFN x{record['ffn_factor']},
 variant `{record['variant']}`{f", SNR {record['snr_db']} dB" if record.get('snr_db') is not None else ''}, seed {record['seed']}.
-At initialisation it computes the same logits as its source.
-
+{"At initialisation it computes the same logits as its source." if preserving else
+ "Its layers are the source's stacked: NOT function-preserving by design (its logits differ from the source's)."}
+{f"{chr(10)}- layers: {record['layers']}" if record.get("depth", 1) > 1 else ""}
 - hidden size: {getattr(wide_config, 'hidden_size', getattr(wide_config, 'n_embd', '?'))}
 - equivalence check: {check}
 - tied embeddings: {record['tie']}

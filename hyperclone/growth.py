@@ -60,6 +60,19 @@ def check_tie(value: object) -> str:
     return value
 
 
+def check_depth(depth: object, every: object, stack: object) -> None:
+    """Raise a one-line error for depth settings that do not fit together."""
+    check_factor(depth, "depth")
+    check_factor(every, "depth_every")
+    if not isinstance(stack, bool):
+        raise HyperCloneError(f"stack must be True or False, got {stack!r}")
+    if depth == 1 and (stack or every != 1):
+        raise HyperCloneError(f"{'stack' if stack else 'depth_every'} needs depth >= 2 (the layer multiplier), "
+                              "got depth=1")
+    if stack and every != 1:
+        raise HyperCloneError("stack repeats the whole layer stack; it takes no depth_every")
+
+
 @dataclass(frozen=True)
 class Growth:
     """How to grow a model: checked once, here, then passed whole (hashable, so it can key a cache).
@@ -69,6 +82,15 @@ class Growth:
     ``variant`` splits each weight into blocks (``VARIANTS``); the noisy ones
     add noise at ``snr_db`` decibels, seeded per tensor from ``seed``.
     ``tie``: a tied embedding is untied (exact) or kept (approximate).
+
+    Depth: ``depth`` > 1 inserts ``depth - 1`` new blocks after every
+    ``depth_every``-th source layer (default 1: after every layer, so the layer
+    count is multiplied by ``depth``). A new block is a copy of the (grown)
+    source layer it follows, norms included, except that its residual writers
+    (attention output and MLP down projections, weights and biases: the rules
+    marked ``writes_residual``) are zero, so it starts as the identity and the
+    function is preserved exactly. ``stack=True`` instead repeats the whole
+    layer stack ``depth`` times (G_stack): NOT function-preserving.
     """
 
     factor: int = 2
@@ -77,6 +99,9 @@ class Growth:
     snr_db: float = 10.0
     seed: int = 0
     tie: str = "untie"
+    depth: int = 1
+    depth_every: int = 1
+    stack: bool = False
 
     def __post_init__(self) -> None:
         factor = check_factor(self.factor, "factor")
@@ -86,6 +111,48 @@ class Growth:
         check_tie(self.tie)
         set_field(self, "snr_db", check_snr_db(self.snr_db))
         set_field(self, "seed", check_seed(self.seed))
+        check_depth(self.depth, self.depth_every, self.stack)
+
+    @property
+    def function_preserving(self) -> bool:
+        """False for a stacked model (its logits are not expected to match the source's)."""
+        return not self.stack
+
+    def layer_groups(self, n_layers: int) -> list[list[int]]:
+        """For each source layer, the wide layers grown from it (its own copy first, then its new blocks).
+
+        Inserted blocks start as the identity, so the hidden state after source layer i equals the one
+        after the last wide layer of its group. Stacked: layer i is at i, i + n, i + 2n, ...
+        """
+        if self.stack:
+            return [[i + r * n_layers for r in range(self.depth)] for i in range(n_layers)]
+        groups, j = [], 0
+        for i in range(n_layers):
+            extra = self.depth - 1 if (i + 1) % self.depth_every == 0 else 0
+            groups.append(list(range(j, j + 1 + extra)))
+            j += 1 + extra
+        return groups
+
+    def layer_sources(self, n_layers: int) -> list[tuple[int, bool]]:
+        """(source layer, whether it is a new block starting as the identity) for each wide layer, in order."""
+        wide: dict[int, tuple[int, bool]] = {}
+        for i, group in enumerate(self.layer_groups(n_layers)):
+            for k, j in enumerate(group):
+                wide[j] = (i, k > 0 and not self.stack)
+        return [wide[j] for j in range(len(wide))]
+
+    def layer_map(self, n_layers: int) -> list[int] | None:
+        """The wide layer whose output equals source layer i's, for each i; None for a stacked model."""
+        return None if self.stack else [group[-1] for group in self.layer_groups(n_layers)]
+
+    def describe_depth(self) -> str:
+        """A few words on the depth growth, for the CLI and the records ("" without any)."""
+        if self.depth == 1:
+            return ""
+        if self.stack:
+            return f"layers stacked x{self.depth} (NOT function-preserving by design)"
+        where = "every layer" if self.depth_every == 1 else f"every {self.depth_every}th layer"
+        return f"{self.depth - 1} identity block(s) after {where} (function-preserving)"
 
 
 def require_growth(value: object) -> Growth:

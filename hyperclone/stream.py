@@ -61,8 +61,8 @@ class StreamResult:
 
     @property
     def passed(self) -> bool:
-        """False only when a check ran and failed (an unverified clone is not a failure)."""
-        return self.report is None or bool(self.report.passed)
+        """False only when a check ran and failed (an unverified clone, or a stacked one that differs, is not)."""
+        return self.report is None or bool(self.report.as_expected)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -85,10 +85,10 @@ def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | No
     tensors = LazyTensors(layout)
     try:
         with torch.no_grad():
-            for name in plan.names(tensors.where):
+            for name, source in plan.sources_of(tensors.where):
                 if before is not None:
                     before(name)
-                t = tensors[name]
+                t = tensors[source if plan.depth > 1 else name]  # a tied head: the layout maps it to the embedding
                 if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                     t = t.to(dtype)
                 yield name, plan.grow(name, t)
@@ -249,7 +249,7 @@ def _planned_entries(plan: ClonePlan, layout: SourceLayout, wide_shapes: dict[st
     _check_structure(plan, wide_shapes, {wide for wide, _ in sources})
     entries, parts = [], {}
     for wide, source in sources:
-        stored = layout.dtypes[wide] if wide in layout.dtypes else layout.dtypes[source]
+        stored = layout.dtypes[source if plan.depth > 1 or wide not in layout.dtypes else wide]
         out = dtype if dtype is not None and stored.is_floating_point else stored
         form = save_as(wide, torch.empty(wide_shapes[wide], dtype=out, device="meta"))
         parts[wide] = list(form)

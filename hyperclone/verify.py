@@ -97,6 +97,12 @@ class EquivalenceReport:
     approximate: bool = False
     notes: list[str] = field(default_factory=list)
     culprit: str | None = None  # where the first difference is, e.g. "layer 2: mlp differs"
+    function_preserving: bool = True  # False: a stacked model, not expected to match (never "passed")
+
+    @property
+    def as_expected(self) -> bool:
+        """Passed, or a model not meant to match (stacked layers): a difference there is no failure."""
+        return self.passed or not self.function_preserving
 
     @property
     def layers_passed(self) -> bool:
@@ -106,7 +112,8 @@ class EquivalenceReport:
         return asdict(self)
 
     def summary(self) -> str:
-        verdict = "PASSED" if self.passed else "FAILED"
+        verdict = ("PASSED" if self.passed else "FAILED" if self.function_preserving
+                   else "NOT EXPECTED (not function-preserving by design: stacked layers)")
         lines = [
             f"equivalence {verdict} ({self.dtype}, factor {self.factor}, {self.n_tokens} tokens, "
             f"tolerance {self.tolerance:g}{', approximate' if self.approximate else ''})",
@@ -114,9 +121,11 @@ class EquivalenceReport:
             f"  max relative diff       {self.max_rel_diff:.3e}",
             f"  mean KL(source||clone)  {self.mean_kl:.3e}",
             f"  top-1 agreement         {self.top1_agreement:.2%}",
-            f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers repeat the source's"
-            f" (worst relative diff {max((c.max_rel_diff for c in self.layers), default=0.0):.3e})",
         ]
+        if self.function_preserving:
+            worst = max((c.max_rel_diff for c in self.layers), default=0.0)
+            lines.append(f"  hidden states           {sum(c.passed for c in self.layers)}/{len(self.layers)} layers "
+                         f"repeat the source's (worst relative diff {worst:.3e})")
         if self.culprit:
             lines.append(f"  first difference        {self.culprit}")
         lines += [f"  note: {n}" for n in self.notes]
@@ -164,8 +173,12 @@ def _layers(n: int) -> str:
     return f"{n} layer{'' if n == 1 else 's'}"
 
 
-def check_comparable(source, cloned) -> int:
-    """The growth factor from ``source`` to ``cloned``, or a one-line error saying why one cannot be its clone."""
+def check_comparable(source, cloned, layer_map: list[int] | None = None, same_depth: bool = True) -> int:
+    """The growth factor from ``source`` to ``cloned``, or a one-line error saying why one cannot be its clone.
+
+    ``layer_map`` (a depth-grown clone): the clone's layer whose output is source layer i's; ``same_depth``
+    False skips the depth check (a stacked model).
+    """
     s_cfg, c_cfg = source.config, cloned.config
     if s_cfg.model_type != c_cfg.model_type:
         raise HyperCloneError(f"the source is a {s_cfg.model_type!r} model and the destination a "
@@ -175,7 +188,11 @@ def check_comparable(source, cloned) -> int:
         raise HyperCloneError(f"the source and the destination have different vocabularies ({s_vocab} and {c_vocab} "
                               "tokens); a clone keeps its source's vocabulary")
     s_depth, c_depth = int(s_cfg.num_hidden_layers), int(c_cfg.num_hidden_layers)
-    if s_depth != c_depth:
+    if layer_map is not None:
+        if len(layer_map) != s_depth or not layer_map or layer_map[-1] != c_depth - 1:
+            raise HyperCloneError(f"the layer map {layer_map} does not fit a source of {_layers(s_depth)} and a "
+                                  f"destination of {_layers(c_depth)}; is DST the depth-grown clone of SRC?")
+    elif same_depth and s_depth != c_depth:
         raise HyperCloneError(f"the source has {_layers(s_depth)} and the destination {_layers(c_depth)}; "
                               "a clone has its source's depth")
     if c_width < s_width or c_width % s_width:
@@ -199,6 +216,8 @@ def verify(
     approximate: bool | None = None,
     *,
     layer_numbers: list[int] | None = None,
+    layer_map: list[int] | None = None,
+    function_preserving: bool | None = None,
 ) -> EquivalenceReport:
     """Run both models on the same tokens and measure how equal their outputs are.
 
@@ -207,17 +226,14 @@ def verify(
     clone's plan) marks a tie="keep" clone, checked with a looser tolerance.
     ``layer_numbers``: the source's numbers of the models' layers, for models
     truncated to some layers, so that a difference names the right one.
+    ``layer_map`` (default: from the clone's plan; equal depth without one): for a
+    depth-grown clone, the wide layer whose hidden state must repeat source layer
+    i's. ``function_preserving`` False (default: from the plan) marks a stacked
+    model: measured, but reported as not expected to match, without layer checks.
     """
-    check_comparable(source, cloned)
-    if input_ids is None and text is not None:
-        if tokenizer is None:
-            raise HyperCloneError("verify(text=...) needs a tokenizer= to encode the text")
-        input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
-        if input_ids.numel() == 0:
-            raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
-    if input_ids is None:
-        input_ids = default_input_ids(source.config)
-    input_ids = check_input_ids(input_ids, source.config)
+    approximate, layer_map, function_preserving = _clone_settings(cloned, approximate, layer_map, function_preserving)
+    check_comparable(source, cloned, layer_map, same_depth=function_preserving)
+    input_ids = _input_ids(source.config, input_ids, text, tokenizer)
     src, dst = _forward(source, input_ids), _forward(cloned, input_ids)
     s_logits, c_logits = src.logits.float(), dst.logits.float().to(src.logits.device)
     if s_logits.shape != c_logits.shape:
@@ -230,21 +246,51 @@ def verify(
     mean_kl = max(0.0, float((log_p.exp() * (log_p - log_q)).sum(-1).mean()))  # >= 0; rounding can dip below
     top1 = float((s_logits.argmax(-1) == c_logits.argmax(-1)).float().mean())
 
-    if approximate is None:
-        plan = getattr(cloned, "hyperclone_plan", None)
-        approximate = bool(plan is not None and plan.keep_tied)
     dtype = next(cloned.parameters()).dtype
     tol = APPROXIMATE_TOLERANCE if approximate else TOLERANCE.get(dtype, 1e-5)
-    layers, factor = _layer_checks(src.hidden_states, dst.hidden_states, tol, normalise=approximate)
+    layers, factor = _layer_checks(src.hidden_states, dst.hidden_states, tol, approximate, layer_map)
     notes = []
     if approximate:
         notes.append("tie='keep' scales the residual stream by 1/n: equal only up to the norms' epsilon")
-    passed = max_rel <= tol and all(c.passed for c in layers)
-    culprit = None if passed else _culprit(source, cloned, input_ids, layers, tol, approximate, layer_numbers)
+    if layer_map is not None:
+        notes.append(f"depth-grown: the hidden state after source layer i is checked against the one after "
+                     f"wide layer {layer_map}[i] (new blocks start as the identity)")
+    if not function_preserving:
+        layers = []
+        notes.append("stacked layers: not function-preserving by design, so the logits are not expected to match")
+    passed = function_preserving and max_rel <= tol and all(c.passed for c in layers)
+    culprit = None if passed or not function_preserving else _culprit(
+        source, cloned, input_ids, layers, tol, approximate, layer_numbers, layer_map)
     return EquivalenceReport(
         max_abs, max_rel, mean_kl, top1, layers, passed, tol, str(dtype).replace("torch.", ""), factor,
-        int(input_ids.numel()), approximate, notes, culprit,
+        int(input_ids.numel()), approximate, notes, culprit, function_preserving,
     )
+
+
+def _clone_settings(cloned, approximate: bool | None, layer_map: list[int] | None,
+                    function_preserving: bool | None) -> tuple[bool, list[int] | None, bool]:
+    """(approximate, layer map, function-preserving): those given, the rest read from the clone's plan."""
+    plan = getattr(cloned, "hyperclone_plan", None)
+    if approximate is None:
+        approximate = bool(plan is not None and plan.keep_tied)
+    if function_preserving is None:
+        function_preserving = plan is None or plan.function_preserving
+    if layer_map is None and plan is not None and plan.depth > 1 and function_preserving:
+        layer_map = plan.layer_map()
+    return approximate, layer_map, function_preserving
+
+
+def _input_ids(config, input_ids, text: str | None, tokenizer) -> torch.Tensor:
+    """The tokens to check on: ``input_ids``, ``text`` encoded, or a fixed sample; checked against ``config``."""
+    if input_ids is None and text is not None:
+        if tokenizer is None:
+            raise HyperCloneError("verify(text=...) needs a tokenizer= to encode the text")
+        input_ids = tokenizer(text, return_tensors="pt")["input_ids"]
+        if input_ids.numel() == 0:
+            raise HyperCloneError("the verification text encodes to no tokens; give a non-empty text")
+    if input_ids is None:
+        input_ids = default_input_ids(config)
+    return check_input_ids(input_ids, config)
 
 
 def _repeat_diff(s: torch.Tensor, c: torch.Tensor, normalise: bool) -> tuple[float, float] | None:
@@ -260,11 +306,18 @@ def _repeat_diff(s: torch.Tensor, c: torch.Tensor, normalise: bool) -> tuple[flo
     return abs_diff, abs_diff / max(float(expected.abs().max()) if c.numel() else 0.0, 1e-30)
 
 
-def _layer_checks(src_states, dst_states, tol: float, normalise: bool) -> tuple[list[LayerCheck], int]:
-    """Each clone hidden state against the source's repeated along the hidden axis."""
+def _layer_checks(src_states, dst_states, tol: float, normalise: bool,
+                  layer_map: list[int] | None = None) -> tuple[list[LayerCheck], int]:
+    """Each clone hidden state against the source's repeated along the hidden axis.
+
+    State 0 is the embeddings' output and state i + 1 layer i's; with a ``layer_map`` source state
+    i + 1 is compared with the clone's state ``layer_map[i] + 1``.
+    """
     if not src_states or not dst_states:
         return [], 1
     factor = dst_states[0].shape[-1] // src_states[0].shape[-1]
+    if layer_map is not None:
+        dst_states = [dst_states[0]] + [dst_states[j + 1] for j in layer_map]
     checks = []
     for i, (s, c) in enumerate(zip(src_states, dst_states)):
         diff = _repeat_diff(s, c, normalise) if c.shape[-1] == s.shape[-1] * factor else None
@@ -311,7 +364,7 @@ def _layer_outputs(model, index: int, input_ids: torch.Tensor) -> dict[str, torc
 
 
 def _culprit(source, cloned, input_ids, layers: list[LayerCheck], tol: float, normalise: bool,
-             layer_numbers: list[int] | None) -> str:
+             layer_numbers: list[int] | None, layer_map: list[int] | None = None) -> str:
     """Where the clone first departs from its source: the embeddings, a layer (and its sub-module), or the head.
 
     Hidden state 0 is the embeddings' output, state i the output of layer i - 1, and the last state has the
@@ -326,7 +379,8 @@ def _culprit(source, cloned, input_ids, layers: list[LayerCheck], tol: float, no
     number = layer_numbers[index] if layer_numbers is not None and index < len(layer_numbers) else index
     if _decoder_layers(source) is None or _decoder_layers(cloned) is None:
         return f"layer {number} differs"
-    ours, theirs = _layer_outputs(source, index, input_ids), _layer_outputs(cloned, index, input_ids)
+    wide_index = index if layer_map is None else (layer_map[index - 1] + 1 if index else 0)  # its own copy
+    ours, theirs = _layer_outputs(source, index, input_ids), _layer_outputs(cloned, wide_index, input_ids)
     for name, s in ours.items():
         diff = _repeat_diff(s, theirs[name], normalise) if name and name in theirs else None
         if diff is not None and not diff[1] <= tol:

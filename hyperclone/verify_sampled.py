@@ -11,7 +11,6 @@ about checkpoints: their layouts, lazy reads and what fits in free memory.
 
 from __future__ import annotations
 
-import copy
 import math
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import torch
 
 from . import resources
 from .checkpoint import LazyTensors, SourceLayout, has_tokenizer, meta_model, read_layout, state_shapes
-from .clone import ClonePlan, model_from_state
+from .clone import ClonePlan, config_for_layers, model_from_state
 from .errors import HyperCloneError
 from .pretrained import from_pretrained
 from .sources import check_device, load_config
@@ -62,17 +61,42 @@ def verify_streamed(
     mode, why = _choose_mode(mode, layout, wide_config, dtype, device, n_layers)
     layers = list(range(n_layers)) if mode == "full" else sample_layers(n_layers)
     if mode != "full":
+        if not plan.function_preserving:
+            return {"method": "none", "note": f"{why}; a stacked model is not function-preserving by design, so its "
+                    "logits are not expected to match and no sampled check was made"}, None
         why += (f"; checked a {len(layers)}-layer model made of layers {layers} of {n_layers} plus "
                 "the embeddings, final norm and head")
+    wide_layers, layer_map = _wide_layers(plan, layers)
     src_model = _load_layers(layout.config, LazyTensors(layout), layers, dtype)
-    wide_model = _load_layers(wide_config, LazyTensors(read_layout(out, wide_config)), layers, dtype)
+    wide_model = _load_layers(wide_config, LazyTensors(read_layout(out, wide_config)), wide_layers, dtype)
     input_ids = None if text is None else _encode(src, text, trust_remote_code)
     report = verify(src_model.to(device).eval(), wide_model.to(device).eval(), input_ids=input_ids,
-                    approximate=plan.keep_tied, layer_numbers=layers)
+                    approximate=plan.keep_tied, layer_numbers=layers, layer_map=layer_map,
+                    function_preserving=plan.function_preserving)
     del src_model, wide_model
     record = {"method": "full" if mode == "full" else "sampled layers", "layers": layers, "n_layers": n_layers,
               "device": str(device), "passed": bool(report.passed), "note": why}
+    if plan.depth > 1:
+        record["wide_layers"] = wide_layers
+    if not plan.function_preserving:
+        record["note"] += "; stacked layers are not function-preserving by design, so a difference is expected"
     return record, report
+
+
+def _wide_layers(plan: ClonePlan, layers: list[int]) -> tuple[list[int], list[int] | None]:
+    """The clone's layers to load for the source's ``layers``, and the layer map between the two truncated models.
+
+    Depth-grown: each source layer with the new blocks that follow it (the map points at the last of them);
+    stacked: every wide layer (only a full check is made, and it has no map).
+    """
+    if plan.depth == 1:
+        return layers, None
+    if not plan.function_preserving:
+        return list(range(len(plan.layer_sources))), None
+    groups = plan.growth.layer_groups(plan.n_layers)
+    wide = [j for i in layers for j in groups[i]]
+    ends = [sum(len(groups[i]) for i in layers[:k + 1]) - 1 for k in range(len(layers))]
+    return wide, ends
 
 
 def _choose_mode(mode: str, layout: SourceLayout, wide_config, dtype: torch.dtype, device: torch.device,
@@ -104,26 +128,9 @@ def _encode(src: Path, text: str, trust_remote_code: bool) -> torch.Tensor:
     return input_ids
 
 
-def _truncated_config(config, layers: list[int]):
-    cfg = copy.deepcopy(config)
-    n = int(config.num_hidden_layers)
-    if len(layers) == n:
-        return cfg
-    cfg.num_hidden_layers = len(layers)
-    layer_types = getattr(cfg, "layer_types", None)
-    if isinstance(layer_types, (list, tuple)) and len(layer_types) == n:
-        cfg.layer_types = [layer_types[i] for i in layers]
-    step = getattr(cfg, "decoder_sparse_step", None)
-    if isinstance(step, int) and step > 0:  # Qwen-MoE: the sampled layers that have a dense MLP, renumbered
-        dense = set(getattr(cfg, "mlp_only_layers", None) or [])
-        cfg.mlp_only_layers = [j for j, i in enumerate(layers) if i in dense or (i + 1) % step]
-        cfg.decoder_sparse_step = 1
-    return cfg
-
-
 def _load_layers(config, tensors: LazyTensors, layers: list[int], dtype: torch.dtype):
     """A model of ``config`` holding only ``layers`` (renumbered 0..k-1), read tensor by tensor."""
-    cfg = _truncated_config(config, layers)
+    cfg = config_for_layers(config, layers)
     names = state_shapes(meta_model(cfg))
     state = {}
     spec = spec_for(cfg)
