@@ -184,12 +184,10 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
 
 def wide_sizes(source_config, growth: Growth) -> tuple[int, int]:
     """(parameters, flop parameters) of the model ``growth`` makes, counted on the meta device (no memory)."""
-    from transformers import AutoModelForCausalLM
-
+    from .checkpoint import meta_model
     from .clone import make_plan
 
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(make_plan(source_config, growth).wide_config())
+    model = meta_model(make_plan(source_config, growth).wide_config())
     return sum(p.numel() for p in model.parameters()), flop_parameters(model)
 
 
