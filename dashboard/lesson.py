@@ -172,7 +172,7 @@ def live_race(name: str, growth: Growth) -> None:
         st.error(job.error, icon=":material/error:")
     watching = queue.running()
 
-    @st.fragment(run_every=2.0 if watching is not None else None)
+    @st.fragment(run_every=3.0 if watching is not None else None)
     def board() -> None:
         running = queue.running()
         if watching is not None and running is not watching:
