@@ -705,9 +705,9 @@ def show_tabs(key: CloneKey, current: CloneKey | None) -> None:
 
 def main() -> None:
     """Two pages: the explorer (every control) and the guided lesson."""
-    st.set_page_config(page_title="HyperClone", page_icon=":material/account_tree:", layout="wide")
-    page = st.navigation([st.Page(explorer, title="Explorer", icon=":material/account_tree:", default=True),
-                          st.Page(lesson.render, title="Lesson", icon=":material/school:", url_path="lesson")],
+    st.set_page_config(page_title="HyperClone", layout="wide")  # no material page_icon: its favicon comes from Google
+    page = st.navigation([st.Page(explorer, title="Explorer", default=True),  # no page icons: see set_page_config
+                          st.Page(lesson.render, title="Lesson", url_path="lesson")],
                          position="top")
     page.run()
 

@@ -111,6 +111,8 @@ def test_the_lesson_in_a_real_browser_chapters_link_and_presenter_view(server, t
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 1000})
             page.set_default_timeout(90_000)
+            outside = []  # the dashboard works offline: nothing may be fetched from anywhere but this server
+            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(server) else None)
             page.goto(f"{server}/lesson?factor=3&variant=diagonal")
             for number, title in enumerate(CHAPTER_TITLES, start=1):
                 expect(page.get_by_role("heading", name=f"{number} · {title}")).to_be_visible()
@@ -123,6 +125,7 @@ def test_the_lesson_in_a_real_browser_chapters_link_and_presenter_view(server, t
             page.get_by_role("button", name="Link to this view").click()
             link = page.locator("[data-testid='stCode'] code").last.inner_text().strip()
             assert "chapter=5" in link and "factor=3" in link and "variant=diagonal" in link
+            assert not [u for u in outside if not u.startswith(("data:", "blob:"))], outside
 
             other = browser.new_page(viewport={"width": 1440, "height": 1000})  # a student opening the link
             other.goto(link if link.startswith("http") else f"{server}/lesson{link[link.index('?'):]}")
