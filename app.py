@@ -178,7 +178,13 @@ def pick_growth() -> Growth:
                             disabled=not variant.startswith("noisy"),
                             help="Signal-to-noise ratio of the grown matrices; lower means more noise.")
     seed = int(st.sidebar.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
-    return Growth(factor, None if ffn == "= n" else int(ffn), variant, float(snr), seed)
+    c1, c2 = st.sidebar.columns(2)
+    depth = c1.select_slider("Depth x (layers)", [1, 2, 3, 4], value=1, key="depth",
+                             help="new blocks after every layer, starting as the identity: still exact")
+    stack = c2.checkbox("Stack layers", key="stack", disabled=depth == 1,
+                        help="repeat the layer stack instead (G_stack): NOT function-preserving")
+    return Growth(factor, None if ffn == "= n" else int(ffn), variant, float(snr), seed, depth=depth,
+                  stack=bool(stack and depth > 1))
 
 
 def pick_device() -> tuple[str, str]:
@@ -229,12 +235,17 @@ def run_clone(key: CloneKey, text: str) -> None:
         report = cached_report(key, text)
         total = time.perf_counter() - t0
         bar.progress(1.0, "done")
-        verdict = "PASSED" if report.passed else "FAILED"
+        verdict = verdict_of(report)
         status.update(label=f"Cloned and checked in {total:.2f} s: equivalence {verdict}", state="complete",
                       expanded=False)
     st.session_state.clone_key = key
     st.session_state.clone_timing = {"clone_s": t_clone, "clone_to_result_s": total}
     log.info("clone %s -> %s params, equivalence %s in %.2fs", key, wide.num_parameters(), verdict, total)
+
+
+def verdict_of(report) -> str:
+    """PASSED, FAILED, or NOT EXPECTED for a stacked clone (not function-preserving by design)."""
+    return "NOT EXPECTED (stacked layers)" if not report.function_preserving else "PASSED" if report.passed else "FAILED"
 
 
 def cached_report(key: CloneKey, text: str):
@@ -309,7 +320,11 @@ def show_equivalence(key: CloneKey) -> None:
             return
     report = cached_report(key, text)
     timing = st.session_state.get("clone_timing", {})
-    if report.passed:
+    if not report.function_preserving:
+        st.info(f"This clone **stacks layers**: not function-preserving by design, so its logits are not expected "
+                f"to match; the figures below show how far it starts from the source ({report.n_tokens} tokens).",
+                icon=":material/info:")
+    elif report.passed:
         st.success(f"**Equivalence PASSED** on {report.n_tokens} tokens ({report.dtype}, tolerance "
                    f"{report.tolerance:g}): the x{report.factor} clone computes the source's logits.",
                    icon=":material/check_circle:")
@@ -679,7 +694,7 @@ def show_last_clone(current: CloneKey | None, key: CloneKey, just_cloned: bool) 
 def show_clone_caption(current: CloneKey) -> None:
     """"Last clone: ..." with its verdict on the check text and how long it took."""
     report = st.session_state.get("reports", {}).get((current, st.session_state.get("check_text", DEFAULT_TEXT)))
-    verdict = f": equivalence {'PASSED' if report.passed else 'FAILED'}" if report is not None else ""
+    verdict = f": equivalence {verdict_of(report)}" if report is not None else ""
     timing = st.session_state.get("clone_timing", {})
     took = f" (Clone → result {timing['clone_to_result_s']:.2f} s)" if timing else ""
     g = current.growth
@@ -735,6 +750,8 @@ def restore_view() -> None:
             state.snr = growth.snr_db
         if "seed" in params:
             state.seed = growth.seed
+        if params.get("depth") and 1 <= growth.depth <= 4:
+            state.depth, state.stack = growth.depth, growth.stack
     if params.get("tab") in [t.label for t in TABS]:
         state.tab = params["tab"]
     if params.get("run") and is_run_dir(runs_dir() / params["run"]):

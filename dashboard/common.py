@@ -17,7 +17,7 @@ from hyperclone.growth import Growth
 from hyperclone.resources import is_out_of_memory
 
 log = logging.getLogger("hyperclone.app")
-GROWTH_PARAMS = ("factor", "ffn_factor", "variant", "snr_db", "seed")  # the CLI's names
+GROWTH_PARAMS = ("factor", "ffn_factor", "variant", "snr_db", "seed", "depth", "stack")  # the CLI's names
 
 
 def error_line(e: BaseException, doing: str) -> str:
@@ -51,7 +51,8 @@ def owner_id() -> str:
 def growth_params(growth: Growth) -> dict[str, str | None]:
     """The growth settings as URL parameters, with the CLI's names (None: left out)."""
     return {"factor": str(growth.factor), "ffn_factor": None if growth.ffn_factor == growth.factor else
-            str(growth.ffn_factor), "variant": growth.variant, "snr_db": f"{growth.snr_db:g}", "seed": str(growth.seed)}
+            str(growth.ffn_factor), "variant": growth.variant, "snr_db": f"{growth.snr_db:g}", "seed": str(growth.seed),
+            "depth": str(growth.depth) if growth.depth > 1 else None, "stack": "1" if growth.stack else None}
 
 
 def growth_from_params(params: Mapping[str, Any], default: Growth | None = None) -> Growth:
@@ -61,7 +62,8 @@ def growth_from_params(params: Mapping[str, Any], default: Growth | None = None)
         factor = int(params.get("factor", base.factor))
         ffn = params.get("ffn_factor")
         return Growth(factor, int(ffn) if ffn not in (None, "") else None, str(params.get("variant", base.variant)),
-                      float(params.get("snr_db", base.snr_db)), int(params.get("seed", base.seed)))
+                      float(params.get("snr_db", base.snr_db)), int(params.get("seed", base.seed)),
+                      depth=int(params.get("depth", base.depth)), stack=params.get("stack") == "1")
     except ValueError as e:
         raise HyperCloneError(f"a growth setting in the link is not a number ({first_line(e)})") from None
 

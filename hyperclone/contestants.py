@@ -144,16 +144,16 @@ def starting_model(name: str, source: torch.nn.Module, cfg: RaceConfig) -> torch
 
     from .clone import clone, make_plan
 
-    name = ContestantSpec.parse(name).kind
-    if name in ("source", "staged"):
+    spec = ContestantSpec.parse(name)
+    if spec.kind in ("source", "staged"):
         model = copy.deepcopy(source)  # never train the caller's model in place
-    elif name == "random":
-        wide_config = make_plan(source.config, cfg.growth()).wide_config()
+    elif spec.kind == "random":
+        wide_config = make_plan(source.config, cfg.growth_of(spec)).wide_config()
         with MODEL_BUILDING:  # no other thread's model building may skip or consume this initialisation
             torch.manual_seed(cfg.seed)
             model = AutoModelForCausalLM.from_config(wide_config)  # transformers' default initialisation
     else:
-        model = clone(source, growth=cfg.growth(name))
+        model = clone(source, growth=cfg.growth_of(spec))
     if cfg.attn_implementation:
         model.set_attn_implementation(cfg.attn_implementation)
     return model.float()
@@ -167,7 +167,7 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
         raw = starting_model(name, source, cfg).to(acc.device)
         growth = cfg.growth(spec.grows_into) if spec.kind == "staged" else None
         clone_aware = schedule.clone_aware and growth is None  # a staged one divides its lr once grown
-        divided = divided_weights(raw, source.config, cfg.growth(spec.kind)) if clone_aware else {}
+        divided = divided_weights(raw, source.config, cfg.growth_of(spec)) if clone_aware else {}
         optimizer = make_optimizer(raw, cfg, divided)
         prepared = acc.prepare_model(raw)
         cuda_rng = torch.cuda.get_rng_state() if acc.device.type == "cuda" else None

@@ -33,7 +33,8 @@ MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but m
 RECIPES = ("paper", "continue", "clone-aware")
 RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
                f"(recipes: {', '.join(RECIPES)}; default paper); staged@STEP[@VARIANT] grows the source at STEP, "
-               "e.g. staged@200 or staged@200@symmetric@lr=3e-4")
+               "e.g. staged@200 or staged@200@symmetric@lr=3e-4; @depth=D grows the layers too (exact) and "
+               "@depth=D@stack repeats the layer stack (not function-preserving), e.g. noisy_symmetric@depth=2")
 
 
 def format_lr(value: float) -> str:
@@ -68,6 +69,8 @@ class ContestantSpec:
     schedule: str | None = None
     grow_at: int | None = None
     variant: str | None = None
+    depth: int | None = None  # a clone (or random init) also grown in depth: Growth(depth=...), exact
+    stack: bool = False  # with depth: repeat the layer stack instead (G_stack), not function-preserving
 
     @property
     def name(self) -> str:
@@ -78,6 +81,8 @@ class ContestantSpec:
         parts += [f"lr={format_lr(self.lr)}"] if self.lr is not None else []
         parts += [f"warmup={self.warmup}"] if self.warmup is not None else []
         parts += [f"schedule={self.schedule}"] if self.schedule is not None else []
+        parts += [f"depth={self.depth}"] if self.depth is not None else []
+        parts += ["stack"] if self.stack else []
         return "@".join(parts)
 
     @classmethod
@@ -91,9 +96,11 @@ class ContestantSpec:
         fields: dict = {}
         for option in options:
             key, sep, value = option.partition("=")
-            bare = "grow_at" if option.isdigit() else "variant" if option in VARIANTS else "recipe"
+            bare = ("grow_at" if option.isdigit() else "variant" if option in VARIANTS else
+                    "stack" if option == "stack" else "recipe")
             key, value = (key.strip(), value.strip()) if sep else (bare, option)
-            if key not in ("recipe", "lr", "warmup", "schedule", "grow_at", "variant") or key in fields or not value:
+            if key not in ("recipe", "lr", "warmup", "schedule", "grow_at", "variant", "depth", "stack") \
+                    or key in fields or not value:
                 raise HyperCloneError(f"bad contestant {text!r}: cannot read {option!r}; write {RECIPE_HELP}")
             fields[key] = _option_value(text, key, value)
         if fields.get("variant") == STAGED_VARIANT:
@@ -108,6 +115,7 @@ class ContestantSpec:
                                   "staged@STEP"
                                   + (f", with options {RECIPE_HELP}" if "@" in self.kind else ""))
         self.check_staged()
+        self.check_depth()
         if self.recipe not in RECIPES:
             raise HyperCloneError(f"{where}: unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
         if self.recipe == "clone-aware" and self.kind in ("random", "source"):
@@ -137,6 +145,19 @@ class ContestantSpec:
             raise HyperCloneError(f"contestant staged: unknown variant {self.variant!r}; choose from "
                                   f"{', '.join(VARIANTS)}")
 
+    def check_depth(self) -> None:
+        """Depth (>= 2) belongs to clones and random init; stack needs depth."""
+        if self.depth is None and not self.stack:
+            return
+        if self.kind in ("source", "staged"):
+            raise HyperCloneError(f"contestant {self.name}: depth belongs to clones and random init, not {self.kind}")
+        if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
+            raise HyperCloneError(f"contestant {self.name}: depth must be a whole number >= 2 (the layers are "
+                                  "multiplied by it), e.g. noisy_symmetric@depth=2" + ("; stack needs it too"
+                                                                                       if self.stack else ""))
+        if self.stack and self.kind == "random":
+            raise HyperCloneError(f"contestant {self.name}: random init has no layers to stack; use random@depth=2")
+
     @property
     def grows_into(self) -> str | None:
         """The clone variant a staged contestant grows into (None for the others)."""
@@ -145,7 +166,9 @@ class ContestantSpec:
 
 def _option_value(text: str, key: str, value: str):
     try:
-        return float(value) if key == "lr" else int(value) if key in ("warmup", "grow_at") else value
+        if key == "stack":
+            return True
+        return float(value) if key == "lr" else int(value) if key in ("warmup", "grow_at", "depth") else value
     except ValueError:
         raise HyperCloneError(f"bad contestant {text!r}: {key} {value!r} is not a number; write {RECIPE_HELP}") from None
 
@@ -213,9 +236,15 @@ class RaceConfig:
         self.contestants = tuple(contestant_name(c) for c in self.contestants)
         self.steps_for = {contestant_name(k): v for k, v in dict(self.steps_for).items()}
 
-    def growth(self, variant: str = "symmetric") -> Growth:
-        """The ``Growth`` that makes this race's clone of ``variant`` (any variant gives the same wide config)."""
-        return Growth(self.factor, self.ffn_factor, variant, self.snr_db, self.seed)
+    def growth(self, variant: str = "symmetric", depth: int | None = None, stack: bool = False) -> Growth:
+        """The ``Growth`` that makes this race's clone of ``variant`` (any variant gives the same wide config),
+        ``depth`` times as deep (stacked if ``stack``)."""
+        return Growth(self.factor, self.ffn_factor, variant, self.snr_db, self.seed, depth=depth or 1, stack=stack)
+
+    def growth_of(self, spec: ContestantSpec) -> Growth:
+        """The ``Growth`` contestant ``spec`` starts from (its clone variant, or symmetric for random's shape)."""
+        variant = spec.kind if spec.kind in VARIANTS else spec.grows_into or "symmetric"
+        return self.growth(variant, spec.depth, spec.stack)
 
     def spec(self, name: str) -> ContestantSpec:
         """The recipe of contestant ``name`` (its canonical name, as in ``contestants``)."""
@@ -369,8 +398,19 @@ def fairness_statement(cfg: RaceConfig, num_processes: int) -> str:
         + (f", split into {num_processes} equal data-parallel shards" if num_processes > 1 else "")
         + f"); {budget}; {optimizer}; gradient clipping at {cfg.grad_clip:g}; precision "
         f"{cfg.precision}; evaluation every {cfg.eval_every} steps on the same {cfg.eval_windows} validation "
-        f"windows; each contestant its own RNG stream from seed {cfg.seed}." + staged_words(cfg)
+        f"windows; each contestant its own RNG stream from seed {cfg.seed}." + staged_words(cfg) + depth_words(cfg)
     )
+
+
+def depth_words(cfg: RaceConfig) -> str:
+    """How each contestant grown in depth starts, in words ("" when none races)."""
+    deep = [cfg.spec(n) for n in cfg.contestants if cfg.spec(n).depth]
+    return "".join(
+        f" {s.name}: {s.depth}x the layers, " + ("the layer stack repeated: NOT function-preserving by design "
+                                                 "(it does not start at the source's loss)." if s.stack else
+                                                 "random init." if s.kind == "random" else
+                                                 "new blocks start as the identity (exact).")
+        for s in deep)
 
 
 def staged_words(cfg: RaceConfig) -> str:
