@@ -19,8 +19,8 @@ import pandas  # noqa: F401 - imported up front: plotly and Streamlit import it 
 import streamlit as st
 
 from dashboard import lesson
-from dashboard.common import (error_line, growth_from_params, growth_params, owner_id, query_link, runs_dir, safe_name,
-                              write_params)
+from dashboard.common import (error_line, growth_from_params, growth_params, owner_id, past_runs, query_link, runs_dir,
+                              safe_name, write_params)
 from hyperclone.classroom import check_teacher, classroom_mode, shared_queue
 from hyperclone.lesson import QUICK, format_duration, race_seconds, step_seconds
 
@@ -364,12 +364,6 @@ def show_equivalence(key: CloneKey) -> None:
 # --------------------------------------------------------------------------- #
 # 6. Training race
 # --------------------------------------------------------------------------- #
-def past_runs() -> list[Path]:
-    root = runs_dir()
-    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
-    return sorted(found, key=lambda p: p.name, reverse=True)
-
-
 def run_label(path: Path) -> str:
     try:
         cfg = RaceConfig.from_run(path)
@@ -788,9 +782,10 @@ def explorer() -> None:
         st.info("Choose a source model in the sidebar (the built-in models work offline).")
         return
     key = CloneKey(name, device, dtype, growth)
-    write_params(view_state(name, growth))
+    view = view_state(name, growth)
+    write_params(view)
     with st.sidebar.popover("Link to this view"):
-        st.code(query_link(view_state(name, growth)), language=None)
+        st.code(query_link(view), language=None)
     fits = show_source_and_size(key)
     if fits is None:
         return

@@ -15,9 +15,9 @@ import streamlit as st
 from hyperclone.errors import HyperCloneError, first_line
 from hyperclone.growth import Growth
 from hyperclone.resources import is_out_of_memory
+from hyperclone.runs import is_run_dir
 
 log = logging.getLogger("hyperclone.app")
-GROWTH_PARAMS = ("factor", "ffn_factor", "variant", "snr_db", "seed", "depth", "stack")  # the CLI's names
 
 
 def error_line(e: BaseException, doing: str) -> str:
@@ -36,6 +36,13 @@ def error_line(e: BaseException, doing: str) -> str:
 def runs_dir() -> Path:
     """Where races are saved: ``$HYPERCLONE_RUNS``, default ``runs/`` beside the app."""
     return Path(os.environ.get("HYPERCLONE_RUNS") or Path(__file__).resolve().parent.parent / "runs")
+
+
+def past_runs() -> list[Path]:
+    """The run directories under ``runs_dir()``, newest first (by name: they start with a timestamp)."""
+    root = runs_dir()
+    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
+    return sorted(found, key=lambda p: p.name, reverse=True)
 
 
 def safe_name(source: str) -> str:

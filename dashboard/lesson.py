@@ -12,7 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.common import (apply_presenter_style, error_line, growth_from_params, growth_params, owner_id,
+from dashboard.common import (apply_presenter_style, error_line, growth_from_params, growth_params, owner_id, past_runs,
                               query_link, runs_dir, write_params)
 from hyperclone import Growth, clone, verify
 from hyperclone.classroom import check_teacher, shared_queue
@@ -123,10 +123,8 @@ def chapter_model(name: str, growth: Growth) -> None:
 
 def recorded_runs() -> list[Path]:
     """Finished runs on this server, longest first (the lesson shows a recorded race before a live one)."""
-    root = runs_dir()
-    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
     finished = []
-    for path in found:
+    for path in past_runs():
         try:
             result = load_run(path)
         except HyperCloneError:

@@ -26,7 +26,6 @@ from .errors import HyperCloneError, first_line
 
 CLASSROOM_ENV = "HYPERCLONE_CLASSROOM"
 TOKEN_ENV = "HYPERCLONE_TEACHER_TOKEN"
-STATES = ("queued", "running", "finished", "stopped", "failed")
 
 
 def new_token() -> str:
@@ -57,7 +56,10 @@ def check_teacher(given: str | None, action: str, environ: dict | None = None) -
 
 @dataclass
 class RaceJob:
-    """One race asked for by one session: its place in the queue, then its outcome."""
+    """One race asked for by one session: its place in the queue, then its outcome.
+
+    ``state``: queued, running, then finished, stopped or failed (``error`` says why, in one line).
+    """
 
     id: int
     owner: str

@@ -8,16 +8,13 @@ from pathlib import Path
 import torch
 
 from .errors import HyperCloneError
-from .pretrained import MODEL_BUILDING
 
 
 def count_parameters(config) -> int:
     """Parameters of the model a config describes, counted on the meta device (no memory used)."""
-    from transformers import AutoModelForCausalLM
+    from .checkpoint import meta_model
 
-    with MODEL_BUILDING, torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    return sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in meta_model(config).parameters())
 
 
 def dtype_bytes(dtype: torch.dtype) -> int:
