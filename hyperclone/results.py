@@ -106,7 +106,7 @@ def speedup(
     """
     if definition not in ("a", "b"):
         raise HyperCloneError(f"speed-up definition must be 'a' or 'b', got {definition!r}")
-    pair = _CurvePair(names, _measured(contestant), _measured(baseline), flop_params, source_flops, grown)
+    pair = _CurvePair(names, measured(contestant), measured(baseline), flop_params, source_flops, grown)
     if not pair.mine or not pair.theirs:
         missing = names[0] if not pair.mine else names[1]
         return Speedup(*names, definition, float("nan"), None, None, None, message=f"{missing} has no evaluations")
@@ -119,7 +119,7 @@ def training_flops(tokens: float, flop_params: int, grown: tuple[float, int] | N
     return 6.0 * ((grown[1] if grown else 0) * before + flop_params * (tokens - before))
 
 
-def _measured(curve: Curve) -> list[tuple[float, float]]:
+def measured(curve: Curve) -> list[tuple[float, float]]:
     return [(tokens, loss) for tokens, loss in curve if loss is not None and math.isfinite(loss)]
 
 
@@ -242,7 +242,7 @@ class Readout:
 def readout(contestant: Curve, baseline: Curve, names: tuple[str, str] = ("clone", BASELINE)) -> Readout:
     """Compare two (tokens, val loss) curves at the tokens both have covered (see ``Readout``)."""
     cname, bname = names
-    mine, theirs = _measured(contestant), _measured(baseline)
+    mine, theirs = measured(contestant), measured(baseline)
     common = min(mine[-1][0], theirs[-1][0]) if mine and theirs else 0.0
     if common <= 0:
         return Readout(cname, bname, 0.0, None, None, words=f"{cname} and {bname} have not both trained yet")
@@ -293,7 +293,7 @@ def speedup_vs_horizon(contestant: Curve, baseline: Curve, params: int, definiti
     """
     if definition not in ("a", "b"):
         raise HyperCloneError(f"speed-up definition must be 'a' or 'b', got {definition!r}")
-    probe, other = (_measured(contestant), _measured(baseline))[:: 1 if definition == "a" else -1]
+    probe, other = (measured(contestant), measured(baseline))[:: 1 if definition == "a" else -1]
     reach = other[-1][0] if other else 0.0
     points = []
     for tokens, loss in probe:
@@ -313,7 +313,7 @@ def speedup_vs_horizon(contestant: Curve, baseline: Curve, params: int, definiti
 def pick_baseline(names: list[str], curves: dict[str, list[tuple[float, float]]]) -> str | None:
     """The random-init contestant to measure against: the only one, or the one with the lowest final loss."""
     randoms = [n for n in names if n.partition("@")[0] == BASELINE]
-    finals = {n: _measured(curves.get(n, []))[-1][1] for n in randoms if _measured(curves.get(n, []))}
+    finals = {n: measured(curves.get(n, []))[-1][1] for n in randoms if measured(curves.get(n, []))}
     if len(randoms) <= 1 or not finals:
         return randoms[0] if randoms else None
     return min(finals, key=lambda n: (finals[n], randoms.index(n)))
