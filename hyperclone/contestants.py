@@ -166,7 +166,8 @@ def build_contestants(cfg: RaceConfig, source: torch.nn.Module, acc) -> list[Con
         spec, schedule = cfg.spec(name), cfg.schedule_for(name)
         raw = starting_model(name, source, cfg).to(acc.device)
         growth = cfg.growth(spec.grows_into) if spec.kind == "staged" else None
-        clone_aware = schedule.clone_aware and growth is None  # a staged one divides its lr once grown
+        # a staged one divides its lr once grown; the source has nothing divided (gentle is its final lr)
+        clone_aware = schedule.clone_aware and growth is None and spec.kind != "source"
         divided = divided_weights(raw, source.config, cfg.growth_of(spec)) if clone_aware else {}
         optimizer = make_optimizer(raw, cfg, divided)
         prepared = acc.prepare_model(raw)

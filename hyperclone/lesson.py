@@ -56,7 +56,7 @@ def copies_agree(x: torch.Tensor, x_wide: torch.Tensor, factor: int) -> float:
 class QuickRace:
     """A race a lecture can afford on a CPU: few short steps, evaluated often, on the built-in corpus."""
 
-    contestants: tuple[str, ...] = ("symmetric", "noisy_symmetric", "random")
+    contestants: tuple[str, ...] = ("symmetric@gentle", "noisy_symmetric@gentle", "random")  # the adopted recipe
     steps: int = 60
     batch_size: int = 8
     seq_len: int = 64

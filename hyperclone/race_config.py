@@ -30,7 +30,11 @@ SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
 MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
-RECIPES = ("paper", "continue", "clone-aware")
+RECIPES = ("paper", "continue", "clone-aware", "gentle")
+# The recipe benchmarks/recipe_sweep.py found to keep a clone's head start (benchmarks/README.md): the default
+# contestants use it for the clone; the paper's recipe stays available as a plain name or @paper.
+ADOPTED_RECIPE = "gentle"
+FROM_SOURCE = ("continue", "gentle")  # recipes that start at the source's final lr (from its model card)
 RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
                f"(recipes: {', '.join(RECIPES)}; default paper); staged@STEP[@VARIANT] grows the source at STEP, "
                "e.g. staged@200 or staged@200@symmetric@lr=3e-4; @depth=D grows the layers too (exact) and "
@@ -55,8 +59,10 @@ class ContestantSpec:
     ``kind``: a clone variant, ``random`` or ``source``. ``recipe``: ``paper``
     (the race's lr, warm-up and schedule, shared with every contestant),
     ``continue`` (start at the source's final lr from its model card, no
-    warm-up) or ``clone-aware`` (as paper, but weights whose blocks were divided
-    by k when cloning train at lr/k). ``lr``, ``warmup``, ``schedule``
+    warm-up), ``clone-aware`` (as paper, but weights whose blocks were divided
+    by k when cloning train at lr/k) or ``gentle`` (the source's final lr, re-warmed
+    over the race's warm-up, with clone-aware lr/k; the race's lr when no card
+    states the final one). ``lr``, ``warmup``, ``schedule``
     override the recipe's choice (None: keep it). ``staged`` trains the source
     for ``grow_at`` steps, then clones it (the race's growth, clone ``variant``,
     default noisy_symmetric) and trains on as the wide model with a fresh AdamW.
@@ -121,7 +127,7 @@ class ContestantSpec:
         if self.recipe == "clone-aware" and self.kind in ("random", "source"):
             raise HyperCloneError(f"{where}: clone-aware scales the lr of weights a clone divided by n, and "
                                   f"{self.kind} has none; use it with a clone variant")
-        if self.recipe == "continue" and self.kind == "random":
+        if self.recipe in FROM_SOURCE and self.kind == "random":
             raise HyperCloneError(f"{where}: random init has no training to continue; use paper or give an lr")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise HyperCloneError(f"{where}: lr must be a positive number, got {self.lr!r}")
@@ -195,7 +201,7 @@ class Schedule:
 
     @property
     def clone_aware(self) -> bool:
-        return self.recipe == "clone-aware"
+        return self.recipe in ("clone-aware", "gentle")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,13 +214,13 @@ class RaceConfig:
     source: str = "tiny-gpt2-stdlib"
     factor: int = 2
     ffn_factor: int | None = None
-    contestants: tuple[str, ...] = ("noisy_symmetric", "random")
+    contestants: tuple[str, ...] = (f"noisy_symmetric@{ADOPTED_RECIPE}", "random")
     data: str = "builtin"
     steps: int = 300
     steps_for: dict[str, int] = field(default_factory=dict)  # per-contestant budgets overriding ``steps``
     batch_size: int = 16
     seq_len: int = 128
-    lr: float = 1e-3
+    lr: float = 3e-3  # random init's best of {1e-3, 3e-3, 1e-2} in benchmarks/recipe_sweep.py
     min_lr_ratio: float = 0.1
     warmup: int = 30
     schedule: str = "cosine"
@@ -263,6 +269,12 @@ class RaceConfig:
                                       f"{spec.kind}@lr=3e-4@warmup=0")
             lr, warmup = (lr if spec.lr is not None else self.source_final_lr), 0 if warmup is None else warmup
             head = "continue: " + ("lr given" if spec.lr is not None else "the source's final lr (model card)")
+        elif spec.recipe == "gentle":
+            lr = lr if spec.lr is not None else self.source_final_lr or self.lr
+            head = "gentle: " + ("lr given" if spec.lr is not None else "the source's final lr (model card)"
+                                 if self.source_final_lr else "the race's lr (no model card states the source's "
+                                 "final lr)") + ", re-warmed" + ("" if spec.kind == "source" else
+                                                               "; lr/k on weights divided by k")
         elif spec.recipe == "clone-aware":
             head = "clone-aware: lr/k on weights divided by k when cloned"
         else:

@@ -17,7 +17,7 @@ import torch
 
 from .contestants import Contestant, flop_parameters
 from .errors import HyperCloneError
-from .race_config import RaceConfig, fairness_statement
+from .race_config import FROM_SOURCE, RaceConfig, fairness_statement
 from .version import __version__
 
 
@@ -175,7 +175,7 @@ def load_race_source(cfg: RaceConfig, source, tokenizer,
         source, tokenizer, cfg.source_train_tokens, trust_remote_code)
     if not isinstance(source, (str, os.PathLike)):
         cfg.source_sha1 = weights_sha1(model)
-    elif any(cfg.spec(n).recipe == "continue" and cfg.spec(n).lr is None for n in cfg.contestants):
+    elif any(cfg.spec(n).recipe in FROM_SOURCE and cfg.spec(n).lr is None for n in cfg.contestants):
         cfg.source_final_lr = final_lr_of(source_card(str(source)))
     for name in cfg.contestants:
         cfg.schedule_for(name)  # a recipe that cannot work says so before anything is built

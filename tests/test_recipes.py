@@ -13,7 +13,7 @@ from hyperclone.clone import clone
 from hyperclone.contestants import divided_weights, make_optimizer, set_lr
 from hyperclone.errors import HyperCloneError
 from hyperclone.growth import Growth
-from hyperclone.race_config import ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
+from hyperclone.race_config import ADOPTED_RECIPE, ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
 from hyperclone.race_setup import final_lr_of, source_card
 from hyperclone.runs import load_run
 from hyperclone.sources import read_card
@@ -174,6 +174,37 @@ def test_the_cli_races_recipes_and_continue_starts_at_the_cards_final_lr(carded,
     assert result.config["source_final_lr"] == 5e-3 and result.final("random@lr=1e-2")["step"] == 4
     assert "[paper recipe: shared]" not in out and "[given (lr 1e-2)]" in out and "the source's final lr" in out
     assert "at equal tokens" in out and "speed-up against horizon" in (run_dir / "race.html").read_text().lower()
+
+
+def test_gentle_starts_clone_and_source_at_the_cards_final_lr_rewarmed_and_divides_only_the_clones(
+        carded, tmp_path, monkeypatch):
+    source, text = carded
+    monkeypatch.setenv("HYPERCLONE_CACHE", str(tmp_path / "cache"))
+    result = race(str(source), data=str(text), contestants=("noisy_symmetric@gentle", "source@gentle", "random"),
+                  run_dir=tmp_path / "run", **{**TINY, "lr": 3e-3, "warmup": 2, "eval_every": 1})
+    first = {r["contestant"]: r["lr"] for r in result.records if r["step"] == 1}
+    # warm-up 2: step 1 (the first) trains at half the peak; the peak is the card's final lr 5e-3 (shared 3e-3 for random)
+    assert first == {"noisy_symmetric@gentle": 5e-3 / 2, "source@gentle": 5e-3 / 2, "random": 3e-3 / 2}
+    recipes = {n: c["recipe"] for n, c in result.info["contestants"].items()}
+    assert recipes["noisy_symmetric@gentle"]["lr_divided_weights"] == 9  # 4 per layer and the head
+    assert recipes["source@gentle"]["lr_divided_weights"] == 0  # nothing of the source was divided
+    assert "final lr (model card)" in recipes["source@gentle"]["chosen"]
+
+
+def test_gentle_without_a_card_uses_the_races_lr_and_says_so_and_is_refused_for_random():
+    cfg = RaceConfig(lr=2e-3, warmup=7)
+    s = cfg.schedule_for("noisy_symmetric@gentle")
+    assert (s.lr, s.warmup, s.clone_aware) == (2e-3, 7, True) and "no model card" in s.chosen
+    assert RaceConfig(source_final_lr=3e-4).schedule_for("noisy_symmetric@gentle@lr=1e-4").lr == 1e-4
+    with pytest.raises(HyperCloneError, match="random init has no training to continue"):
+        ContestantSpec.parse("random@gentle")
+
+
+def test_the_default_race_uses_the_adopted_recipe_for_the_clone_and_randoms_best_lr():
+    cfg = RaceConfig()
+    assert cfg.contestants == (f"noisy_symmetric@{ADOPTED_RECIPE}", "random") and ADOPTED_RECIPE == "gentle"
+    assert cfg.lr == 3e-3  # random init's best of {1e-3, 3e-3, 1e-2} in benchmarks/recipe_sweep.py
+    assert cfg.schedule_for("noisy_symmetric").chosen == "paper recipe: shared"  # the paper's recipe, by name
 
 
 def test_continue_without_a_card_is_refused_in_one_line(tmp_path):
