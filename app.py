@@ -33,7 +33,9 @@ from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
-from hyperclone.race_config import CONTESTANT_CHOICES, RECIPE_HELP, RECIPES, ContestantSpec, RaceConfig
+from hyperclone.race_config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP, RECIPES, ContestantSpec,
+                                    RaceConfig)
+from hyperclone.recorded import RUNS_DIR, recorded_races
 from hyperclone.report import recipe_lines
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
@@ -375,10 +377,12 @@ def run_label(path: Path) -> str:
 def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
     """The contestants' specs from the recipe widgets: (canonical names, one-line error or None)."""
     c = st.columns(3)
-    recipe = c[0].selectbox("Clone recipe", RECIPES, key="race_recipe",
+    recipe = c[0].selectbox("Clone recipe", RECIPES, index=RECIPES.index(ADOPTED_RECIPE), key="race_recipe",
                             help="paper: every contestant shares the learning rate and schedule; continue: start "
                                  "at the source's final lr from its model card, no warm-up (also for 'source'); "
-                                 "clone-aware: weights the clone divided by k train at lr/k")
+                                 "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
+                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on divided "
+                                 "weights (also for 'source', at its final lr)")
     random_lr = c[1].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
                                   placeholder="shared", help="its own learning rate (empty: the shared one)")
     more = c[2].text_input("More contestants", key="race_more", placeholder="e.g. noisy_symmetric@lr=3e-4",
@@ -387,7 +391,7 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
         specs = []
         for kind in picked:
             clone_kind = kind not in ("random", "source")
-            own = recipe if clone_kind or (kind == "source" and recipe == "continue") else "paper"
+            own = recipe if clone_kind or (kind == "source" and recipe in FROM_SOURCE) else "paper"
             specs.append(ContestantSpec(kind, own, lr=random_lr if kind == "random" and random_lr else None))
         specs += [ContestantSpec.parse(text) for text in more.split(",") if text.strip()]
         config = RaceConfig(contestants=tuple(specs))
@@ -406,22 +410,53 @@ def pick_race_settings(growth: Growth) -> tuple[dict[str, Any], str | None]:
     c = st.columns(5)
     steps = int(c[0].number_input("Steps", 1, 100_000, 200, 10, key="race_steps"))
     batch = int(c[1].number_input("Batch size", 1, 1024, 8, key="race_batch"))
-    lr = float(c[2].number_input("Learning rate", 1e-6, 1.0, 1e-3, format="%.0e", key="race_lr"))
+    lr = float(c[2].number_input("Learning rate", 1e-6, 1.0, RaceConfig.lr, format="%.0e", key="race_lr",
+                                 help="the shared (paper recipe) learning rate: random init's best in the recipe sweep"))
     seq_len = int(c[3].selectbox("Sequence length", [64, 128, 256], index=1, key="race_seq"))
     every = c[4].number_input("Evaluate every", 1, 100_000, None, key="race_eval", placeholder="auto",
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
     contestants, recipe_error = race_contestants(picked)
     st.caption(f"Evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
-               f"warm-up {min(30, steps // 10)} steps, then cosine decay (unless a contestant's recipe says "
+               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says "
                "otherwise).")
     if recipe_error:
         st.error(recipe_error, icon=":material/error:")
     return dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
-                warmup=min(30, steps // 10), eval_every=eval_every), recipe_error
+                warmup=race_warmup(steps), eval_every=eval_every), recipe_error
+
+
+def race_warmup(steps: int) -> int:
+    """The race's warm-up: the library's default (the recipe sweep's), at most a fifth of a short race."""
+    return min(RaceConfig.warmup, steps // 5)
 
 
 def show_race(key: CloneKey) -> None:
+    """Live races of the sidebar's source, or the recorded long races shipped with HyperClone."""
+    mode = st.radio("Races", ["Live", "Recorded races"], horizontal=True, key="race_mode", label_visibility="collapsed",
+                    help="Live: train here and watch. Recorded races: long runs shipped with HyperClone "
+                         "(recorded earlier on the machine each one names, not trained now)")
+    if mode == "Live":
+        show_live_race(key)
+    else:
+        show_recorded_races()
+
+
+def show_recorded_races() -> None:
+    """The shipped recorded races: pick one, see how it was made, and its curves and speed-ups."""
+    recorded = recorded_races()
+    if not recorded:
+        st.info(f"No recorded races in this installation ({RUNS_DIR}); benchmarks/record_races.py records them.")
+        return
+    names = [r.name for r in recorded]
+    pick = st.selectbox("Recorded race", names, key="race_recorded", format_func=lambda n: recorded[names.index(n)].label)
+    race_record = recorded[names.index(pick)]
+    st.warning(f"**Recorded, not live**: trained on {race_record.date} on {race_record.machine}. "
+               f"Command: `{race_record.command}`", icon=":material/history:")
+    show_run(race_record.path, st.session_state.get("race_logx", False), running=False, key="recorded")
+
+
+def show_live_race(key: CloneKey) -> None:
     """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
@@ -518,8 +553,8 @@ def use_quick_preset() -> None:
         QUICK.steps, QUICK.batch_size, QUICK.seq_len, QUICK.eval_every)
 
 
-def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
-    """Curves, symmetry, speed-up and table of one run, read from its directory."""
+def show_run(run_dir: Path, log_x: bool, running: bool, key: str = "race") -> None:
+    """Curves, symmetry, speed-up and table of one run, read from its directory (``key``: its charts' prefix)."""
     try:
         result = load_run(run_dir)
     except HyperCloneError as e:
@@ -561,11 +596,11 @@ def show_run(run_dir: Path, log_x: bool, running: bool) -> None:
         st.caption("Read-out at equal tokens: each pair is compared only over the tokens both have trained "
                    "(+ means random init is behind). Speed-ups both ways are in the table below.")
     left, right = st.columns([3, 2])
-    left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key="race_loss", width="stretch")
+    left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key=f"{key}_loss", width="stretch")
     if any(r.get("symmetry") is not None for r in result.records):
-        right.plotly_chart(symmetry_figure(result, log_x=log_x), key="race_symmetry", width="stretch")
+        right.plotly_chart(symmetry_figure(result, log_x=log_x), key=f"{key}_symmetry", width="stretch")
     if readouts:
-        st.plotly_chart(horizon_figure(result), key="race_horizon", width="stretch")
+        st.plotly_chart(horizon_figure(result), key=f"{key}_horizon", width="stretch")
     st.caption("Learning rates: " + " · ".join(line.strip() for line in recipe_lines(result)[2:]))
     with st.expander("Table, speed-ups both ways, fairness"):
         st.code(result.table(), language=None)
@@ -645,7 +680,7 @@ TABS = (
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
                "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "race_recipe", "race_random_lr",
-               "race_more", "export_dir", "export_overwrite")
+               "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite")
 
 
 def load_pending(pending: str, device: str, dtype: str) -> str | None:

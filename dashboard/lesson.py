@@ -22,6 +22,7 @@ from hyperclone.growth import VARIANT_HELP, VARIANTS
 from hyperclone.heatmaps import clone_heatmaps
 from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds, vector_figure
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
+from hyperclone.recorded import recorded_races
 from hyperclone.results import RaceResult
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import BUILTIN_NAMES, load_source
@@ -121,8 +122,9 @@ def chapter_model(name: str, growth: Growth) -> None:
     st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
 
 
-def recorded_runs() -> list[Path]:
-    """Finished runs on this server, longest first (the lesson shows a recorded race before a live one)."""
+def recorded_runs() -> dict[str, Path]:
+    """Races to show before a live one, by the name a link keeps: the long races shipped with HyperClone
+    (``recorded/NAME``), then this server's finished runs, longest first."""
     finished = []
     for path in past_runs():
         try:
@@ -131,20 +133,22 @@ def recorded_runs() -> list[Path]:
             continue
         if result.complete and result.records:
             finished.append((int(result.config.get("steps") or 0), path.name, path))
-    return [p for _, _, p in sorted(finished, reverse=True)]
+    return {**{f"recorded/{r.name}": r.path for r in recorded_races()},
+            **{p.name: p for _, _, p in sorted(finished, reverse=True)}}
 
 
 def chapter_race(name: str, growth: Growth) -> None:
     st.markdown("A head start is only useful if it lasts. Train the clone and the same wide model from random "
                 "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
                 "tokens. A recorded race shows the long run; a quick live one shows it happening.")
-    recorded = recorded_runs()
-    chosen = st.session_state.get("lesson_run")
-    if recorded:
-        names = [p.name for p in recorded]
+    labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in recorded_races()}
+    runs = recorded_runs()
+    names = list(runs)
+    chosen = st.session_state.get("lesson_run", st.query_params.get("run"))
+    if runs:
         pick = st.selectbox("Recorded race", names, index=names.index(chosen) if chosen in names else 0,
-                            key="lesson_run")
-        show_curves(load_run(runs_dir() / pick), "lesson_recorded")
+                            key="lesson_run", format_func=lambda n: labels.get(n, f"this server · {n}"))
+        show_curves(load_run(runs[pick]), "lesson_recorded")
     else:
         st.info("No recorded race on this server yet: start the quick race below; it is kept for next time.")
     live_race(name, growth)
@@ -216,7 +220,7 @@ def chapter_symmetry(name: str, growth: Growth) -> None:
                 "keeps the logits and breaks the tie. The curve shows how alike the copies stay during the race "
                 "(1 = identical).")
     job = shared_queue().latest(owner_id())
-    runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else recorded_runs()[:1]
+    runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else list(recorded_runs().values())[:1]
     result = load_run(runs[0]) if runs else None
     if result is None or not any(r.get("symmetry") is not None for r in result.records):
         st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "

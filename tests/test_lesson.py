@@ -46,15 +46,25 @@ def lesson_at(**params: str) -> AppTest:
 def test_every_chapter_shows_its_idea_and_a_figure_or_what_to_do(runs, chapter, title):
     at = lesson_at(chapter=str(chapter))
     assert at.subheader[0].value.endswith(title)
-    if chapter == 4:  # no race recorded on this server yet: the live one is offered, with its estimate
-        assert "No recorded race" in at.info[0].value and at.button(key="lesson_race_start")
+    if chapter == 4:  # the shipped recorded races first, labelled so; the live one is offered, with its estimate
+        picker = at.selectbox(key="lesson_run")
+        assert picker.value.startswith("recorded/") and all(o.startswith("recorded · ") for o in picker.options)
+        assert at.get("plotly_chart") and at.button(key="lesson_race_start")
         assert any("about" in c.value and "timed from one training step" in c.value for c in at.caption)
-    elif chapter == 5:
-        assert "quick race" in at.info[0].value  # the symmetry curve needs a race first
-    else:
+    else:  # chapter 5: the symmetry curve of the recorded race
         assert at.get("plotly_chart")
     if chapter == 3:
         assert any("The logits match" in m.value for m in at.markdown)
+
+
+def test_without_recorded_races_chapter_4_offers_the_live_race_and_chapter_5_waits_for_one(runs, tmp_path,
+                                                                                           monkeypatch):
+    import hyperclone.recorded
+
+    monkeypatch.setattr(hyperclone.recorded, "RUNS_DIR", tmp_path / "none")
+    at = lesson_at(chapter="4")
+    assert "No recorded race" in at.info[0].value and at.button(key="lesson_race_start")
+    assert "quick race" in lesson_at(chapter="5").info[0].value  # the symmetry curve needs a race first
 
 
 def test_next_and_back_move_through_the_chapters_and_the_url_follows(runs):

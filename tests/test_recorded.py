@@ -1,0 +1,57 @@
+"""Recorded races: the shipped run logs load, say how they were made, and stay small; bad ones are skipped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from hyperclone.errors import HyperCloneError
+from hyperclone.recorded import RECORD_FILE, RUNS_DIR, read_record, recorded_races, write_record
+from hyperclone.sources import BUILTIN_NAMES
+
+SHIPPED = recorded_races()
+
+
+def test_every_builtin_source_has_a_recorded_race_under_one_megabyte_in_all():
+    assert sorted({r.load().config["source"] for r in SHIPPED}) == sorted(BUILTIN_NAMES)
+    total = sum(f.stat().st_size for f in RUNS_DIR.rglob("*") if f.is_file())
+    assert total < 1024 * 1024, f"recorded races take {total} bytes"
+
+
+@pytest.mark.parametrize("recorded", SHIPPED, ids=[r.name for r in SHIPPED])
+def test_a_recorded_race_is_complete_fair_and_says_how_it_was_made(recorded):
+    result = recorded.load()
+    assert result.complete and result.same_batches
+    names = [n.partition("@")[0] for n in result.contestants]
+    assert {"random", "source"} <= set(names) and sum(n == "noisy_symmetric" for n in names) >= 2  # paper + best
+    assert len({result.config.get("steps")} | {result.final(n)["step"] for n in result.contestants}) == 1
+    assert result.config["schedule"] == "constant"  # every evaluation is a fair horizon
+    assert recorded.command.startswith("python benchmarks/record_races.py ")
+    assert recorded.machine and recorded.date[:4].isdigit() and recorded.label.startswith("recorded · ")
+    assert result.horizon(result.contestants[0])  # the speed-up-vs-horizon figure has points
+
+
+def test_a_directory_without_a_record_or_with_a_bad_one_is_refused_in_one_line_and_skipped(tmp_path):
+    good = tmp_path / "good"
+    shutil.copytree(SHIPPED[0].path, good)
+    (tmp_path / "no-record").mkdir()
+    shutil.copytree(SHIPPED[0].path, tmp_path / "garbled")
+    (tmp_path / "garbled" / RECORD_FILE).write_text("{not json")
+    shutil.copytree(SHIPPED[0].path, tmp_path / "partial")
+    (tmp_path / "partial" / RECORD_FILE).write_text(json.dumps({"title": "x", "command": ""}))
+    assert [r.name for r in recorded_races(tmp_path)] == ["good"]
+    for name, words in (("no-record", "is not a recorded race"), ("garbled", "cannot be read"),
+                        ("partial", "lacks command, machine, date, summary")):
+        with pytest.raises(HyperCloneError, match=words) as info:
+            read_record(tmp_path / name)
+        assert "\n" not in str(info.value)
+    assert recorded_races(tmp_path / "missing") == []
+
+
+def test_write_record_round_trips(tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(SHIPPED[0].path, run)
+    write_record(run, "t", "python benchmarks/record_races.py --steps 1", "m", "2026-12-01", "s")
+    assert read_record(run).title == "t" and read_record(run).summary == "s"
