@@ -448,9 +448,9 @@ def show_recorded_races() -> None:
     if not recorded:
         st.info(f"No recorded races in this installation ({RUNS_DIR}); benchmarks/record_races.py records them.")
         return
-    names = [r.name for r in recorded]
-    pick = st.selectbox("Recorded race", names, key="race_recorded", format_func=lambda n: recorded[names.index(n)].label)
-    race_record = recorded[names.index(pick)]
+    by_name = {r.name: r for r in recorded}
+    race_record = by_name[st.selectbox("Recorded race", list(by_name), key="race_recorded",
+                                       format_func=lambda n: by_name[n].label)]
     st.warning(f"**Recorded, not live**: trained on {race_record.date} on {race_record.machine}. "
                f"Command: `{race_record.command}`", icon=":material/history:")
     show_run(race_record.path, st.session_state.get("race_logx", False), running=False, key="recorded")

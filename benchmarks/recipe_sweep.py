@@ -153,15 +153,12 @@ def sweep_source(source: str, args: argparse.Namespace) -> dict:
 
 
 def check_same_batches(results: dict) -> None:
-    """Every run saw the same batch sequence: the sha1 chains agree at every evaluated step."""
-    by_step: dict[int, set] = {}
-    for res in results.values():
-        for record in res.records:
-            if record.get("data_sha1") and record["step"] > 0:
-                by_step.setdefault(record["step"], set()).add(record["data_sha1"])
-    differing = [s for s, chains in by_step.items() if len(chains) > 1]
-    if differing:
-        raise SystemExit(f"runs saw different batches (first at step {min(differing)}); delete --workdir and rerun")
+    """Every run saw the same batch sequence: ``RaceResult.same_batches`` over all their records at once."""
+    from hyperclone.results import RaceResult
+
+    merged = RaceResult(config={"contestants": []}, info={}, records=[r for res in results.values() for r in res.records])
+    if not merged.same_batches():
+        raise SystemExit("runs saw different batches (their sha1 chains differ); delete --workdir and rerun")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from hyperclone.growth import VARIANT_HELP, VARIANTS
 from hyperclone.heatmaps import clone_heatmaps
 from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds, vector_figure
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
-from hyperclone.recorded import recorded_races
+from hyperclone.recorded import RecordedRace, recorded_races
 from hyperclone.results import RaceResult
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import BUILTIN_NAMES, load_source
@@ -122,9 +122,10 @@ def chapter_model(name: str, growth: Growth) -> None:
     st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
 
 
-def recorded_runs() -> dict[str, Path]:
+def recorded_runs(shipped: list[RecordedRace] | None = None) -> dict[str, Path]:
     """Races to show before a live one, by the name a link keeps: the long races shipped with HyperClone
-    (``recorded/NAME``), then this server's finished runs, longest first."""
+    (``recorded/NAME``; ``shipped``: as ``recorded_races()`` read them), then this server's finished runs,
+    longest first."""
     finished = []
     for path in past_runs():
         try:
@@ -133,7 +134,7 @@ def recorded_runs() -> dict[str, Path]:
             continue
         if result.complete and result.records:
             finished.append((int(result.config.get("steps") or 0), path.name, path))
-    return {**{f"recorded/{r.name}": r.path for r in recorded_races()},
+    return {**{f"recorded/{r.name}": r.path for r in (recorded_races() if shipped is None else shipped)},
             **{p.name: p for _, _, p in sorted(finished, reverse=True)}}
 
 
@@ -141,8 +142,9 @@ def chapter_race(name: str, growth: Growth) -> None:
     st.markdown("A head start is only useful if it lasts. Train the clone and the same wide model from random "
                 "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
                 "tokens. A recorded race shows the long run; a quick live one shows it happening.")
-    labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in recorded_races()}
-    runs = recorded_runs()
+    shipped = recorded_races()
+    labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in shipped}
+    runs = recorded_runs(shipped)
     names = list(runs)
     chosen = st.session_state.get("lesson_run", st.query_params.get("run"))
     if runs:

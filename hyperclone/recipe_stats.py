@@ -99,14 +99,14 @@ def keeps_head_start(clone: Curve, random: Curve, max_rise: float = 0.05, end_sl
     """What stops a short race from telling the truth quickly; [] when the clone's curve never rises more than
     ``max_rise`` above its start, ends within ``end_slack`` of it or below, and ends below random init at
     equal tokens (the honest-defaults target of issue 11)."""
-    r, theirs = rise_of(clone), measured(random)
+    r, mine, theirs = rise_of(clone), measured(clone), measured(random)
     problems = []
     if r.rise > max_rise:
         problems.append(f"rises {r.rise:.4f} nats above its start {r.start:.4f} (at most {max_rise})")
     if r.final_change > end_slack:
         problems.append(f"ends {r.final_change:.4f} nats above its start (at most {end_slack})")
-    common = min(measured(clone)[-1][0], theirs[-1][0]) if theirs else 0.0
-    if theirs and loss_at(measured(clone), common) >= loss_at(theirs, common):
+    common = min(mine[-1][0], theirs[-1][0]) if theirs else 0.0
+    if theirs and loss_at(mine, common) >= loss_at(theirs, common):
         problems.append(f"is not below random init after {common:,.0f} tokens each")
     return problems
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from hyperclone.data import load_corpus
+from hyperclone.errors import HyperCloneError
 
 TEXT = "\n".join(
     f"def function_{i}(value):\n    # step {i} of the tiny corpus\n    return value * {i % 7} + {i % 5}\n"
@@ -22,6 +23,17 @@ GPT2 = dict(n_embd=32, n_head=4, n_layer=2, n_positions=64, n_inner=64, resid_pd
             attn_pdrop=0.0)
 TINY = dict(steps=8, batch_size=4, seq_len=32, lr=3e-3, warmup=2, eval_every=2, eval_windows=4, device="cpu")
 PAIR = ("noisy_symmetric", "random")
+
+
+def one_line_refusal(match: str, call, *args, **kwargs) -> str:
+    """The message of the ``HyperCloneError`` that ``call(*args, **kwargs)`` raises: it matches ``match`` and is one
+    line (what the CLI and the app show)."""
+    import pytest
+
+    with pytest.raises(HyperCloneError, match=match) as e:
+        call(*args, **kwargs)
+    assert "\n" not in str(e.value)
+    return str(e.value)
 
 
 def write_text(folder: Path) -> Path:

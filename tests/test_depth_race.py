@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from racekit import TINY
+from racekit import TINY, one_line_refusal
 
-from hyperclone.errors import HyperCloneError
 from hyperclone.race_config import ContestantSpec, RaceConfig
 from hyperclone.contestants import starting_model
 from hyperclone.train import race
@@ -35,9 +34,7 @@ def test_depth_specs_parse_to_one_canonical_name_and_growth(text, name, depth, s
     ("symmetric@depth=two", "is not a number"),
 ])
 def test_bad_depth_specs_are_one_line(text, message):
-    with pytest.raises(HyperCloneError, match=message) as e:
-        ContestantSpec.parse(text)
-    assert "\n" not in str(e.value)
+    one_line_refusal(message, ContestantSpec.parse, text)
 
 
 @pytest.fixture(scope="module")

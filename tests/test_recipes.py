@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from racekit import TINY, StopAfter, save_source, setup
+from racekit import TINY, StopAfter, one_line_refusal, save_source, setup
 
 from hyperclone.cli import main
 from hyperclone.clone import clone
@@ -67,9 +67,7 @@ def test_names_are_canonical_so_the_same_recipe_cannot_race_twice():
     ("random@lr=", "cannot read 'lr='"),
 ])
 def test_a_bad_spec_is_refused_in_one_line(text, message):
-    with pytest.raises(HyperCloneError, match=message) as e:
-        RaceConfig(contestants=(text,)).validate()
-    assert "\n" not in str(e.value)
+    one_line_refusal(message, RaceConfig(contestants=(text,)).validate)
 
 
 def test_schedules_follow_the_recipe_and_say_how_they_were_chosen():
@@ -211,9 +209,8 @@ def test_continue_without_a_card_is_refused_in_one_line(tmp_path):
     folder = tmp_path / "nocard"
     folder.mkdir()
     source = save_source(folder)
-    with pytest.raises(HyperCloneError, match="no model card stating it") as e:
-        race(str(source), data=str(folder / "corpus.txt"), contestants=("source@continue",), **TINY)
-    assert "\n" not in str(e.value)
+    one_line_refusal("no model card stating it", race, str(source), data=str(folder / "corpus.txt"),
+                     contestants=("source@continue",), **TINY)
 
 
 # --------------------------------------------------------------------------- #
