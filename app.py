@@ -133,7 +133,7 @@ def pick_source() -> str | None:
             "Built-in model", list(catalogue) or list(BUILTIN_NAMES), key="builtin",
             format_func=lambda n: f"{n}  ({catalogue[n]['params'] / 1e6:.2f}M params, "
                                   f"val loss {catalogue[n]['val_loss']:.2f})" if n in catalogue else n,
-            help="Small models trained on the Python standard library; they ship with the package and work offline.",
+            help="Small models trained on Python sources (the standard library and the pinned packages); they ship with the package and work offline.",
         )
     if origin == "Hub preset":
         presets = {s.name: s for s in HUB_PRESETS}
@@ -601,6 +601,9 @@ def show_run(run_dir: Path, log_x: bool, running: bool, key: str = "race") -> No
         right.plotly_chart(symmetry_figure(result, log_x=log_x), key=f"{key}_symmetry", width="stretch")
     if readouts:
         st.plotly_chart(horizon_figure(result), key=f"{key}_horizon", width="stretch")
+        st.caption("Speed-up against horizon: solid (a) at each evaluation of a clone, dashed (b) at each of "
+                   "random init's. An open circle: the clone was not below its own start there, so the ratio "
+                   "is the source's head start, not faster learning; an open triangle: a bound (not reached).")
     st.caption("Learning rates: " + " · ".join(line.strip() for line in recipe_lines(result)[2:]))
     with st.expander("Table, speed-ups both ways, fairness"):
         st.code(result.table(), language=None)

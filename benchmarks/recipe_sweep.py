@@ -93,7 +93,7 @@ def train_all(jobs: list[dict], n: int) -> list[str]:
 
 def row_for(name: str, curve, baseline, snr: float) -> dict:
     from hyperclone.recipe_stats import equal_loss_speed, keeps_head_start, rise_of
-    from hyperclone.results import speedup
+    from hyperclone.speedups import speedup
 
     r = rise_of(curve)
     b = speedup(curve, baseline, "b", names=(name, "random"))

@@ -61,13 +61,14 @@ def record_one(job: dict) -> str:
 
 
 def report(result, wall: float) -> str:
-    lines = [f"\n{result.config['source']}: {wall:.0f} s", result.table(), result.fairness, "speed-up vs horizon:"]
+    lines = [f"\n{result.config['source']}: {wall:.0f} s", result.table(), result.fairness,
+             "speed-up vs horizon (* the clone was not below its own start there: head start, not evidence):"]
     for name in result.contestants:
         if name.partition("@")[0] in ("random", "source"):
             continue
         points = [p for p in result.horizon(name) if p.value is not None or p.bound is not None]
         lines.append(f"  {name}: " + ", ".join(
-            f"{p.tokens_per_param:.2f} tok/param {p.value:.2f}x" if p.value is not None else
+            f"{p.tokens_per_param:.2f} tok/param {p.value:.2f}x{'*' if p.above_start else ''}" if p.value is not None else
             f"{p.tokens_per_param:.2f} tok/param {p.bound[0]}{p.bound[1]:.2f}x" for p in points[:: max(1, len(points) // 8)]))
     return "\n".join(lines)
 
@@ -78,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sources", default="tiny-gpt2-stdlib,tiny-llama-stdlib")
     p.add_argument("--contestants", required=True, help="the race's contestants, as for `hyperclone race`")
+    p.add_argument("--data", default="builtin-large",
+                   help="the race's corpus (default builtin-large: what the built-in sources trained on)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--seq-len", type=int, default=128)
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--eval-every", type=int, default=20)
     p.add_argument("--eval-windows", type=int, default=32)
     p.add_argument("--device", default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per race (default: the cores shared among the sources)")
     p.add_argument("--out", type=Path, default=RUNS_DIR)
     p.add_argument("--replace", action="store_true", help="replace an earlier recording of the same name")
     args = p.parse_args(argv)
@@ -99,9 +104,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{dest} exists; " + ("pass --replace to record it again" if (dest / "recorded.json").is_file()
                                         else "it is not a recording; move it away"))
             return 2
-        jobs.append(dict(source=source, dest=str(dest), command=command, threads=max(1, (os.cpu_count() or 1) // len(sources)),
-                         title=f"{source} x2, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens",
-                         contestants=tuple(args.contestants.split(",")), steps=args.steps, batch_size=args.batch_size,
+        jobs.append(dict(source=source, dest=str(dest), command=command, threads=args.threads or max(1, (os.cpu_count() or 1) // len(sources)),
+                         title=f"{source} x2, {args.steps} steps x {args.batch_size} x {args.seq_len} tokens of {args.data}",
+                         contestants=tuple(args.contestants.split(",")), data=args.data, steps=args.steps, batch_size=args.batch_size,
                          seq_len=args.seq_len, lr=args.lr, warmup=args.warmup, schedule="constant",
                          eval_every=args.eval_every, eval_windows=args.eval_windows, device=args.device,
                          attn_implementation="eager"))

@@ -168,7 +168,7 @@ def cmd_sources(args) -> int:
 def cmd_build_assets(args) -> int:
     from .assets.build import build_assets
 
-    build_assets(args.only, args.out, args.threads)
+    build_assets(args.only, args.out, args.threads, args.steps, args.device)
     return 0
 
 

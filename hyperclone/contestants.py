@@ -21,7 +21,7 @@ from .errors import HyperCloneError
 from .growth import VARIANTS, Growth
 from .pretrained import MODEL_BUILDING
 from .race_config import ContestantSpec, RaceConfig, Schedule
-from .results import training_flops
+from .speedups import training_flops
 from .runs import read_checkpoint, write_checkpoint
 
 

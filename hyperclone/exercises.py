@@ -18,7 +18,7 @@ import torch
 
 from .clone import ClonePlan, clone
 from .grow import grow_matrix, split_blocks
-from .results import tokens_to_reach
+from .speedups import tokens_to_reach
 from .symmetry import symmetry_by_tensor
 from .train import loss_on
 from .verify import rounding_tolerance, verify
@@ -304,7 +304,7 @@ def check_cosine_prediction(predict: Callable[[str, int, float], float], source,
 # Race curves (notebook 3)
 # --------------------------------------------------------------------------- #
 def check_tokens_to_loss(fn: Callable[[list, float], float | None], result) -> Verdict:
-    """``fn(curve, target)`` must agree with ``results.tokens_to_reach`` on the race's curves, at every
+    """``fn(curve, target)`` must agree with ``speedups.tokens_to_reach`` on the race's curves, at every
     evaluated loss, between evaluations, above the start and below the end."""
     for name in result.contestants:
         curve = result.curve(name)

@@ -16,7 +16,8 @@ from plotly.subplots import make_subplots
 
 from .errors import HyperCloneError
 from .race_config import ContestantSpec
-from .results import RaceResult, Speedup, pick_baseline, speedup
+from .results import RaceResult
+from .speedups import Speedup, pick_baseline, speedup
 
 Records = Union[RaceResult, Sequence[dict]]
 
@@ -216,6 +217,9 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
     return fig
 
 
+ABOVE_START = "(open: the clone was not below its own start here; head start, not faster learning)"
+
+
 def horizon_figure(result: RaceResult, title: str | None = "Speed-up against horizon") -> go.Figure:
     """Speed-ups (a) and (b) at every horizon of the run, x: training tokens per parameter of the wide model.
 
@@ -223,6 +227,8 @@ def horizon_figure(result: RaceResult, title: str | None = "Speed-up against hor
     the same loss ÷ the contestant's tokens; (b), dashed: at each evaluation of the
     baseline, its tokens ÷ tokens the contestant needed for its loss. Not reached:
     an open triangle at the bound (up: more than, down: less than); nothing extrapolated.
+    An open circle on (a): the contestant was not below its own step-0 loss there, so
+    the ratio is the source's head start, not faster learning.
     """
     fig = go.Figure()
     base = result.baseline
@@ -236,7 +242,9 @@ def horizon_figure(result: RaceResult, title: str | None = "Speed-up against hor
             fig.add_trace(go.Scatter(
                 x=[p.tokens_per_param for p in measured], y=[p.value for p in measured], mode="lines+markers",
                 name=label, legendgroup=label, line=dict(color=color, dash=dash, width=2),
-                hovertemplate="%{x:.3g} tokens/param: %{y:.2f}x<extra>" + label + "</extra>"))
+                marker=dict(symbol=["circle-open" if p.above_start else "circle" for p in measured], size=7),
+                text=[ABOVE_START if p.above_start else "" for p in measured],
+                hovertemplate="%{x:.3g} tokens/param: %{y:.2f}x %{text}<extra>" + label + "</extra>"))
             if bounds:
                 fig.add_trace(go.Scatter(
                     x=[p.tokens_per_param for p in bounds], y=[p.bound[1] for p in bounds], mode="markers",

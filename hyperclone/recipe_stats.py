@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .results import Curve, loss_at, measured, tokens_to_reach
+from .speedups import Curve, loss_at, measured, tokens_to_reach
 
 
 @dataclass(frozen=True)

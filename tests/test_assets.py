@@ -90,3 +90,35 @@ def test_builtin_model_clones_with_equal_logits(models, name, factor):
     report = verify(source, wide, input_ids=builtin_corpus().validation_windows(2)[:, :128])
     assert report.passed, f"max relative difference {report.max_rel_diff}"
     assert sum(p.numel() for p in wide.parameters()) > factor * sum(p.numel() for p in source.parameters())
+
+
+@pytest.mark.parametrize("name", BUILTIN_NAMES)
+def test_card_says_where_and_how_long_the_source_trained(name):
+    """Each source trained on builtin-large; its card's budget adds up and its plateau verdict is its curve's."""
+    from hyperclone.assets.cards import plateau_of
+    from hyperclone.race_setup import final_lr_of
+
+    card = read_card(name)
+    data, training = card["data"], card["training"]
+    assert data["corpus_spec"] == "builtin-large" and data["train_tokens"] >= 10 * builtin_corpus().num_tokens("train")
+    assert training["tokens_seen"] == training["steps"] * training["batch_size"] * training["seq_len"]
+    assert training["epochs"] == round(training["tokens_seen"] / data["train_tokens"], 2)
+    assert card["curve"][-1]["step"] == training["steps"]
+    assert plateau_of(card["curve"], training["steps"]) == card["plateau"]  # the card's verdict is its curve's
+    assert card["plateau"]["from_step"] == round(0.8 * training["steps"])  # measured over exactly the last 20 %
+    verdict = "trained to its plateau" if card["plateau"]["met"] else "**not** at its plateau"
+    assert verdict in (builtin_dir(name) / "README.md").read_text()  # and the README says it plainly
+    assert final_lr_of(card) == training["final_lr"] == pytest.approx(3e-4)  # what the gentle recipe continues from
+
+
+@pytest.mark.parametrize("losses, met", [
+    ([5.0, 4.0, 3.5, 3.40, 3.395, 3.392], True),  # 80% of 6 steps is step 4.8: from step 4 (3.40) to 3.392
+    ([5.0, 4.0, 3.5, 3.40, 3.39, 3.38], False),  # fell 0.02 over the last stretch
+])
+def test_plateau_is_measured_over_the_last_fifth_of_training(losses, met):
+    from hyperclone.assets.cards import plateau_of
+
+    curve = [{"step": i + 1, "val_loss": v} for i, v in enumerate(losses)]
+    verdict = plateau_of(curve, steps=6)
+    assert (verdict["from_step"], verdict["to_step"], verdict["met"]) == (4, 6, met)
+    assert verdict["improvement"] == pytest.approx(losses[3] - losses[-1])

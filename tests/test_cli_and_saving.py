@@ -223,3 +223,14 @@ def test_build_assets_refuses_an_unknown_part(capsys):
     with pytest.raises(SystemExit):
         main(["build-assets", "--only", "bert"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["--steps", "0"], "steps must be a positive number"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+])
+def test_build_assets_refuses_a_bad_budget_or_device_in_one_line_before_any_work(tmp_path, capsys, argv, words):
+    out = tmp_path / "assets"
+    assert main(["build-assets", "--only", "gpt2", "--out", str(out), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert words in err and len(err.splitlines()) == 1 and not out.exists()

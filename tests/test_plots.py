@@ -6,7 +6,8 @@ import plotly.graph_objects as go
 import pytest
 
 from hyperclone import plots
-from hyperclone.results import RaceResult, speedup
+from hyperclone.results import RaceResult
+from hyperclone.speedups import speedup
 
 RANDOM = [(0, 8.0), (100, 6.0), (200, 5.0), (300, 4.5)]
 CLONE = [(0, 5.0), (100, 4.6), (200, 4.4), (300, 4.3)]
@@ -72,6 +73,16 @@ def test_speedup_against_horizon_draws_both_definitions_and_bounds_as_open_trian
     assert list(lines["noisy_symmetric (b)"].y) == [pytest.approx(300 / 150)]
     html = plots.race_report_html(result)
     assert html.count("plotly-graph-div") >= 2 and "at equal tokens" in html
+
+
+def test_speedup_against_horizon_draws_points_above_the_clones_start_open():
+    rising = [(0, 4.8), (100, 5.0), (200, 4.6)]  # a re-warming rise, then below its start
+    recs = [dict(event="metrics", contestant=name, step=step, tokens=tokens, val_loss=loss)
+            for name, curve in (("noisy_symmetric", rising), ("random", RANDOM)) for step, (tokens, loss) in enumerate(curve)]
+    result = RaceResult(config={"contestants": ["noisy_symmetric", "random"], "source": "tiny", "factor": 2},
+                        info={"contestants": {"random": {"params": 100}}}, records=recs)
+    (a,) = [t for t in plots.horizon_figure(result).data if t.name == "noisy_symmetric (a)"]
+    assert list(a.marker.symbol) == ["circle-open", "circle"] and list(a.text) == [plots.ABOVE_START, ""]
 
 
 def test_recipes_get_colours_of_their_own():

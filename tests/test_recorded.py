@@ -33,6 +33,18 @@ def test_a_recorded_race_is_complete_fair_and_says_how_it_was_made(recorded):
     assert result.horizon(result.contestants[0])  # the speed-up-vs-horizon figure has points
 
 
+@pytest.mark.parametrize("recorded", SHIPPED, ids=[r.name for r in SHIPPED])
+def test_a_recorded_race_raced_the_source_that_ships_today(recorded):
+    """A rebuilt source makes its old recordings stale: they must say the same training budget and final lr."""
+    from hyperclone.race_setup import final_lr_of
+    from hyperclone.sources import read_card
+
+    config = recorded.load().config
+    card = read_card(config["source"])
+    assert config["source_train_tokens"] == card["training"]["tokens_seen"]
+    assert config["source_final_lr"] == final_lr_of(card)
+
+
 def test_a_directory_without_a_record_or_with_a_bad_one_is_refused_in_one_line_and_skipped(tmp_path):
     good = tmp_path / "good"
     shutil.copytree(SHIPPED[0].path, good)

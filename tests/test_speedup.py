@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hyperclone.results import RaceResult, pick_baseline, readout, speedup, speedup_vs_horizon, tokens_to_reach
+from hyperclone.results import RaceResult
+from hyperclone.speedups import pick_baseline, readout, speedup, speedup_vs_horizon, tokens_to_reach
 
 RANDOM = [(0, 8.0), (100, 6.0), (200, 5.0), (300, 4.5), (400, 4.2)]
 
@@ -149,6 +150,15 @@ def test_speedup_against_horizon_on_made_up_curves():
     assert [p.value for p in b] == [None, 4.0, 4.0, 4.0] and b[0].bound is None
     short = speedup_vs_horizon([(0, 5.0), (1000, 1.0)], random_init, params=10)
     assert short[0].value is None and short[0].bound is None  # random stopped at 800 < 1000: no bound
+
+
+def test_a_horizon_point_where_the_clone_is_not_below_its_start_is_marked():
+    clone = [(0, 5.0), (100, 5.4), (200, 5.0), (300, 4.5)]  # re-warming rise, back to its start, then below
+    random_init = [(0, 8.0), (100, 6.0), (200, 5.5), (400, 5.0), (800, 4.0)]
+    a = speedup_vs_horizon(clone, random_init, params=100, definition="a")
+    assert [p.above_start for p in a] == [True, True, False]  # only the last is evidence of learning
+    assert [p.value for p in a] == [pytest.approx(240 / 100), 2.0, pytest.approx(600 / 300)]  # 5.4 at 240
+    assert not any(p.above_start for p in speedup_vs_horizon(clone, random_init, params=100, definition="b"))
 
 
 def test_the_best_random_recipe_is_the_baseline():

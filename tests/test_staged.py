@@ -10,7 +10,7 @@ from hyperclone.clone import clone
 from hyperclone.growth import Growth
 from hyperclone.plots import loss_figure, race_figure, race_report_html
 from hyperclone.race_config import ContestantSpec, RaceConfig
-from hyperclone.results import training_flops
+from hyperclone.speedups import training_flops
 from hyperclone.runs import load_run, read_checkpoint
 from hyperclone.train import evaluate, race
 from hyperclone.verify import TOLERANCE, rounding_tolerance

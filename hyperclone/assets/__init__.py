@@ -17,3 +17,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", choices=["tokenizer", *MODEL_KEYS], help="build just this part")
     parser.add_argument("--out", type=Path, default=ASSETS_DIR, help="where to write (default: the package)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="training steps of each model (default: its recipe's; more to reach the plateau)")
+    parser.add_argument("--device", default=None, help="where to train: cuda, mps, cpu (default: the best available)")

@@ -7,8 +7,12 @@ Steps, top to bottom:
 1. Train a byte-level BPE tokenizer on the train split of the built-in corpus.
 2. For each model in ``MODELS``: build a stock transformers model from its
    config, train it with AdamW and a cosine schedule on random windows of the
-   train split, evaluate it on a fixed set of validation windows, and save it
-   with its tokenizer, a ``card.json`` of measured figures and a README card.
+   train split of ``builtin-large`` (about 14x the built-in corpus, so the
+   run stays under one epoch), check that it reached its plateau (validation
+   loss fell by less than 0.01 nats over the last 20% of steps, ``cards.plateau_of``),
+   evaluate it on fixed validation windows of ``builtin`` (the race's default
+   data), and save it with its tokenizer, a ``card.json`` of measured figures
+   and a README written from it (``cards.readme_from_card``).
 
 The race's own pieces do the work: the optimizer (``make_optimizer``), the
 learning-rate schedule (``lr_at``), the loss (``loss_on``), the evaluation
@@ -28,7 +32,7 @@ import platform
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,15 +42,19 @@ from ..compare import greedy
 from ..contestants import make_optimizer
 from ..data import EOT_TOKEN, load_corpus, split_of
 from ..documents import builtin_documents
+from ..errors import HyperCloneError
 from ..race_config import lr_at
+from ..sources import check_device
 from ..train import evaluate, loss_on
 from . import ASSETS_DIR, MODEL_KEYS, TOKENIZER_DIR, add_arguments
+from .cards import CORPUS_NAMES, REBUILD, plateau_of, readme_from_card
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 256
-EVAL_WINDOWS = 64  # the fixed validation windows behind the figures in each card
+EVAL_WINDOWS = 64  # the fixed validation windows of the built-in corpus behind each card's figures
+CURVE_WINDOWS = 128  # validation windows of the training corpus behind the loss curve
 SEED = 0
-REBUILD = "python -m hyperclone.assets.build"
+DEFAULT_STEPS = 3000  # each model's budget on builtin-large (``--steps`` gives another)
 
 
 # --------------------------------------------------------------------------- #
@@ -103,6 +111,7 @@ class Recipe:
     config: dict  # passed to the config class named by ``family``
     family: str  # transformers model_type
     steps: int
+    corpus: str = "builtin-large"  # the data spec it trains on (``load_corpus``)
     batch_size: int = 32
     lr: float = 3e-3
     warmup: int = 100
@@ -126,7 +135,7 @@ MODELS: dict[str, Recipe] = {
         summary="GPT-2: LayerNorm, GELU, learned positions, tied embeddings",
         family="gpt2",
         config=dict(n_embd=64, n_layer=4, n_head=4, n_positions=SEQ_LEN, **NO_DROPOUT_GPT2),
-        steps=800,
+        steps=DEFAULT_STEPS,
         train_attn="eager",
     ),
     "llama": Recipe(
@@ -143,7 +152,7 @@ MODELS: dict[str, Recipe] = {
             tie_word_embeddings=False,
             attention_dropout=0.0,
         ),
-        steps=800,
+        steps=DEFAULT_STEPS,
     ),
 }
 assert tuple(MODELS) == MODEL_KEYS, "keep MODEL_KEYS in hyperclone/assets/__init__.py in step with MODELS"
@@ -167,7 +176,8 @@ def untrained_model(recipe: Recipe, vocab_size: int, eot_id: int) -> torch.nn.Mo
 
 def train(model: torch.nn.Module, corpus: Any, recipe: Recipe, eval_windows: torch.Tensor,
           eval_every: int = 100) -> list[dict]:
-    """AdamW on random train windows (fixed by step number); returns the loss curve."""
+    """AdamW on random train windows (fixed by step number), on the model's device; returns the loss curve."""
+    device = next(model.parameters()).device
     optimizer = make_optimizer(model, recipe)
     curve, t0, recent = [], time.perf_counter(), []
     model.train()
@@ -175,7 +185,7 @@ def train(model: torch.nn.Module, corpus: Any, recipe: Recipe, eval_windows: tor
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, recipe.steps, recipe)
         x, y = corpus.get_batch("train", recipe.batch_size, SEQ_LEN, step=step, seed=SEED)
-        loss = loss_on(model, x, y)
+        loss = loss_on(model, x.to(device), y.to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -204,21 +214,30 @@ def card_sample(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens:
     return greedy(model, tokenizer, tokenizer(prompt, return_tensors="pt")["input_ids"], max_new_tokens=new_tokens)
 
 
-def build_builtin(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = ASSETS_DIR) -> dict:
-    """Train one built-in model and save it with its tokenizer and cards; return the card."""
-    model = untrained_model(recipe, len(tokenizer), tokenizer.eos_token_id)
+def build_builtin(recipe: Recipe, tokenizer: Any, corpora: dict[str, Any], out_root: Path = ASSETS_DIR,
+                  device: torch.device = torch.device("cpu")) -> dict:
+    """Train one built-in model and save it with its tokenizer and cards; return the card.
+
+    ``corpora``: loaded corpora by spec; the model trains on ``recipe.corpus``
+    (its loss curve and plateau check use that corpus's validation split) and
+    its card's figures are measured on ``builtin``, the race's default data.
+    It trains on ``device``; the figures and samples are measured on the CPU.
+    """
+    train_corpus, race_corpus = corpora[recipe.corpus], corpora["builtin"]
+    model = untrained_model(recipe, len(tokenizer), tokenizer.eos_token_id).to(device)
     if recipe.train_attn:
         model.set_attn_implementation(recipe.train_attn)
     params = sum(p.numel() for p in model.parameters())
-    print(f"building {recipe.name}: {params:,} parameters, {recipe.steps} steps", flush=True)
-    eval_windows = corpus.validation_windows(EVAL_WINDOWS, SEQ_LEN)
+    print(f"building {recipe.name}: {params:,} parameters, {recipe.steps} steps on {recipe.corpus}, {device}",
+          flush=True)
 
     t0, c0 = time.perf_counter(), time.process_time()
-    curve = train(model, corpus, recipe, eval_windows)
+    curve = train(model, train_corpus, recipe, train_corpus.validation_windows(CURVE_WINDOWS, SEQ_LEN))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 
-    model.set_attn_implementation("sdpa")  # what a plain from_pretrained gives users
-    measured = measured_figures(model, tokenizer, recipe, corpus, eval_windows)
+    model.to("cpu").set_attn_implementation("sdpa")  # what a plain from_pretrained gives users
+    measured = measured_figures(model, tokenizer, recipe, race_corpus,
+                                race_corpus.validation_windows(EVAL_WINDOWS, SEQ_LEN))
 
     out = out_root / recipe.name
     out.mkdir(parents=True, exist_ok=True)
@@ -233,11 +252,13 @@ def build_builtin(recipe: Recipe, tokenizer: Any, corpus: Any, out_root: Path = 
         "params": params,
         "size_mb": round((out / "model.safetensors").stat().st_size / 2**20, 2),
         "config": {"vocab_size": model.config.vocab_size, "context": SEQ_LEN, **recipe.config},
-        "data": data_facts(corpus),
-        "training": training_facts(recipe, corpus, wall, cpu),
+        "data": data_facts(train_corpus, race_corpus, recipe),
+        "training": training_facts(recipe, train_corpus, wall, cpu, device),
         **measured,
+        "plateau": plateau_of(curve, recipe.steps),
         "curve": curve,
-        "rebuild": f"{REBUILD} --only {next(k for k, r in MODELS.items() if r is recipe)}",
+        "rebuild": f"{REBUILD} --only {next(k for k, r in MODELS.items() if r.name == recipe.name)}"
+                   + ("" if recipe.steps == DEFAULT_STEPS else f" --steps {recipe.steps}"),
     }
     (out / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     (out / "README.md").write_text(readme_from_card(card))
@@ -260,19 +281,23 @@ def measured_figures(model: torch.nn.Module, tokenizer: Any, recipe: Recipe, cor
     }
 
 
-def data_facts(corpus: Any) -> dict:
-    """The card's ``data`` section: which corpus, how big, which windows the figures use."""
+def data_facts(train_corpus: Any, race_corpus: Any, recipe: Recipe) -> dict:
+    """The card's ``data`` section: which corpus it trained on, how big, which windows the figures use."""
     return {
-        "corpus": "builtin (CPython standard library sources + pydoc topics)",
+        "corpus": CORPUS_NAMES.get(recipe.corpus, recipe.corpus),
+        "corpus_spec": recipe.corpus,
         "python": sys.version.split()[0],
-        "train_tokens": corpus.num_tokens("train"),
-        "validation_tokens": corpus.num_tokens("validation"),
+        "train_tokens": train_corpus.num_tokens("train"),
+        "validation_tokens": train_corpus.num_tokens("validation"),
+        "curve_windows": CURVE_WINDOWS,
+        "eval_corpus": "builtin",
+        "eval_validation_tokens": race_corpus.num_tokens("validation"),
         "eval_windows": EVAL_WINDOWS,
         "eval_window_tokens": SEQ_LEN,
     }
 
 
-def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float) -> dict:
+def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float, device: torch.device) -> dict:
     """The card's ``training`` section: budget, optimizer, schedule, time and machine."""
     import transformers
 
@@ -283,6 +308,7 @@ def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float) -> dict
         "seq_len": SEQ_LEN,
         "tokens_seen": tokens_seen,
         "epochs": round(tokens_seen / corpus.num_tokens("train"), 2),
+        "final_lr": float(f"{recipe.lr * recipe.min_lr_ratio:.12g}"),
         "optimizer": f"AdamW(lr={recipe.lr}, betas={tuple(recipe.betas)}, weight_decay={recipe.weight_decay})",
         "schedule": f"linear warmup {recipe.warmup} steps, {recipe.schedule} to {recipe.min_lr_ratio} x peak",
         "seed": SEED,
@@ -292,97 +318,26 @@ def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float) -> dict
         "load_average_15min": round(os.getloadavg()[2], 1),  # > cpu_count: wall time inflated
         "torch_threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "torch": torch.__version__,
         "transformers": transformers.__version__,
     }
 
 
-def readme_pieces(card: dict) -> tuple[str, str, str, str]:
-    """The README's config table rows, loss-curve rows, samples, and the note on training time."""
-    t = card["training"]
-    config = "\n".join(f"| `{k}` | {v} |" for k, v in card["config"].items())
-    curve = "\n".join(
-        f"| {p['step']} | {p['train_loss']:.3f} | {p['val_loss']:.3f} | {p['val_accuracy']:.3f} |"
-        for p in card["curve"]
-    )
-    samples = "\n\n".join(
-        f"Prompt `{s['prompt']!r}`, greedy, 48 new tokens:\n\n```\n{s['prompt']}{s['completion']}\n```"
-        for s in card["samples"]
-    )
-    cpu_time = f" ({t['cpu_seconds']:.0f} s of CPU time)" if "cpu_seconds" in t else ""
-    if "load_average_15min" in t:
-        cpu_time += f"; machine load average {t['load_average_15min']} on {t['cpu_count']} cores"
-    if t.get("note"):
-        cpu_time += f"; {t['note']}"
-    return config, curve, samples, cpu_time
-
-
-def readme_from_card(card: dict) -> str:
-    """The README.md of a built-in model, written from its measured ``card``."""
-    t, d = card["training"], card["data"]
-    config, curve, samples, cpu_time = readme_pieces(card)
-    return f"""# {card['name']}
-
-A small pretrained source model for HyperClone, shipped so that cloning,
-verification and training work offline. {card['summary']}.
-Stock `transformers` class `{card['architecture']}` (model_type `{card['family']}`),
-float32 safetensors.
-
-- Parameters: {card['params']:,} ({card['size_mb']} MB)
-- Validation loss: **{card['val_loss']:.4f} nats/token**, next-token accuracy
-  **{card['val_accuracy']:.2%}** on {d['eval_windows']} fixed windows of {d['eval_window_tokens']}
-  tokens of the built-in validation split (`Corpus.validation_windows({d['eval_windows']})`);
-  over all {d['validation_tokens']:,} validation tokens: {card['val_loss_all_windows']:.4f} nats,
-  {card['val_accuracy_all_windows']:.2%}.
-- Training: {t['steps']} steps × {t['batch_size']} × {t['seq_len']} tokens
-  ({t['tokens_seen']:,} tokens, {t['epochs']} epochs of the train split),
-  {t['optimizer']}, {t['schedule']}, gradient clipping 1.0, seed {t['seed']}, no dropout.
-- Training wall time: {t['wall_seconds']:.0f} s on {t['torch_threads']} CPU threads{cpu_time}
-  ({t['cpu']}, torch {t['torch']}, transformers {t['transformers']}).
-
-## Architecture
-
-| setting | value |
-|---|---|
-{config}
-
-## Data
-
-The built-in corpus of `hyperclone.data`: CPython {d['python']} standard-library
-sources (without `test/`, `tests/`, `idlelib/`, `site-packages`) and the English
-text of `pydoc_data.topics`, split per document by a SHA-1 of its path
-(~5% validation): {d['train_tokens']:,} train and {d['validation_tokens']:,}
-validation tokens with the shipped byte-level BPE tokenizer (vocabulary
-{card['config']['vocab_size']}, `<|endoftext|>` between documents).
-
-## Loss curve
-
-| step | train loss | val loss | val accuracy |
-|---|---|---|---|
-{curve}
-
-## Greedy samples
-
-{samples}
-
-## Rebuild
-
-```
-{card['rebuild']}
-```
-
-(`{REBUILD}` rebuilds the tokenizer and both models.)
-"""
-
-
-def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int | None = None) -> dict[str, dict]:
+def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int | None = None,
+                 steps: int | None = None, device: str | None = None) -> dict[str, dict]:
     """Rebuild the tokenizer (unless ``only`` names a model) and the models; return their cards.
 
     ``only``: ``"tokenizer"`` or a key of ``MODELS`` (``"gpt2"``, ``"llama"``);
-    a model alone reuses the tokenizer already in ``out``.
+    a model alone reuses the tokenizer already in ``out``. ``steps``: another
+    training budget than the recipe's (e.g. to train to the plateau on a GPU);
+    ``device``: where to train (default: the best available).
     """
     if only not in (None, "tokenizer", *MODELS):
-        raise ValueError(f"unknown asset '{only}'; choose tokenizer, {', '.join(MODELS)}")
+        raise HyperCloneError(f"unknown asset '{only}'; choose tokenizer, {', '.join(MODELS)}")
+    if steps is not None and steps < 1:
+        raise HyperCloneError(f"steps must be a positive number of training steps, got {steps}")
+    where = check_device(device)
     if threads:
         torch.set_num_threads(threads)
     out = Path(out)
@@ -395,17 +350,23 @@ def build_assets(only: str | None = None, out: Path = ASSETS_DIR, threads: int |
     if only == "tokenizer":
         return {}
     tokenizer = load_tokenizer(tok_dir)
-    t0 = time.perf_counter()
-    corpus = load_corpus("builtin", tokenizer, SEQ_LEN)
-    print(f"corpus: {corpus.num_tokens('train'):,} train / {corpus.num_tokens('validation'):,} "
-          f"validation tokens ({'cache' if corpus.from_cache else 'tokenised'} in "
-          f"{time.perf_counter() - t0:.1f}s)", flush=True)
+    chosen = [replace(r, steps=steps or r.steps) for key, r in MODELS.items() if only in (None, key)]
+    corpora = {spec: load_and_report(spec, tokenizer) for spec in {"builtin", *(r.corpus for r in chosen)}}
     cards = {}
-    for key, recipe in MODELS.items():
-        if only in (None, key):
-            cards[recipe.name] = build_builtin(recipe, tokenizer, corpus, out)
+    for recipe in chosen:
+        cards[recipe.name] = build_builtin(recipe, tokenizer, corpora, out, where)
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return cards
+
+
+def load_and_report(spec: str, tokenizer: Any) -> Any:
+    """Load one corpus (from the token cache when it is there) and say how big it is."""
+    t0 = time.perf_counter()
+    corpus = load_corpus(spec, tokenizer, SEQ_LEN)
+    print(f"corpus {spec}: {corpus.num_tokens('train'):,} train / {corpus.num_tokens('validation'):,} "
+          f"validation tokens ({'cache' if corpus.from_cache else 'tokenised'} in "
+          f"{time.perf_counter() - t0:.1f}s)", flush=True)
+    return corpus
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -413,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    build_assets(args.only, args.out, args.threads)
+    build_assets(args.only, args.out, args.threads, args.steps, args.device)
     return 0
 
 
