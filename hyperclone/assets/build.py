@@ -7,9 +7,10 @@ Steps, top to bottom:
 1. Train a byte-level BPE tokenizer on the train split of the built-in corpus.
 2. For each model in ``MODELS``: build a stock transformers model from its
    config, train it with AdamW and a cosine schedule on random windows of the
-   train split of ``builtin-large`` (about 14x the built-in corpus, so the
-   run stays under one epoch), check that it reached its plateau (validation
-   loss fell by less than 0.01 nats over the last 20% of steps, ``cards.plateau_of``),
+   train split of ``builtin-large`` (about 14x the built-in corpus: the default
+   3000 steps are half an epoch), measure whether it reached its plateau
+   (``cards.plateau_of``: validation loss fell by less than 0.01 nats over the
+   last 20% of steps; the card records the verdict, met or not),
    evaluate it on fixed validation windows of ``builtin`` (the race's default
    data), and save it with its tokenizer, a ``card.json`` of measured figures
    and a README written from it (``cards.readme_from_card``).
