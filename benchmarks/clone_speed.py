@@ -6,13 +6,24 @@ subprocess so peak RSS figures do not mix:
 
 - copy: the machine's memory-copy bandwidth (a 1 GiB tensor copied into a
   warm buffer, and into fresh memory, which also pays the page faults);
-- disk: the write bandwidth of the disk holding the temp dir, 1 GiB written
-  to a file there, once fsynced (like ``dd ... conv=fsync``) and once not (what
-  the page cache absorbs; streaming does not fsync);
+- disk: the write bandwidth of the disk holding the temp dir: as many bytes
+  as the streamed clone's output, written to one file there in 64 MiB writes,
+  fsynced at the end (like ``dd ... conv=fsync``), the same with each write's
+  writeback started at once (as the streaming writer does; usually the faster
+  of the two, and the one streaming is held to), and not fsynced at all (what
+  the page cache absorbs; past the kernel's dirty-page limits it throttles the
+  writer towards the disk's own speed, so the size must match the output's);
 - naive: what the authors' reference implementation does: build the wide
   model with ``from_config`` (random init), then copy the grown weights in;
 - in-memory ``clone`` (source already loaded; the load time is shown apart);
-- streaming ``stream_clone``: safetensors on disk to safetensors on disk.
+- streaming ``stream_clone``: safetensors on disk to safetensors on disk, as
+  the library does it (no fsync), and once more followed by an fsync of every
+  file it wrote (timed together: what it costs to have the clone on the disk),
+  each compared with the disk row written the same way.
+
+Every row starts after ``os.sync()``, so no row pays for the previous one's
+dirty pages. The source's shards were just written, so they are read from
+the page cache (as after a download).
 
 Peak RSS is the process's peak (``VmHWM``); "above base" is the peak minus
 the RSS just before the measured step (after imports; for in-memory rows,
@@ -21,7 +32,11 @@ after loading the source), where Linux lets the peak be reset.
 Then the scaling table: streaming and in-memory at three sizes (``--sizes``),
 time and peak RSS above base, with the largest wide tensor beside it.
 Output GB/s is bytes of wide weights produced per second. Not a test; run it
-by hand: ``python benchmarks/clone_speed.py [--params 0.5e9] [--sizes 0.1e9,0.5e9,1e9]``.
+by hand: ``python benchmarks/clone_speed.py [--params 0.5e9] [--sizes 0.1e9,0.5e9,1e9] [--device cuda]``.
+With ``--device cuda`` the clones grow on the GPU (in memory: the source is
+moved there first; streaming: each tensor is copied there, grown and copied
+back) and the peak GPU memory is printed; the issue's GPU measurement is
+``--params 3e9 --sizes 0.5e9,1e9,3e9 --device cuda``.
 """
 
 from __future__ import annotations
@@ -101,7 +116,7 @@ def make_checkpoint(path: Path, params: float, shard_bytes: int = 500 * 10**6) -
 # --------------------------------------------------------------------------- #
 # One measurement per subprocess
 # --------------------------------------------------------------------------- #
-def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
+def measure(kind: str, src: str, out: str, factor: int, shard: str, nbytes: int = GiB, device: str = "cpu") -> dict:
     import torch
 
     if kind == "copy":
@@ -111,8 +126,8 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
         warm = min(_timed(lambda: b.copy_(a)) for _ in range(3))
         fresh = min(_timed(lambda: a.clone()) for _ in range(3))
         return {"seconds": warm, "bytes": GiB, "fresh_seconds": fresh, "peak": _peak()}
-    if kind in ("disk", "disk-nosync"):
-        return _disk(out, fsync=kind == "disk")
+    if kind in ("disk", "disk-nosync", "disk-early"):
+        return _disk(out, fsync=kind != "disk-nosync", nbytes=nbytes, early=kind == "disk-early")
 
     from transformers import AutoModelForCausalLM
 
@@ -120,17 +135,21 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
     from hyperclone.growth import Growth
     from hyperclone.stream import stream_clone
 
-    if kind == "stream":
+    if kind in ("stream", "stream-fsync"):
         largest = max(math.prod(s) * 2 for s in _wide_shapes(src, factor))  # also imports the model's classes
         base = _reset_peak()
         t0 = time.perf_counter()
-        r = stream_clone(src, out, Growth(factor), max_shard_size=shard)
+        r = stream_clone(src, out, Growth(factor), max_shard_size=shard, device=None if device == "cpu" else device)
+        streamed = time.perf_counter() - t0
+        if kind == "stream-fsync":
+            _fsync_tree(Path(out))
         seconds = time.perf_counter() - t0
         return {"seconds": seconds, "bytes": r.n_bytes, "peak": _peak(), "base": base, "largest": largest,
-                "shards": len(r.shards)}
+                "shards": len(r.shards), "fsync_seconds": seconds - streamed, "gpu_peak": _gpu_peak(device)}
 
     t0 = time.perf_counter()
-    source = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16)
+    source = AutoModelForCausalLM.from_pretrained(src, dtype=torch.bfloat16).to(device)
+    _sync(device)
     load = time.perf_counter() - t0
     base = _reset_peak()
     t0 = time.perf_counter()
@@ -138,29 +157,66 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str) -> dict:
         wide = clone(source, factor)
     else:  # naive: random init of the wide model, then copy the grown weights in, tensor by tensor
         plan = make_plan(source.config, Growth(factor))
-        wide = AutoModelForCausalLM.from_config(plan.wide_config(), dtype=torch.bfloat16)
+        wide = AutoModelForCausalLM.from_config(plan.wide_config(), dtype=torch.bfloat16).to(device)
         target = wide.state_dict()
         with torch.no_grad():
             for name, t in grow_state(plan, source.state_dict().items()):
                 target[name].copy_(t)
+    _sync(device)
     seconds = time.perf_counter() - t0
     n_bytes = sum(p.numel() * p.element_size() for p in wide.parameters())
-    return {"seconds": seconds, "bytes": n_bytes, "peak": _peak(), "base": base, "load_seconds": load}
+    return {"seconds": seconds, "bytes": n_bytes, "peak": _peak(), "base": base, "load_seconds": load,
+            "gpu_peak": _gpu_peak(device)}
 
 
-def _disk(out: str, fsync: bool) -> dict:
-    """1 GiB of incompressible bytes written to ``out`` in 64 MiB writes, fsynced or not."""
-    buf = memoryview(bytearray(os.urandom(2**20)) * 1024)
+def _sync(device: str) -> None:
+    import torch
+
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def _gpu_peak(device: str) -> int:
+    """Peak GPU memory allocated by torch in this process (0 on the CPU)."""
+    import torch
+
+    return int(torch.cuda.max_memory_allocated()) if device.startswith("cuda") else 0
+
+
+def _disk(out: str, fsync: bool, nbytes: int, early: bool = False) -> dict:
+    """``nbytes`` of incompressible bytes written to ``out`` in 64 MiB writes from a warm buffer, fsynced or not;
+    ``early``: each write's writeback started at once, as the streaming writer does (``start_writeback``)."""
+    from hyperclone.shard_writer import start_writeback
+
+    chunk = 64 * 2**20
+    buf = memoryview(bytearray(os.urandom(2**20)) * 64)
     t0 = time.perf_counter()
-    with open(out, "wb") as f:
-        for i in range(0, GiB, 64 * 2**20):
-            f.write(buf[i:i + 64 * 2**20])
-        f.flush()
+    with open(out, "wb", buffering=0) as f:
+        for i in range(0, nbytes, chunk):
+            n = f.write(buf[:min(chunk, nbytes - i)])
+            if early:
+                start_writeback(f.fileno(), i, n)
         if fsync:
             os.fsync(f.fileno())
     seconds = time.perf_counter() - t0
     os.unlink(out)
-    return {"seconds": seconds, "bytes": GiB, "peak": _peak()}
+    return {"seconds": seconds, "bytes": nbytes, "peak": _peak()}
+
+
+def _fsync_tree(path: Path) -> None:
+    """fsync every file under ``path``, then the directories (what makes a finished clone durable)."""
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    for d in (path, path.parent):
+        fd = os.open(d, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _wide_shapes(src: str, factor: int) -> list[tuple[int, ...]]:
@@ -180,9 +236,13 @@ def _timed(f) -> float:
     return time.perf_counter() - t0
 
 
-def run(kind: str, src: Path, out: Path, factor: int, shard: str) -> dict:
+DEVICE = "cpu"  # where the clones grow (--device); the baselines are the machine's
+
+
+def run(kind: str, src: Path, out: Path, factor: int, shard: str, nbytes: int = GiB) -> dict:
+    os.sync()  # no row pays for the previous one's dirty pages
     cmd = [sys.executable, __file__, "--measure", kind, "--src", str(src), "--out", str(out),
-           "--factor", str(factor), "--max-shard-size", shard]
+           "--factor", str(factor), "--max-shard-size", shard, "--bytes", str(nbytes), "--device", DEVICE]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{kind} failed:\n{proc.stderr[-3000:]}")
@@ -202,34 +262,49 @@ def _row(name: str, r: dict, naive_s: float | None, fresh_bw: float, disk: dict 
 
 def comparison(tmp: Path, src: Path, args) -> dict:
     """The main table: baselines, naive, in-memory, streaming on one checkpoint; the measured rows."""
+    out_bytes = sum(math.prod(s) * 2 for s in _wide_shapes(str(src), args.factor))  # bf16
     copy = run("copy", src, tmp / "x", args.factor, args.max_shard_size)
-    disk_sync = run("disk", src, tmp / "disk-probe", args.factor, args.max_shard_size)
-    disk_nosync = run("disk-nosync", src, tmp / "disk-probe", args.factor, args.max_shard_size)
+    disk_sync = run("disk", src, tmp / "disk-probe", args.factor, args.max_shard_size, out_bytes)
+    disk_nosync = run("disk-nosync", src, tmp / "disk-probe", args.factor, args.max_shard_size, out_bytes)
+    disk_early = run("disk-early", src, tmp / "disk-probe", args.factor, args.max_shard_size, out_bytes)
     naive = run("naive", src, tmp / "x", args.factor, args.max_shard_size)
     memory = run("memory", src, tmp / "x", args.factor, args.max_shard_size)
     stream = run("stream", src, tmp / "s", args.factor, args.max_shard_size)
+    stream_sync = run("stream-fsync", src, tmp / "s", args.factor, args.max_shard_size)
     fresh_bw = GiB / copy["fresh_seconds"]
-    disk = {"sync": GiB / disk_sync["seconds"], "nosync": GiB / disk_nosync["seconds"]}
+    disk = {"sync": out_bytes / min(disk_sync["seconds"], disk_early["seconds"]),
+            "nosync": out_bytes / disk_nosync["seconds"]}
+    gb = f"{out_bytes / 1e9:.2f} GB"
     print(f"{'approach':38} {'seconds':>8} {'peak RSS':>9} {'above base':>9} {'out GB/s':>8} {'vs naive':>8} "
           f"{'of fresh':>8} {'of fsync':>9} {'of nosync':>9}")
+    print("('of fsync': of the faster of the two fsynced disk rows; 'of nosync': of the unsynced disk row)")
     print(_row("memory copy (1 GiB, warm buffer)", copy, None, fresh_bw, None))
     print(_row("memory copy (1 GiB, fresh memory)", dict(copy, seconds=copy["fresh_seconds"]), None, fresh_bw,
                None))
-    print(_row("disk write (1 GiB + fsync)", disk_sync, None, fresh_bw, disk))
-    print(_row("disk write (1 GiB, no fsync)", disk_nosync, None, fresh_bw, disk))
+    print(_row(f"disk write ({gb} + fsync)", disk_sync, None, fresh_bw, disk))
+    print(_row(f"disk write ({gb}, no fsync)", disk_nosync, None, fresh_bw, disk))
+    print(_row(f"disk write ({gb}, writeback at once + fsync)", disk_early, None, fresh_bw, disk))
     print(_row("naive: from_config + copy in", naive, naive["seconds"], fresh_bw, None))
     print(_row("in-memory clone", memory, naive["seconds"], fresh_bw, None))
     print(_row("streaming (disk to disk, no fsync)", stream, naive["seconds"], fresh_bw, disk))
+    print(_row("streaming, then fsync of its files", stream_sync, naive["seconds"], fresh_bw, disk))
     print(f"\nsource load (from_pretrained, not counted above): {memory['load_seconds']:.1f}s; in-memory "
           f"'above base' is the RSS added after loading the source")
     rate = memory["bytes"] / memory["seconds"]
     srate = stream["bytes"] / stream["seconds"]
+    sync_rate = stream_sync["bytes"] / stream_sync["seconds"]
     print(f"in-memory clone: {naive['seconds'] / memory['seconds']:.1f}x the naive approach (target 10x), "
           f"{rate / fresh_bw:.0%} of fresh-memory write bandwidth (target 50%)")
-    print(f"streaming: {srate / disk['sync']:.0%} of the disk's fsynced write bandwidth, {srate / disk['nosync']:.0%} "
-          f"of its unsynced one (target 90%); peak RSS above base {(stream['peak'] - stream['base']) / GiB:.2f} GiB "
+    print(f"streaming (target 90% of the disk's bandwidth, like for like): with fsync {sync_rate / disk['sync']:.0%} of "
+          f"the disk's faster fsynced write of the same {gb} (plain: {disk_sync['seconds']:.2f}s, writeback at once: "
+          f"{disk_early['seconds']:.2f}s; streaming's final fsync took {stream_sync['fsync_seconds']:.1f}s), "
+          f"without {srate / disk['nosync']:.0%} of its unsynced one; "
+          f"peak RSS above base {(stream['peak'] - stream['base']) / GiB:.2f} GiB "
           f"with one output shard of up to {args.max_shard_size} ({stream['shards']} shards), largest wide tensor "
           f"{stream['largest'] / GiB:.2f} GiB")
+    if DEVICE != "cpu":
+        print(f"peak GPU memory: naive {naive['gpu_peak'] / GiB:.2f} GiB, in-memory {memory['gpu_peak'] / GiB:.2f} GiB, "
+              f"streaming {stream['gpu_peak'] / GiB:.2f} GiB")
     return {"memory": memory, "stream": stream}
 
 
@@ -263,12 +338,17 @@ def main() -> None:
     ap.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--src", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--bytes", type=int, default=GiB, help=argparse.SUPPRESS)
+    ap.add_argument("--device", default="cpu", help="where the clones grow: cpu (default) or cuda (prints GPU peaks)")
     args = ap.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.src, args.out, args.factor, args.max_shard_size)))
+        print(json.dumps(measure(args.measure, args.src, args.out, args.factor, args.max_shard_size, args.bytes, args.device)))
         return
 
     import platform
+
+    global DEVICE
+    DEVICE = args.device
 
     import psutil
     import torch
@@ -284,7 +364,8 @@ def main() -> None:
         print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
               f"({torch.get_num_threads()} threads), {psutil.virtual_memory().total / GiB:.0f} GiB RAM, "
               f"load average {os.getloadavg()[0]:.1f}; factor {args.factor}, output shards up to "
-              f"{args.max_shard_size}\n")
+              f"{args.max_shard_size}; clones grow on {DEVICE}"
+              f"{' (' + torch.cuda.get_device_name() + ')' if DEVICE.startswith('cuda') else ''}\n")
         rows = comparison(tmp, tmp / "src", args)
         shutil.rmtree(tmp / "src")
         sizes = [float(x) for x in args.sizes.split(",")]

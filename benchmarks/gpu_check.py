@@ -4,7 +4,9 @@ Prints tables; asserts nothing silently. Usage: python benchmarks/gpu_check.py [
 Sections:
   1. every family (tiny random models) cloned on cuda in fp32 and bf16, verified;
   2. the built-in models loaded on the default device, cloned x2/x4, verified;
-  3. a short race on the built-in GPT-2 model in bf16 on cuda, with tokens/s.
+  3. a short race on the built-in GPT-2 model in bf16 on cuda, with tokens/s;
+  4. streaming growth on cuda against the CPU: the same bits for the symmetric
+     and diagonal variants, the largest difference for the noisy ones.
 """
 
 from __future__ import annotations
@@ -70,6 +72,35 @@ def race_on_gpu(steps: int) -> None:
     print(f"wall {dt:.1f}s, {tokens / dt:,.0f} training tokens/s over all contestants")
 
 
+def streaming_on_gpu(device: str = "cuda") -> None:
+    import tempfile
+
+    from families import LLAMA_KW, tiny_model
+    from safetensors.torch import load_file
+
+    from hyperclone import Growth
+    from hyperclone.growth import VARIANTS
+    from hyperclone.stream import stream_clone
+
+    print(f"\n4. streaming growth on {device} vs cpu (tiny Llama, x2, FFN x3)")
+    print(f"{'dtype':<10}{'variant':<17}{'identical':>10}{'max abs diff':>14}{'largest weight':>16}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for dtype in (torch.float32, torch.bfloat16):
+            src = Path(tmp) / f"src-{dtype}"
+            tiny_model("llama", LLAMA_KW, dtype=dtype).save_pretrained(src)
+            for variant in VARIANTS:
+                outs = {}
+                for where in ("cpu", device):
+                    out = Path(tmp) / f"{dtype}-{variant}-{where}-{len(outs)}"
+                    stream_clone(src, out, Growth(2, 3, variant, seed=5), device=where)
+                    outs[len(outs)] = load_file(out / "model.safetensors")
+                a, b = outs[0], outs[1]
+                same = all(torch.equal(a[k], b[k]) for k in a)
+                diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+                big = max(float(a[k].double().abs().max()) for k in a)
+                print(f"{str(dtype)[6:]:<10}{variant:<17}{str(same):>10}{diff:>14.2e}{big:>16.3f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--race-steps", type=int, default=400)
@@ -80,3 +111,4 @@ if __name__ == "__main__":
     builtins()
     if torch.cuda.is_available():
         race_on_gpu(args.race_steps)
+        streaming_on_gpu()

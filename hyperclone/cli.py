@@ -49,7 +49,8 @@ def _depth_words(growth: Growth) -> str:
 
 def _add_load_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=DTYPES, default=None, help="load dtype (default float32)")
-    p.add_argument("--device", default=None, help="cuda, mps, cpu or auto (default: auto, the best available)")
+    p.add_argument("--device", default=None, help="cuda, mps, cpu or auto: where the model loads and the check runs "
+                   "(default: auto, the best available); a streamed clone grows there only when it is given")
     p.add_argument("--allow-pickle", action="store_true", help="allow pickle (.bin) weights; they can run code")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom model code from the checkpoint")
 
@@ -74,6 +75,7 @@ def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
         verify="auto" if args.verify else False, device=args.device, source_name=args.src, force=args.force,
         text=args.text, progress=print, trust_remote_code=args.trust_remote_code,
     )
+    print(f"grown on {result.grown_on}")
     if result.report is not None:
         print(result.report.summary())
     print(f"verification: {result.verification['method']}"

@@ -12,6 +12,13 @@ through a queue bounded by the largest tensor, so peak memory is about the
 largest wide tensor plus the one being grown, whatever the model's size or
 ``max_shard_size``.
 
+With a ``device`` (e.g. cuda) each source tensor is copied there, grown, and
+copied back to be written: the symmetric and diagonal variants give the same
+bits as on the CPU (one correctly rounded division per element); the noisy
+ones draw the same noise (on the CPU, seeded per tensor) but scale it by a
+mean computed on the device, so they may differ from the CPU's in the last
+bits (``benchmarks/gpu_check.py`` section 4 prints both).
+
 The output is a stock transformers checkpoint (``model-0000X-of-0000N.safetensors``
 + ``model.safetensors.index.json``, or one ``model.safetensors``), with the wide
 config, the source's generation config and tokenizer files, and the provenance
@@ -58,6 +65,7 @@ class StreamResult:
     seconds: float
     verification: dict[str, Any]
     report: Any = None  # the EquivalenceReport when a logit check ran
+    grown_on: str = "cpu"  # the device the growth arithmetic ran on
 
     @property
     def passed(self) -> bool:
@@ -74,13 +82,16 @@ def _resolve_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
 
 
 def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | None = None,
-                  before: Callable[[str], None] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+                  before: Callable[[str], None] | None = None, grow_on: torch.device | None = None
+                  ) -> Iterator[tuple[str, torch.Tensor]]:
     """(name, wide tensor) one at a time, each read lazily and grown by ``plan.grow``.
 
     The names and their sources follow the loaded model's state dict, so this
     yields what ``grow_state(plan, model.state_dict().items())`` yields for the
     model loaded in ``dtype`` (default: as stored), without holding the model.
     ``before(name)`` runs before each source tensor is read (the writer waits there for room).
+    ``grow_on``: the device the growth arithmetic runs on (None: the CPU); each tensor is moved
+    there after the cast, so the grown tensors live there (the writer copies them back).
     """
     tensors = LazyTensors(layout)
     try:
@@ -91,6 +102,8 @@ def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | No
                 t = tensors[source if plan.depth > 1 else name]  # a tied head: the layout maps it to the embedding
                 if dtype is not None and t.is_floating_point() and t.dtype != dtype:
                     t = t.to(dtype)
+                if grow_on is not None:
+                    t = t.to(grow_on)
                 yield name, plan.grow(name, t)
                 del t
     finally:
@@ -98,7 +111,7 @@ def grown_tensors(plan: ClonePlan, layout: SourceLayout, dtype: torch.dtype | No
 
 
 def _check_resources(out: Path, layout: SourceLayout, wide_shapes: dict[str, tuple[int, ...]],
-                     dtype: torch.dtype | None, force: bool) -> int:
+                     dtype: torch.dtype | None, force: bool, grow_on: torch.device | None = None) -> int:
     """Refuse, with numbers, a clone whose working set or output does not fit; the output's bytes."""
     elem = max((resources.dtype_bytes(dtype or d) for d in layout.dtypes.values()), default=4)
     sizes = [math.prod(s) * elem for s in wide_shapes.values()]
@@ -111,6 +124,12 @@ def _check_resources(out: Path, layout: SourceLayout, wide_shapes: dict[str, tup
         raise HyperCloneError(
             f"streaming needs {resources.human_bytes(need_ram)} of RAM (about twice the largest tensor: one being "
             f"written, one being grown) but only {resources.human_bytes(free_ram)} is free on cpu; free some memory "
+            "or pass --force"
+        )
+    if grow_on is not None and grow_on.type != "cpu" and 2 * largest > resources.free_bytes(grow_on):
+        raise HyperCloneError(
+            f"growing on {grow_on} needs {resources.human_bytes(2 * largest)} there (the largest tensor, grown, and "
+            f"its source) but only {resources.human_bytes(resources.free_bytes(grow_on))} is free; use --device cpu "
             "or pass --force"
         )
     parent = out.absolute().parent
@@ -149,6 +168,7 @@ def stream_clone(
     ``verify``: False; True/"auto" = compare logits of the full models when
     both fit in free memory, else of a truncated model made of sampled layers;
     "full" or "sample" to force one. The outcome is recorded in the provenance.
+    ``device``: where growth and the check run (None: growth on the CPU, the check on the best device).
     A checkpoint with its own Python code is refused unless ``trust_remote_code``.
     """
     t0 = time.perf_counter()
@@ -166,10 +186,10 @@ def stream_clone(
     wide_config = plan.wide_config()
     wide_config.dtype = dtype or layout.common_dtype()  # what the shards will hold, as save_pretrained records
     wide_shapes, save_as = _wide_names(wide_config)
-    total_out = _check_resources(out, layout, wide_shapes, dtype, force)
+    total_out = _check_resources(out, layout, wide_shapes, dtype, force, device)
     try:
         with atomic_output(out, overwrite, src) as tmp:
-            result = _write_tensors(plan, layout, tmp, wide_shapes, save_as, max_bytes, dtype, say)
+            result = _write_tensors(plan, layout, tmp, wide_shapes, save_as, max_bytes, dtype, say, device)
             wide_config.save_pretrained(tmp)
             side = copy_side_files(src, tmp)
             say(f"  wrote config{', ' + ', '.join(side) if side else ''}")
@@ -202,7 +222,7 @@ def _wide_names(wide_config) -> tuple[dict[str, tuple[int, ...]], Callable]:
 
 def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes: dict[str, tuple[int, ...]],
                    save_as: Callable, max_bytes: int, dtype: torch.dtype | None,
-                   say: Callable[[str], None]) -> StreamResult:
+                   say: Callable[[str], None], grow_on: torch.device | None = None) -> StreamResult:
     """Grow every tensor straight into its place in the shards under ``tmp``; what was written (not yet verified).
 
     The whole layout (shards, headers, offsets) is planned from the wide shapes first, then each grown
@@ -218,7 +238,7 @@ def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes
     writer = ShardWriter(tmp, entries, max_bytes, shard_done)
     out_dtypes: set[torch.dtype] = set()
     try:
-        for name, tensor in grown_tensors(plan, layout, dtype, lambda n: writer.reserve(*parts[n])):
+        for name, tensor in grown_tensors(plan, layout, dtype, lambda n: writer.reserve(*parts[n]), grow_on):
             if tuple(tensor.shape) != wide_shapes[name]:
                 raise HyperCloneError(f"{name}: grown to {tuple(tensor.shape)} but the wide config "
                                       f"implies {wide_shapes[name]} (a spec bug; please report it)")
@@ -234,7 +254,7 @@ def _write_tensors(plan: ClonePlan, layout: SourceLayout, tmp: Path, wide_shapes
     out_dtype = names[0] if len(names) == 1 else "mixed: " + ", ".join(names)
     verification = {"method": "none", "note": "not verified; run `hyperclone verify SRC OUT` to compare logits"}
     return StreamResult(tmp, shards, len(entries), writer.total_params, writer.total_bytes, out_dtype, 0.0,
-                        verification)
+                        verification, grown_on=str(grow_on or "cpu"))
 
 
 def _planned_entries(plan: ClonePlan, layout: SourceLayout, wide_shapes: dict[str, tuple[int, ...]],
@@ -263,7 +283,8 @@ def _write_record(tmp: Path, result: StreamResult, plan: ClonePlan, source: str,
     verification["structure"] = (f"all {result.n_tensors} tensors present with the shapes the wide config "
                                  "implies (planned before writing, checked as each was written)")
     record = provenance(plan, source, result.report, {
-        "mode": "streaming", "dtype": result.dtype, "max_shard_size": max_bytes, "shards": len(result.shards),
+        "mode": "streaming", "dtype": result.dtype, "grown_on": result.grown_on, "max_shard_size": max_bytes,
+        "shards": len(result.shards),
         "verification": verification,
     })
     write_metadata(tmp, record, wide_config, result.n_params)

@@ -359,3 +359,27 @@ def test_transposed_inputs_grow_to_the_same_values_in_transposed_layout():
     for a, b in ((2, 1), (3, 2), (2, 3)):
         grown = grow_matrix(t.T, a, b)
         assert grown.T.is_contiguous() and torch.equal(grown, grow_matrix(t.T.contiguous(), a, b))
+
+
+def test_growing_on_an_explicit_device_gives_the_same_clone_and_the_record_says_where(tmp_path):
+    src, _ = _source(tmp_path, "llama-gqa")
+    growth = Growth(2, variant="noisy_symmetric", seed=3)
+    default = stream_clone(src, tmp_path / "default", growth)
+    on_cpu = stream_clone(src, tmp_path / "cpu", growth, device="cpu")
+    assert default.grown_on == on_cpu.grown_on == "cpu"
+    a, b = _stored(tmp_path / "default"), _stored(tmp_path / "cpu")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "cpu" / "hyperclone.json").read_text())["grown_on"] == "cpu"
+
+
+def test_growing_on_a_gpu_without_room_for_the_largest_tensor_is_one_line_before_any_work(tmp_path, monkeypatch):
+    import hyperclone.resources as res
+    import hyperclone.stream as stream
+
+    src, _ = _source(tmp_path, "llama-gqa")
+    monkeypatch.setattr(stream, "check_device", lambda device: torch.device("cuda"))  # as on a machine with a GPU
+    free = res.free_bytes
+    monkeypatch.setattr(res, "free_bytes", lambda device: 1000 if torch.device(device).type == "cuda" else free(device))
+    with pytest.raises(HyperCloneError, match=r"growing on cuda needs .* but only 1000 B is free; use --device cpu"):
+        stream_clone(src, tmp_path / "out", Growth(2), device="cuda")
+    assert not (tmp_path / "out").exists() and os.listdir(tmp_path) == [src.name]
