@@ -22,7 +22,8 @@ subprocess so peak RSS figures do not mix:
   each compared with the disk row written the same way.
 
 Every row starts after ``os.sync()``, so no row pays for the previous one's
-dirty pages. The source's shards were just written, so they are read from
+dirty pages, and the disk and streaming rows after a pause (``_settle``), so
+none of them reuses memory another row just freed. The source's shards were just written, so they are read from
 the page cache (as after a download).
 
 Peak RSS is the process's peak (``VmHWM``); "above base" is the peak minus
@@ -127,6 +128,7 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str, nbytes: int 
         fresh = min(_timed(lambda: a.clone()) for _ in range(3))
         return {"seconds": warm, "bytes": GiB, "fresh_seconds": fresh, "peak": _peak()}
     if kind in ("disk", "disk-nosync", "disk-early"):
+        _settle()
         return _disk(out, fsync=kind != "disk-nosync", nbytes=nbytes, early=kind == "disk-early")
 
     from transformers import AutoModelForCausalLM
@@ -137,6 +139,7 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str, nbytes: int 
 
     if kind in ("stream", "stream-fsync"):
         largest = max(math.prod(s) * 2 for s in _wide_shapes(src, factor))  # also imports the model's classes
+        _settle()
         base = _reset_peak()
         t0 = time.perf_counter()
         r = stream_clone(src, out, Growth(factor), max_shard_size=shard, device=None if device == "cpu" else device)
@@ -167,6 +170,18 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str, nbytes: int 
     n_bytes = sum(p.numel() * p.element_size() for p in wide.parameters())
     return {"seconds": seconds, "bytes": n_bytes, "peak": _peak(), "base": base, "load_seconds": load,
             "gpu_peak": _gpu_peak(device)}
+
+
+SETTLE_S = 6.0
+
+
+def _settle() -> None:
+    """Start the disk and streaming rows from the same memory state: idle long enough for memory freed by the
+    previous row to be handed back to the host (on a VM with free page reporting, after about 2 s), so no row
+    writes into pages another row just freed. Measured on the dev VM (Firecracker, free page reporting on):
+    3 GB written into the page cache at 3.4 GB/s right after the same amount was freed, 0.3 GB/s after a 6 s
+    pause; on bare metal the pause changes nothing."""
+    time.sleep(SETTLE_S)
 
 
 def _sync(device: str) -> None:
