@@ -13,11 +13,11 @@ largest wide tensor plus the one being grown, whatever the model's size or
 ``max_shard_size``.
 
 With a ``device`` (e.g. cuda) each source tensor is copied there, grown, and
-copied back to be written: the symmetric and diagonal variants give the same
-bits as on the CPU (one correctly rounded division per element); the noisy
+copied back to be written. The symmetric and diagonal variants are expected
+to give the CPU's bits (one correctly rounded division per element); the noisy
 ones draw the same noise (on the CPU, seeded per tensor) but scale it by a
 mean computed on the device, so they may differ from the CPU's in the last
-bits (``benchmarks/gpu_check.py`` section 4 prints both).
+bits. ``benchmarks/gpu_check.py`` section 4 compares them (not yet run on a GPU).
 
 The output is a stock transformers checkpoint (``model-0000X-of-0000N.safetensors``
 + ``model.safetensors.index.json``, or one ``model.safetensors``), with the wide
