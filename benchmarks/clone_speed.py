@@ -220,6 +220,8 @@ def _disk(out: str, fsync: bool, nbytes: int, early: bool = False) -> dict:
 
 def _fsync_tree(path: Path) -> None:
     """fsync every file under ``path``, then the directories (what makes a finished clone durable)."""
+    from hyperclone.atomic import fsync_dir
+
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         fd = os.open(f, os.O_RDONLY)
         try:
@@ -227,11 +229,7 @@ def _fsync_tree(path: Path) -> None:
         finally:
             os.close(fd)
     for d in (path, path.parent):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_dir(d)
 
 
 def _wide_shapes(src: str, factor: int) -> list[tuple[int, ...]]:

@@ -89,12 +89,12 @@ def streaming_on_gpu(device: str = "cuda") -> None:
             src = Path(tmp) / f"src-{dtype}"
             tiny_model("llama", LLAMA_KW, dtype=dtype).save_pretrained(src)
             for variant in VARIANTS:
-                outs = {}
-                for where in ("cpu", device):
-                    out = Path(tmp) / f"{dtype}-{variant}-{where}-{len(outs)}"
+                outs = []
+                for i, where in enumerate(("cpu", device)):  # i: a run against the CPU itself still gets its own dir
+                    out = Path(tmp) / f"{dtype}-{variant}-{i}-{where}"
                     stream_clone(src, out, Growth(2, 3, variant, seed=5), device=where)
-                    outs[len(outs)] = load_file(out / "model.safetensors")
-                a, b = outs[0], outs[1]
+                    outs.append(load_file(out / "model.safetensors"))
+                a, b = outs
                 same = all(torch.equal(a[k], b[k]) for k in a)
                 diff = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
                 big = max(float(a[k].double().abs().max()) for k in a)

@@ -126,11 +126,11 @@ def _check_resources(out: Path, layout: SourceLayout, wide_shapes: dict[str, tup
             f"written, one being grown) but only {resources.human_bytes(free_ram)} is free on cpu; free some memory "
             "or pass --force"
         )
-    if grow_on is not None and grow_on.type != "cpu" and 2 * largest > resources.free_bytes(grow_on):
+    free_there = resources.free_bytes(grow_on) if grow_on is not None and grow_on.type != "cpu" else None
+    if free_there is not None and 2 * largest > free_there:
         raise HyperCloneError(
             f"growing on {grow_on} needs {resources.human_bytes(2 * largest)} there (the largest tensor, grown, and "
-            f"its source) but only {resources.human_bytes(resources.free_bytes(grow_on))} is free; use --device cpu "
-            "or pass --force"
+            f"its source) but only {resources.human_bytes(free_there)} is free; use --device cpu or pass --force"
         )
     parent = out.absolute().parent
     while not parent.exists():
