@@ -33,8 +33,8 @@ from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
-from hyperclone.race_config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP, RECIPES, ContestantSpec,
-                                    RaceConfig)
+from hyperclone.race_config import (ADOPTED_LR, ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP,
+                                    RECIPES, ContestantSpec, RaceConfig)
 from hyperclone.recorded import RUNS_DIR, recorded_races
 from hyperclone.report import recipe_lines
 from hyperclone.runs import is_run_dir, load_run
@@ -376,23 +376,27 @@ def run_label(path: Path) -> str:
 
 def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
     """The contestants' specs from the recipe widgets: (canonical names, one-line error or None)."""
-    c = st.columns(3)
+    c = st.columns(4)
     recipe = c[0].selectbox("Clone recipe", RECIPES, index=RECIPES.index(ADOPTED_RECIPE), key="race_recipe",
                             help="paper: every contestant shares the learning rate and schedule; continue: start "
                                  "at the source's final lr from its model card, no warm-up (also for 'source'); "
                                  "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
-                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on divided "
-                                 "weights (also for 'source', at its final lr)")
-    random_lr = c[1].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
+                                 "the recipe sweep's pick at lr 7e-4): re-warmed, and lr/k on divided "
+                                 "weights (also for 'source')")
+    own_lr = c[1].number_input("Clone lr", 1e-6, 1.0, ADOPTED_LR if recipe == ADOPTED_RECIPE else None,
+                               format="%.0e", key=f"race_clone_lr_{recipe}", placeholder="the recipe's",
+                               help="the clone's own learning rate, and the source's with continue or gentle "
+                                    "(empty: the recipe's: the shared lr, or the source's final lr from its card)")
+    random_lr = c[2].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
                                   placeholder="shared", help="its own learning rate (empty: the shared one)")
-    more = c[2].text_input("More contestants", key="race_more", placeholder="e.g. noisy_symmetric@lr=3e-4",
+    more = c[3].text_input("More contestants", key="race_more", placeholder="e.g. noisy_symmetric@lr=3e-4",
                            help=f"comma-separated: {RECIPE_HELP}")
     try:
         specs = []
         for kind in picked:
-            clone_kind = kind not in ("random", "source")
-            own = recipe if clone_kind or (kind == "source" and recipe in FROM_SOURCE) else "paper"
-            specs.append(ContestantSpec(kind, own, lr=random_lr if kind == "random" and random_lr else None))
+            follows = kind not in ("random", "source") or (kind == "source" and recipe in FROM_SOURCE)
+            lr = own_lr if follows else random_lr if kind == "random" else None
+            specs.append(ContestantSpec(kind, recipe if follows else "paper", lr=lr))
         specs += [ContestantSpec.parse(text) for text in more.split(",") if text.strip()]
         config = RaceConfig(contestants=tuple(specs))
         config.validate()
@@ -417,9 +421,9 @@ def pick_race_settings(growth: Growth) -> tuple[dict[str, Any], str | None]:
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
     contestants, recipe_error = race_contestants(picked)
-    st.caption(f"Evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
-               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says "
-               "otherwise).")
+    racing = f"Racing {', '.join(contestants)}; e" if contestants else "E"
+    st.caption(f"{racing}valuated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
+               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
     if recipe_error:
         st.error(recipe_error, icon=":material/error:")
     return dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
@@ -683,7 +687,8 @@ TABS = (
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
                "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "race_recipe", "race_random_lr",
-               "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite")
+               "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite",
+               *(f"race_clone_lr_{recipe}" for recipe in RECIPES))
 
 
 def load_pending(pending: str, device: str, dtype: str) -> str | None:

@@ -16,6 +16,15 @@ def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(tmp_pa
     at.session_state["tab"] = "Training race"
     at.run()
     assert not at.exception, at.exception
+    racing = lambda: next(c.value for c in at.caption if c.value.startswith("Racing "))  # noqa: E731
+    assert racing().startswith("Racing noisy_symmetric@gentle@lr=7e-4, random, source@gentle@lr=7e-4;")
+    at.selectbox(key="race_recipe").set_value("paper").run()  # no lr of its own: the shared one
+    assert racing().startswith("Racing noisy_symmetric, random, source;")
+    at.number_input(key="race_clone_lr_paper").set_value(1e-3).run()
+    assert racing().startswith("Racing noisy_symmetric@lr=1e-3, random, source;")
+    at.selectbox(key="race_recipe").set_value("gentle").run()  # each recipe keeps its own lr field
+    assert racing().startswith("Racing noisy_symmetric@gentle@lr=7e-4, random, source@gentle@lr=7e-4;")
+
     at.text_input(key="race_more").set_value("noisy_symmetric@lr=fast").run()
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and "lr 'fast' is not a number" in errors[0] and "\n" not in errors[0]
