@@ -33,8 +33,8 @@ from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
-from hyperclone.race_config import (ADOPTED_LR, ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP,
-                                    RECIPES, ContestantSpec, RaceConfig)
+from hyperclone.race_config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP, RECIPES,
+                                    ContestantSpec, RaceConfig)
 from hyperclone.recorded import RUNS_DIR, recorded_races
 from hyperclone.report import recipe_lines
 from hyperclone.runs import is_run_dir, load_run
@@ -381,10 +381,10 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
                             help="paper: every contestant shares the learning rate and schedule; continue: start "
                                  "at the source's final lr from its model card, no warm-up (also for 'source'); "
                                  "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
-                                 "the recipe sweep's pick at lr 7e-4): re-warmed, and lr/k on divided "
-                                 "weights (also for 'source')")
-    own_lr = c[1].number_input("Clone lr", 1e-6, 1.0, ADOPTED_LR if recipe == ADOPTED_RECIPE else None,
-                               format="%.0e", key=f"race_clone_lr_{recipe}", placeholder="the recipe's",
+                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on "
+                                 "divided weights (also for 'source', at its final lr)")
+    own_lr = c[1].number_input("Clone lr", 1e-6, 1.0, None, format="%.0e", key="race_clone_lr",
+                               placeholder="the recipe's",
                                help="the clone's own learning rate, and the source's with continue or gentle "
                                     "(empty: the recipe's: the shared lr, or the source's final lr from its card)")
     random_lr = c[2].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
@@ -687,8 +687,7 @@ TABS = (
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
                "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "race_recipe", "race_random_lr",
-               "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite",
-               *(f"race_clone_lr_{recipe}" for recipe in RECIPES))
+               "race_clone_lr", "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite")
 
 
 def load_pending(pending: str, device: str, dtype: str) -> str | None:

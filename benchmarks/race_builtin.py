@@ -4,11 +4,11 @@
 
 Contestants, on identical batches with the same budget and schedule shape
 (warm-up, cosine to 0.1 x peak over the budget; the dashboard's default race):
-``noisy_symmetric@gentle@lr=7e-4`` (the clone with the recipe ``benchmarks/recipe_sweep.py``
-and its seed repeats adopted), ``noisy_symmetric`` (the paper's recipe: the clone shares
-random init's learning rate), ``random`` (the same wide model from transformers' default
-init, at its best learning rate in the sweep, ``--lr``) and ``source@gentle@lr=7e-4`` (the
-small model trained on with the same recipe).
+``noisy_symmetric@gentle`` (the clone with the recipe ``benchmarks/recipe_sweep.py``
+adopted), ``noisy_symmetric`` (the paper's recipe: the clone shares random init's
+learning rate), ``random`` (the same wide model from transformers' default init,
+at its best learning rate in the sweep, ``--lr``) and ``source@gentle`` (the
+small model trained on).
 
 Prints the validation-loss curves, the table with both speed-ups (in tokens, and
 in FLOPs counting the source's own training from its model card), each clone's
@@ -26,11 +26,10 @@ from pathlib import Path
 
 import torch
 
-from hyperclone.race_config import adopted
 from hyperclone.sources import builtin_dir
 from hyperclone.train import race
 
-CONTESTANTS = (adopted("noisy_symmetric"), "noisy_symmetric", "random", adopted("source"))
+CONTESTANTS = ("noisy_symmetric@gentle", "noisy_symmetric", "random", "source@gentle")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,12 +31,9 @@ PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
 MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
 RECIPES = ("paper", "continue", "clone-aware", "gentle")
-# The recipe benchmarks/recipe_sweep.py and its seed repeats found best among those that keep a clone's head
-# start on both built-in sources and every seed (benchmarks/README.md): gentle (re-warmed, lr/k on divided
-# weights) at lr 7e-4. The default contestants use it for the clone (and the dashboard for the source too);
-# the paper's recipe stays available as a plain name or @paper.
+# The recipe benchmarks/recipe_sweep.py found to keep a clone's head start (benchmarks/README.md): the default
+# contestants use it for the clone; the paper's recipe stays available as a plain name or @paper.
 ADOPTED_RECIPE = "gentle"
-ADOPTED_LR = 7e-4
 FROM_SOURCE = ("continue", "gentle")  # recipes that start at the source's final lr (from its model card)
 RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
                f"(recipes: {', '.join(RECIPES)}; default paper); staged@STEP[@VARIANT] grows the source at STEP, "
@@ -53,11 +50,6 @@ def format_lr(value: float) -> str:
         if float(text) == value:
             return text
     return repr(value)
-
-
-def adopted(kind: str) -> str:
-    """Contestant ``kind`` with the adopted recipe, e.g. ``noisy_symmetric@gentle@lr=7e-4``."""
-    return f"{kind}@{ADOPTED_RECIPE}@lr={format_lr(ADOPTED_LR)}"
 
 
 @dataclass(frozen=True)
@@ -222,7 +214,7 @@ class RaceConfig:
     source: str = "tiny-gpt2-stdlib"
     factor: int = 2
     ffn_factor: int | None = None
-    contestants: tuple[str, ...] = (adopted("noisy_symmetric"), "random")
+    contestants: tuple[str, ...] = (f"noisy_symmetric@{ADOPTED_RECIPE}", "random")
     data: str = "builtin"
     steps: int = 300
     steps_for: dict[str, int] = field(default_factory=dict)  # per-contestant budgets overriding ``steps``

@@ -20,7 +20,7 @@ AdamW, clipping, precision and RNG stream (each contestant keeps its own RNG
 state, so dropout masks do not depend on who else is racing), and the same
 learning-rate schedule unless its recipe says otherwise (``race_config.py``:
 ``paper`` shares it, ``continue``, ``clone-aware`` and ``gentle`` (the default
-clone's, at lr 7e-4) change it, recorded in ``run.json``). Data-parallel runs (``accelerate launch``) split each
+clone's) change it, recorded in ``run.json``). Data-parallel runs (``accelerate launch``) split each
 global batch into equal shards, so the global batch is the same as on one
 process.
 
@@ -332,7 +332,7 @@ def race(
     its ``tokenizer``. ``contestants``: clone variants (``symmetric``, ``diagonal``, ``noisy_symmetric``,
     ``noisy_diagonal``), ``random`` (the same wide config, transformers' default init) and ``source`` (the
     small model, trained on), as text with an optional recipe (``noisy_symmetric@lr=3e-4``, ``source@continue``,
-    ``symmetric@clone-aware``; by default ``noisy_symmetric@gentle@lr=7e-4`` and ``random``) or a ``ContestantSpec``;
+    ``symmetric@clone-aware``; by default ``noisy_symmetric@gentle`` and ``random``) or a ``ContestantSpec``;
     ``staged@200`` trains the source and grows it at step 200. ``data``: a ``load_corpus`` spec or a ``Corpus``.
     ``steps_for``: other budgets for some (a longer random run measures speed-up (a)). Every ``eval_every``
     steps each contestant is evaluated and a record goes to ``callback`` and ``run_dir/metrics.jsonl``;

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from streamlit.testing.v1 import AppTest
 
-from hyperclone.race_config import adopted
 from hyperclone.verify import TOLERANCE, kl_tolerance
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
@@ -118,11 +117,11 @@ def test_ten_step_race_yields_a_curve_for_every_contestant_and_persists(app, tmp
     app.run()  # the page as it stays once the race is over
     assert not app.exception and not errors(app), (app.exception, errors(app))
     loss = chart(app, "race_loss")
-    raced = sorted([adopted("noisy_symmetric"), "random", adopted("source")])  # the adopted recipe, random at its lr
+    raced = ["noisy_symmetric@gentle", "random", "source@gentle"]  # the adopted recipe by default, random at its lr
     assert sorted(t["name"] for t in loss["data"] if t.get("name") in raced) == raced
     assert all(shape(t["x"]) == (3,) for t in loss["data"] if t.get("name") in raced)  # steps 0, 5, 10
     sym = chart(app, "race_symmetry")
-    assert [t["name"] for t in sym["data"] if t.get("name")] == [adopted("noisy_symmetric")]
+    assert [t["name"] for t in sym["data"] if t.get("name")] == ["noisy_symmetric@gentle"]
     assert any(m.label.endswith("at equal tokens") for m in app.metric)  # the read-out, not a one-sided bound
     assert chart(app, "race_horizon")
     runs = list((tmp_path / "runs").iterdir())
@@ -145,7 +144,7 @@ def test_recorded_races_are_listed_labelled_not_live_and_drawn_with_their_horizo
     assert picker.options == [r.label for r in recorded_races()] and len(picker.options) >= 2
     assert any("Recorded, not live" in w.value and "python benchmarks/record_races.py" in w.value for w in app.warning)
     loss = chart(app, "recorded_loss")
-    assert {t.get("name") for t in loss["data"]} >= {adopted("noisy_symmetric"), "random"}
+    assert {t.get("name") for t in loss["data"]} >= {"noisy_symmetric@gentle", "random"}
     assert chart(app, "recorded_horizon")
     assert not [b for b in app.button if b.key == "race_start"]  # nothing to start: it was recorded earlier
 

@@ -17,13 +17,14 @@ def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(tmp_pa
     at.run()
     assert not at.exception, at.exception
     racing = lambda: next(c.value for c in at.caption if c.value.startswith("Racing "))  # noqa: E731
-    assert racing().startswith("Racing noisy_symmetric@gentle@lr=7e-4, random, source@gentle@lr=7e-4;")
+    assert racing().startswith("Racing noisy_symmetric@gentle, random, source@gentle;")  # the adopted recipe
     at.selectbox(key="race_recipe").set_value("paper").run()  # no lr of its own: the shared one
     assert racing().startswith("Racing noisy_symmetric, random, source;")
-    at.number_input(key="race_clone_lr_paper").set_value(1e-3).run()
+    at.number_input(key="race_clone_lr").set_value(1e-3).run()
     assert racing().startswith("Racing noisy_symmetric@lr=1e-3, random, source;")
-    at.selectbox(key="race_recipe").set_value("gentle").run()  # each recipe keeps its own lr field
-    assert racing().startswith("Racing noisy_symmetric@gentle@lr=7e-4, random, source@gentle@lr=7e-4;")
+    at.selectbox(key="race_recipe").set_value("gentle").run()  # the clone's lr goes to the source too here
+    assert racing().startswith("Racing noisy_symmetric@gentle@lr=1e-3, random, source@gentle@lr=1e-3;")
+    at.number_input(key="race_clone_lr").set_value(None).run()
 
     at.text_input(key="race_more").set_value("noisy_symmetric@lr=fast").run()
     errors = [e.value for e in at.error]
