@@ -381,8 +381,8 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
                             help="paper: every contestant shares the learning rate and schedule; continue: start "
                                  "at the source's final lr from its model card, no warm-up (also for 'source'); "
                                  "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
-                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on "
-                                 "divided weights (also for 'source', at its final lr)")
+                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on divided "
+                                 "weights (also for 'source', at its final lr)")
     own_lr = c[1].number_input("Clone lr", 1e-6, 1.0, None, format="%.0e", key="race_clone_lr",
                                placeholder="the recipe's",
                                help="the clone's own learning rate, and the source's with continue or gentle "
@@ -421,9 +421,9 @@ def pick_race_settings(growth: Growth) -> tuple[dict[str, Any], str | None]:
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
     contestants, recipe_error = race_contestants(picked)
-    racing = f"Racing {', '.join(contestants)}; e" if contestants else "E"
-    st.caption(f"{racing}valuated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
-               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
+    timing = (f"evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
+              f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
+    st.caption(f"Racing {', '.join(contestants)}; {timing}" if contestants else timing[0].upper() + timing[1:])
     if recipe_error:
         st.error(recipe_error, icon=":material/error:")
     return dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,

@@ -1,9 +1,9 @@
 """The notebooks' test harness (nbmake runs each notebook in a kernel, nbclient waits for each cell's reply).
 
 nbclient waits for a cell's execute reply with one ``shell_channel.get_msg(timeout=...)``, a single zmq poll
-over the whole per-cell timeout. After a cell that creates ipywidgets (notebook 02's first ``interact``) that
-poll sometimes misses the reply's arrival and only returns when the timeout ends, so the notebook passes
-~300 s late (seen in 4 of 4 fresh-clone runs on 2026-12-02; jupyter/nbclient#312 describes the same).
+over the whole per-cell timeout. After a cell that creates ipywidgets (e.g. notebook 02's first ``interact``)
+that poll sometimes misses the reply's arrival and only returns when the timeout ends, so the notebook passes
+~300 s late (one notebook, 01 or 02, in each of 5 fresh-clone runs on 2026-12-02; jupyter/nbclient#312).
 Polling in one-second slices up to the same deadline sees the reply within a second; nothing else about
 how a notebook runs or what it must print changes.
 """
