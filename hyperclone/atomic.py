@@ -4,19 +4,27 @@
 into a temporary sibling named after this process (``.NAME.tmp-PID-XXXXXXXX``)
 and rename it into place when complete. New files and directories get the
 modes the umask gives any new file (safetensors and mkstemp would make them
-private). A temporary directory left by a killed run is removed by the next
-run that writes beside it, once its process is gone.
+private). A directory is renamed into place only where nothing is (never over
+what another run or the user put there meanwhile): ``rename_noreplace``. A
+temporary directory left by a killed run is removed by the next run that writes
+beside it, but only when it can prove HyperClone made it (the marker file inside
+names this host, its process, which is gone, and a random token); a name alone
+proves nothing.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
+import json
 import os
 import re
 import secrets
 import shutil
+import socket
 import stat
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
@@ -24,6 +32,8 @@ from typing import BinaryIO, Callable, Iterator
 from .errors import HyperCloneError
 
 _TEMP_NAME = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]{8}$")  # what temp_sibling names, with its PID
+MARKER = ".hyperclone-temp"  # inside each temporary directory while it is written: who made it
+_RENAME_NOREPLACE, _RENAME_EXCHANGE, _AT_FDCWD = 1, 2, -100  # linux/fs.h, fcntl.h
 
 
 def temp_sibling(path: Path) -> Path:
@@ -76,57 +86,131 @@ def write_atomic(path: str | os.PathLike, content: bytes | str | Callable[[Binar
 
 
 # --------------------------------------------------------------------------- #
+# Renames that never replace
+# --------------------------------------------------------------------------- #
+@functools.cache
+def _renameat2():
+    """glibc's ``renameat2``, or None (not Linux, or a C library without it)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        call = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    call.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    call.restype = ctypes.c_int
+    return call
+
+
+def _rename_with(flags: int, src: Path, dst: Path) -> bool:
+    """``renameat2(src, dst, flags)``; False where the system or the filesystem does not offer ``flags``."""
+    call = _renameat2()
+    if call is None:
+        return False
+    if call(_AT_FDCWD, os.fsencode(src), _AT_FDCWD, os.fsencode(dst), flags) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL):  # EINVAL: a filesystem without these flags
+        return False
+    raise OSError(code, os.strerror(code), str(src), None, str(dst))
+
+
+def rename_noreplace(src: Path, dst: Path) -> None:
+    """Rename the directory ``src`` to ``dst`` in one step, or raise ``FileExistsError`` if ``dst`` exists.
+
+    Linux: ``renameat2(RENAME_NOREPLACE)``. Elsewhere ``dst`` is first claimed with ``mkdir`` (exactly one
+    of several runs creates it) and ``src`` renamed onto that empty claim (Windows' rename never replaces).
+    """
+    if os.name == "nt":
+        os.rename(src, dst)  # never replaces there
+        return
+    if _rename_with(_RENAME_NOREPLACE, src, dst):
+        return
+    os.mkdir(dst)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        _rmdir_quietly(dst)
+        raise
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap the directories ``a`` and ``b`` in one step (Linux); False where the system cannot."""
+    return _rename_with(_RENAME_EXCHANGE, a, b)
+
+
+def _rmdir_quietly(path: Path) -> None:
+    try:
+        path.rmdir()
+    except OSError:
+        pass
+
+
+def move_into_place(tmp: Path, target: Path) -> None:
+    """Rename ``tmp`` to ``target``, which must not exist or be an empty directory (taken over).
+
+    ``FileExistsError`` when ``target`` is anything else, even when it appeared a moment ago.
+    """
+    if target.is_dir() and not target.is_symlink():
+        try:
+            target.rmdir()
+        except OSError as e:
+            if e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                raise FileExistsError(e.errno, "not empty", str(target)) from None
+            raise
+    rename_noreplace(tmp, target)
+
+
+def keep_existing(tmp: Path, target: Path) -> None:
+    """``move_into_place``, or drop ``tmp`` when ``target`` exists (another writer of the same content won)."""
+    try:
+        move_into_place(tmp, target)
+    except FileExistsError:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- #
 # Directories
 # --------------------------------------------------------------------------- #
 @contextmanager
-def atomic_dir(target: str | os.PathLike, replace: bool = True) -> Iterator[Path]:
+def atomic_dir(target: str | os.PathLike, publish: Callable[[Path, Path], None] = keep_existing) -> Iterator[Path]:
     """Yield an empty temporary directory that becomes ``target`` only if the block finishes.
 
     On any exception (including KeyboardInterrupt) the temporary directory is
-    removed and ``target`` is left exactly as it was. An existing ``target`` is
-    replaced; with ``replace=False`` it is kept instead and the new content
-    dropped (another writer of the same content finished first).
+    removed and ``target`` is left exactly as it was. At the end
+    ``publish(tmp, target)`` puts it in place; by default ``keep_existing``: an
+    existing ``target`` is kept and the new content dropped. When ``publish``
+    raises, ``tmp`` is removed unless it was swapped with ``target`` already.
     """
     target = Path(target).absolute()
     remove_stale_temp_dirs(target.parent)
     tmp = _make_temp_dir(target)
+    mine = tmp.stat().st_ino  # after a swap (``exchange``) the name holds the replaced directory: not ours
     try:
         yield tmp
+        (tmp / MARKER).unlink()
         _follow_umask(tmp)
-        if replace or not target.exists():
-            _move_into_place(tmp, target, replace)
+        publish(tmp, target)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if tmp.is_dir() and not tmp.is_symlink() and tmp.stat().st_ino == mine:
+            shutil.rmtree(tmp, ignore_errors=True)
         raise
-    shutil.rmtree(tmp, ignore_errors=True)  # still there only when an existing target was kept
-
-
-def _move_into_place(tmp: Path, target: Path, replace: bool) -> None:
-    if not target.exists():
-        try:
-            tmp.rename(target)
-            return
-        except OSError:
-            if replace or not target.exists():
-                raise
-            return  # another writer got there between the check and the rename: keep theirs
-    old = target.parent / f".{target.name}.old-{os.getpid()}-{time.time_ns()}"
-    target.rename(old)
-    tmp.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _make_temp_dir(target: Path) -> Path:
-    """An empty sibling of ``target`` named after this process, with the umask's permissions like any new directory."""
+    """An empty sibling of ``target`` (but for its marker), with the umask's permissions like any new directory."""
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         while True:
             tmp = temp_sibling(target)
             try:
                 tmp.mkdir()
-                return tmp
+                break
             except FileExistsError:
                 continue  # another run drew the same name
+        marker = {"pid": os.getpid(), "host": socket.gethostname(), "dir": tmp.name, "token": secrets.token_hex(16)}
+        (tmp / MARKER).write_text(json.dumps(marker))
+        return tmp
     except OSError as e:
         raise HyperCloneError(f"cannot write {target}: {_reason(e)}; choose a directory you can write to") from None
 
@@ -160,15 +244,34 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
+def _left_by_a_dead_run(path: Path) -> bool:
+    """Whether ``path`` is a temporary directory HyperClone made on this host whose process is gone.
+
+    The proof is its marker file (a regular file naming this directory, this host, the process in the
+    name and a random token); a directory without one is never called stale, whatever its name.
+    """
+    named = _TEMP_NAME.match(path.name)
+    marker = path / MARKER
+    if named is None or path.is_symlink() or not path.is_dir() or marker.is_symlink() or not marker.is_file():
+        return False
+    try:
+        record = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return False
+    pid = int(named.group(1))
+    return (isinstance(record, dict) and record.get("pid") == pid and record.get("dir") == path.name
+            and record.get("host") == socket.gethostname()
+            and re.fullmatch(r"[0-9a-f]{32}", str(record.get("token"))) is not None and not _process_alive(pid))
+
+
 def remove_stale_temp_dirs(parent: Path) -> list[str]:
     """Remove temporary directories that HyperClone runs killed before cleaning up left in ``parent``.
 
-    Only names HyperClone makes (``.NAME.tmp-PID-XXXXXXXX``) whose process is
-    no longer running are removed; each removal is reported on stderr in one line.
+    Only directories that prove HyperClone made them, on this host, for a process no
+    longer running (``_left_by_a_dead_run``) are removed; each removal is reported on stderr in one line.
     """
     try:
-        stale = [p for p in parent.iterdir() if (m := _TEMP_NAME.match(p.name)) and p.is_dir()
-                 and not p.is_symlink() and not _process_alive(int(m.group(1)))]
+        stale = [p for p in parent.iterdir() if _left_by_a_dead_run(p)]
     except OSError:
         return []
     for p in stale:

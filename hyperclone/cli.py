@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
 from pathlib import Path
 
-from .errors import HyperCloneError
+from .errors import HyperCloneError, first_line, shown
 from .growth import TIE_MODES, VARIANTS, Growth
 
 DTYPES = ("float32", "bfloat16", "float16", "float64")
@@ -130,24 +131,45 @@ def cmd_verify(args) -> int:
     from .verify import verify
 
     check_device(args.device)
+    record_file = Path(args.dst) / PROVENANCE_FILE
+    record, depth = _read_record(record_file)  # refused before any model is loaded
     source, tokenizer = _load(args.src, args)
     cloned, _ = _load(args.dst, args)
-    record_file = Path(args.dst) / PROVENANCE_FILE
-    record = json.loads(record_file.read_text()) if record_file.exists() else {}
-    layer_map, preserving = _recorded_depth(record, int(source.config.num_hidden_layers))
+    try:
+        layer_map = depth.layer_map(int(source.config.num_hidden_layers)) if depth else None
+    except HyperCloneError as e:
+        raise HyperCloneError(f"{record_file}: {e}") from None
     report = verify(source, cloned, text=args.text, tokenizer=tokenizer if args.text else None,
-                    approximate=record.get("tie") == "keep", layer_map=layer_map, function_preserving=preserving)
+                    approximate=record.get("tie") == "keep", layer_map=layer_map,
+                    function_preserving=depth is None or depth.function_preserving)
     print(report.summary())
     return 0 if report.as_expected else 1
 
 
-def _recorded_depth(record: dict, n_layers: int) -> tuple[list[int] | None, bool]:
-    """(layer map, function-preserving) of a clone from its provenance record (no depth growth: (None, True))."""
+def _read_record(path: Path) -> tuple[dict, Growth | None]:
+    """A clone's provenance record ({} when it has none) and its depth growth (None: none), or a one-line
+    error naming the file when it is not the JSON object HyperClone writes or its depth settings are bad."""
+    if not path.exists():
+        return {}, None
+    fix = "restore it, or remove it to verify without its depth and tie settings"
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise HyperCloneError(f"{path} cannot be read as JSON ({first_line(e)}); {fix}") from None
+    if not isinstance(record, dict):
+        raise HyperCloneError(f"{path} holds a JSON {type(record).__name__}, not the object HyperClone writes; {fix}")
+    try:
+        return record, _recorded_depth(record)
+    except HyperCloneError as e:
+        raise HyperCloneError(f"{path}: {e}; {fix}") from None
+
+
+def _recorded_depth(record: dict) -> Growth | None:
+    """The depth growth a clone's provenance record states (None: none), checked as ``Growth`` checks it."""
     depth = record.get("depth") or 1
     if depth == 1:
-        return None, True
-    growth = Growth(depth=depth, depth_every=record.get("depth_every") or 1, stack=bool(record.get("stack")))
-    return growth.layer_map(n_layers), growth.function_preserving
+        return None
+    return Growth(depth=depth, depth_every=record.get("depth_every") or 1, stack=bool(record.get("stack")))
 
 
 def cmd_families(args) -> int:
@@ -167,15 +189,38 @@ def cmd_sources(args) -> int:
     return 0
 
 
+def _check_assets_out(out: Path) -> None:
+    """Refuse, in one line, an ``--out`` that is a file, lies under one, or cannot be written."""
+    for where in (out, *out.parents):
+        if where.exists():
+            if not where.is_dir():
+                raise HyperCloneError(f"--out {shown(out)}: {shown(where)} is a file, not a directory; choose a "
+                                      "directory (it is created when missing)")
+            if not os.access(where, os.W_OK | os.X_OK):
+                raise HyperCloneError(f"--out {shown(out)}: cannot write in {shown(where)}; choose another directory")
+            return
+
+
 def cmd_build_assets(args) -> int:
+    _check_assets_out(args.out)  # before any training
     from .assets.build import build_assets
 
     build_assets(args.only, args.out, args.threads, args.steps, args.device)
     return 0
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with the user's text in its error messages cut short (sub-commands' parsers are Parsers too)."""
+
+    def error(self, message: str):
+        super().error(shown(message, ERROR_CHARS))
+
+
+ERROR_CHARS = 300  # argparse's message quotes the bad value whole
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hyperclone", description="Function-preserving growth of causal LMs.")
+    parser = Parser(prog="hyperclone", description="Function-preserving growth of causal LMs.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("clone", help="grow SRC into a wider model saved at OUT")
@@ -255,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: an unfinished clone leaves nothing at OUT; a race keeps the records written so far", file=sys.stderr)
         return 130
-    except (MemoryError, RuntimeError) as e:
+    except (MemoryError, RuntimeError, OSError) as e:
         from .resources import is_out_of_memory
 
         if not is_out_of_memory(e):

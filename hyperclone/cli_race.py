@@ -17,10 +17,10 @@ import signal
 import threading
 from pathlib import Path
 
-from .errors import HyperCloneError
+from .errors import HyperCloneError, quoted
 from .race_config import (CONTESTANT_CHOICES, PRECISIONS, RECIPE_HELP, SCHEDULES,  # no torch: --help answers at once
                           RaceConfig)
-from .runs import METRICS_FILE, is_run_dir
+from .runs import METRICS_FILE, is_run_dir, write_failure
 
 DEFAULTS = RaceConfig()  # shown in --help
 
@@ -30,7 +30,7 @@ def _steps_for(text: str) -> dict[str, int]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         name, sep, value = part.rpartition("=")  # a name may hold "=" itself: random@lr=3e-3=1200
         if not sep or not value.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"expected NAME=STEPS[,NAME=STEPS], got {part!r}")
+            raise argparse.ArgumentTypeError(f"expected NAME=STEPS[,NAME=STEPS], got {quoted(part)}")
         out[name.strip()] = int(value)
     return out
 
@@ -194,7 +194,10 @@ def cmd_race(args) -> int:
     for w in result.warnings:
         print(f"note: {w}")
     html = Path(result.run_dir) / "race.html"
-    html.write_text(race_report_html(result, log_x=args.log_x), encoding="utf-8")
+    try:
+        html.write_text(race_report_html(result, log_x=args.log_x), encoding="utf-8")
+    except OSError as e:  # a full or read-only disk: the run log is kept, only the chart is missing
+        html = f"not written: {write_failure(result.run_dir, e, html)}"
     print(f"\nrun log: {Path(result.run_dir) / METRICS_FILE}\nchart:   {html}")
     if not result.complete:
         print(f"the run stopped before the end; continue it with: hyperclone race --run-dir {result.run_dir} "

@@ -23,6 +23,7 @@ from .grow import grow_experts, grow_matrix, repeat_vector, tensor_generator
 from .growth import Growth, require_growth
 from .pretrained import MODEL_BUILDING
 from .specs import SPACE_FACTORS, FamilySpec, Rule, spec_for
+from .specs.moe import check_expert_counts
 
 
 @dataclass(frozen=True)
@@ -259,6 +260,7 @@ def make_plan(config: PretrainedConfig, growth: Growth | None = None) -> ClonePl
     """
     growth = Growth() if growth is None else require_growth(growth)
     spec = spec_for(config)
+    check_expert_counts(config, f"the {spec.model_type} config")
     plan = ClonePlan(spec, config, growth)
     if plan.keep_tied and not spec.supports_tie_keep:
         raise HyperCloneError(
@@ -368,6 +370,7 @@ def apply_plan(model: PreTrainedModel, plan: ClonePlan) -> PreTrainedModel:
     if plan.source_config is not model.config and plan.source_config.to_dict() != model.config.to_dict():
         raise HyperCloneError("this plan was made for another model's config; make it with "
                               "make_plan(model.config, growth)")
+    plan.growth.check_noise_fits({p.dtype for p in model.parameters()})  # before any tensor is grown
     with torch.no_grad():
         state = dict(grow_state(plan, model.state_dict().items()))
     wide = model_from_state(plan.wide_config(), state, type(model))

@@ -239,8 +239,9 @@ def own_rng(c: Contestant) -> Iterator[None]:
 RESTORED = ("step", "seconds", "loss_sum", "loss_count", "data_sha1", "status", "message")
 
 
-def save_checkpoint(c: Contestant, run_dir: Path, is_main_process: bool = True) -> None:
-    """Everything needed to continue ``c`` exactly: weights, AdamW state, step, RNG, accumulators.
+def save_checkpoint(c: Contestant, run_dir: Path, is_main_process: bool = True, run_id: str | None = None) -> None:
+    """Everything needed to continue ``c`` exactly: weights, AdamW state, step, RNG, accumulators (and ``run_id``,
+    the run's, so a resume uses only its own checkpoints).
 
     The data position is the step itself (batches depend only on it). Only
     the main process writes; every process notes the step.
@@ -250,16 +251,17 @@ def save_checkpoint(c: Contestant, run_dir: Path, is_main_process: bool = True) 
         return
     saved = {"model": c.raw.state_dict(), "optimizer": c.optimizer.state_dict(), "rng": c.rng,
              "cuda_rng": c.cuda_rng, "grown": c.grown, **{key: getattr(c, key) for key in RESTORED}}
-    write_checkpoint(run_dir, c.name, saved)
+    write_checkpoint(run_dir, c.name, saved, run_id)
 
 
-def load_checkpoint(c: Contestant, run_dir: Path, cfg: RaceConfig, acc) -> bool:
-    """Restore ``c`` from its checkpoint; False when it has none (it then starts over).
+def load_checkpoint(c: Contestant, run_dir: Path, cfg: RaceConfig, acc, run_id: str | None = None) -> bool:
+    """Restore ``c`` from its checkpoint; False when it has none (it then starts over). A checkpoint of
+    another run (not ``run_id``) is refused in one line.
 
     A staged contestant saved after its growth is grown first, so the wide weights and their
     AdamW state load into a model and optimizer of their shape.
     """
-    saved = read_checkpoint(run_dir, c.name)
+    saved = read_checkpoint(run_dir, c.name, run_id)
     if saved is None:
         return False
     if saved.get("grown", False) and not c.grown:

@@ -153,7 +153,7 @@ def _tokenize_to_cache(docs: list[Document], tokenizer: Any, target: Path, meta:
         tokenize_seconds=round(seconds, 3),
     )
     # Readers never see a half-written entry; when another process finished the same entry first, it is kept.
-    with atomic_dir(target, replace=False) as tmp:
+    with atomic_dir(target) as tmp:
         train.tofile(tmp / "train.bin")
         validation.tofile(tmp / "validation.bin")
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -49,6 +49,23 @@ class OutputExistsError(HyperCloneError):
                 f"or {how} to replace it")
 
 
+SHOWN_CHARS = 60  # how much of a user's text an error message quotes
+
+
+def shown(text: object, limit: int = SHOWN_CHARS) -> str:
+    """``text`` as an error message shows it: on one line, cut to ``limit`` characters ("…", then its length).
+
+    Every message that echoes user text (an argument, a spec, a file's content, a link's value) goes through
+    this or ``quoted``, so a long paste never fills the terminal or the page."""
+    text = " ".join(str(text).splitlines())
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text):,} characters)"
+
+
+def quoted(text: object, limit: int = SHOWN_CHARS) -> str:
+    """``text`` quoted for an error message, as ``repr`` quotes it, cut to ``limit`` characters ("…" after)."""
+    return shown(repr(text), limit)
+
+
 def first_line(error: BaseException, limit: int = 200) -> str:
     """The first line of ``error``'s message, cut to ``limit`` characters (its type's name when it has none).
 

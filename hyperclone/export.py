@@ -2,7 +2,10 @@
 
 Everything is written into a temporary sibling directory and renamed into
 place at the end, so an interrupted or failed run never leaves a half-written
-checkpoint at the destination.
+checkpoint at the destination. The rename never replaces what appeared at the
+destination meanwhile (another run, the user): that is checked again like at
+the start. An earlier output is replaced only with ``overwrite`` and only when it
+holds nothing but the files its ``hyperclone.json`` says HyperClone wrote.
 """
 
 from __future__ import annotations
@@ -11,15 +14,22 @@ import errno
 import json
 import os
 import platform
+import re
+import secrets
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from .atomic import atomic_dir
+from .atomic import MARKER, atomic_dir, exchange, move_into_place, rename_noreplace
 from .errors import HyperCloneError, OutputExistsError
 
 PROVENANCE_FILE = "hyperclone.json"
+CARD_FILE = "README.md"
+# What HyperClone writes, for outputs whose record does not list its files (written before it did).
+_WRITTEN_BEFORE = re.compile(r"config\.json|generation_config\.json|model(-\d+-of-\d+)?\.safetensors"
+                             r"|model\.safetensors\.index\.json|hyperclone\.json|README\.md")
 
 
 def check_output_dir(out: str | os.PathLike, overwrite: bool = False, src: str | os.PathLike | None = None) -> Path:
@@ -44,12 +54,47 @@ def check_output_dir(out: str | os.PathLike, overwrite: bool = False, src: str |
             raise HyperCloneError(f"output {out} is the source {src}, inside it or holds it; choose a new "
                                   "directory outside the source")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / PROVENANCE_FILE).is_file():
-            raise HyperCloneError(f"output directory {out} is not empty (and is not an earlier HyperClone "
-                                  "output); choose a new or empty directory")
-        if not overwrite:
-            raise OutputExistsError(out)
+        _check_replaceable(out, overwrite)
     return out
+
+
+def _check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse the non-empty directory ``out`` unless it is an earlier output holding only HyperClone's files,
+    and ``overwrite`` allows replacing it."""
+    if not (out / PROVENANCE_FILE).is_file():
+        raise HyperCloneError(f"output directory {out} is not empty (and is not an earlier HyperClone "
+                              "output); choose a new or empty directory")
+    foreign = foreign_entries(out)
+    if foreign:
+        named = ", ".join(repr(name) for name in foreign[:3]) + (f" and {len(foreign) - 3} more" if foreign[3:] else "")
+        raise HyperCloneError(f"output directory {out} holds an earlier HyperClone output and files HyperClone did "
+                              f"not write ({named}); move them out of it or choose a new directory (an earlier "
+                              "output is replaced only when it holds nothing else)")
+    if not overwrite:
+        raise OutputExistsError(out)
+
+
+def hyperclone_files(out: Path) -> set[str]:
+    """The names in the earlier output ``out`` that HyperClone wrote: those its record lists.
+
+    A record from before records listed them: the names HyperClone writes (checkpoint, tokenizer, record, card).
+    """
+    try:
+        record = json.loads((out / PROVENANCE_FILE).read_text())
+    except (OSError, ValueError):
+        record = None
+    files = record.get("files") if isinstance(record, dict) else None
+    if isinstance(files, list) and all(isinstance(name, str) for name in files):
+        return set(files)
+    from .checkpoint import TOKENIZER_FILES
+
+    return {p.name for p in out.iterdir() if _WRITTEN_BEFORE.fullmatch(p.name) or p.name in TOKENIZER_FILES}
+
+
+def foreign_entries(out: Path) -> list[str]:
+    """The names in ``out`` that HyperClone did not write (it writes only regular files, no folders or links)."""
+    ours = hyperclone_files(out)
+    return sorted(p.name for p in out.iterdir() if p.name not in ours or p.is_symlink() or not p.is_file())
 
 
 def _holds(outer: Path, inner: Path) -> bool:
@@ -75,8 +120,57 @@ def atomic_output(out: str | os.PathLike, overwrite: bool = False, src: str | os
     then ``atomic.atomic_dir``: on any exception (including KeyboardInterrupt)
     the temporary directory is removed and ``out`` is left exactly as it was.
     """
-    with atomic_dir(check_output_dir(out, overwrite, src)) as tmp:
+    out = check_output_dir(out, overwrite, src)
+    with atomic_dir(out.resolve(), _publisher(out, overwrite)) as tmp:
         yield tmp
+
+
+def _publisher(out: Path, overwrite: bool):
+    """How the finished temporary directory becomes ``out``: renamed where nothing is; whatever appeared at
+    ``out`` meanwhile is refused like at the start, or (an earlier output, with ``overwrite``) replaced."""
+    def publish(tmp: Path, target: Path) -> None:
+        for _ in range(3):
+            try:
+                return move_into_place(tmp, target)
+            except FileExistsError:
+                check_output_dir(out, overwrite)  # e.g. another run finished first: one line, its output kept
+            if target.is_dir() and any(target.iterdir()):  # an earlier output that overwrite may replace
+                return _replace_output(tmp, target)
+        raise OutputExistsError(out)
+    return publish
+
+
+def _replace_output(tmp: Path, target: Path) -> None:
+    """Put ``tmp`` at ``target`` in one step, then delete the replaced output's HyperClone files."""
+    if exchange(tmp, target):
+        old = tmp  # the swap left the replaced output under the temporary name
+    else:
+        old = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        target.rename(old)
+        try:
+            rename_noreplace(tmp, target)
+        except BaseException:
+            rename_noreplace(old, target)
+            raise
+    _discard_replaced(old, target)
+
+
+def _discard_replaced(old: Path, target: Path) -> None:
+    """Delete the files HyperClone wrote in the output just replaced (now ``old``); keep anything else, and say so."""
+    try:
+        ours = hyperclone_files(old)
+        for path in old.iterdir():
+            if path.name in ours and path.is_file() and not path.is_symlink():
+                path.unlink()
+        old.rmdir()
+    except OSError:
+        kept = target.with_name(f"{target.name}.kept-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}")
+        try:
+            rename_noreplace(old, kept)
+        except OSError:
+            kept = old
+        print(f"note: files HyperClone did not write were added to {target} while it was replaced; they are "
+              f"kept in {kept}", file=sys.stderr)
 
 
 def disk_full_error(out: str | os.PathLike, need_bytes: int | None = None) -> HyperCloneError:
@@ -157,9 +251,27 @@ model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")
 
 
 def write_metadata(target: Path, record: dict[str, Any], wide_config, n_params: int | None) -> None:
-    """Provenance JSON and model card into ``target``."""
+    """Seal the clone in ``target``, the last files written: its config loses ``auto_map`` (the clone is made of
+    transformers' own classes and needs none of the source's code); the provenance JSON lists every file
+    HyperClone wrote (what ``--overwrite`` may later replace); the model card."""
+    dropped = _drop_auto_map(target / "config.json")
+    files = sorted({p.name for p in target.iterdir() if p.name != MARKER} | {PROVENANCE_FILE, CARD_FILE})
+    record = {**record, **({"auto_map_dropped": dropped} if dropped else {}), "files": files}
     (target / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    (target / "README.md").write_text(model_card(record, wide_config, n_params))
+    (target / CARD_FILE).write_text(model_card(record, wide_config, n_params))
+
+
+def _drop_auto_map(config_file: Path) -> Any:
+    """Remove ``auto_map`` from the saved config; what it held (None when it had none)."""
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(config, dict) or "auto_map" not in config:
+        return None
+    dropped = config.pop("auto_map")
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    return dropped
 
 
 def save_clone(

@@ -1,4 +1,4 @@
-"""The growth settings (``Growth``) and their checks, in plain Python (no torch).
+"""The growth settings (``Growth``) and their checks, in plain Python (torch only inside ``check_noise_fits``).
 
 The ``hyperclone`` CLI builds its ``Growth`` before importing torch and
 transformers, so ``--help`` and a bad argument answer at once; ``grow.py``
@@ -11,8 +11,9 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import dataclass
+from typing import Iterable
 
-from .errors import HyperCloneError
+from .errors import HyperCloneError, quoted
 
 VARIANTS: tuple[str, ...] = ("symmetric", "diagonal", "noisy_symmetric", "noisy_diagonal")
 
@@ -24,6 +25,10 @@ VARIANT_HELP: dict[str, str] = {
 }
 
 TIE_MODES: tuple[str, ...] = ("untie", "keep")
+# Sizes checked by arithmetic before any work: a clone has at most MAX_LAYERS layers (the deepest published
+# models have about 128), and a noise level is within SNR_DB_LIMIT decibels (10**(snr_db/10) is then a float).
+MAX_LAYERS = 1024
+SNR_DB_LIMIT = 3000.0
 
 
 def check_variant(variant: str) -> None:
@@ -41,9 +46,17 @@ def check_factor(value: object, name: str = "factor") -> int:
 
 def check_snr_db(value: object) -> float:
     """Return ``value`` as a noise level in decibels, or raise saying why it is not one."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise HyperCloneError(f"snr_db must be a finite number of decibels, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+            or abs(value) > SNR_DB_LIMIT):
+        raise HyperCloneError(f"snr_db must be a finite number of decibels, got {quoted(value)}; use one from "
+                              f"{-SNR_DB_LIMIT:g} to {SNR_DB_LIMIT:g}")
     return float(value)
+
+
+def lowest_snr_db(largest: float) -> float:
+    """The lowest noise level (dB) a dtype whose largest finite value is ``largest`` can hold: noise at most
+    sqrt(largest) times the weights, so the noisy weights, and the mean square the noise is scaled by, stay finite."""
+    return -10 * math.log10(largest)
 
 
 def check_seed(value: object) -> int:
@@ -64,6 +77,9 @@ def check_depth(depth: object, every: object, stack: object) -> None:
     """Raise a one-line error for depth settings that do not fit together."""
     check_factor(depth, "depth")
     check_factor(every, "depth_every")
+    if depth > MAX_LAYERS:
+        raise HyperCloneError(f"depth must be at most {MAX_LAYERS} (a clone has at most {MAX_LAYERS} layers), "
+                              f"got {depth}")
     if not isinstance(stack, bool):
         raise HyperCloneError(f"stack must be True or False, got {stack!r}")
     if depth == 1 and (stack or every != 1):
@@ -118,12 +134,40 @@ class Growth:
         """False for a stacked model (its logits are not expected to match the source's)."""
         return not self.stack
 
+    def layer_count(self, n_layers: int) -> int:
+        """The clone's number of layers, by arithmetic (``layer_groups`` lists them one by one)."""
+        if self.stack:
+            return n_layers * self.depth
+        return n_layers + (self.depth - 1) * (n_layers // self.depth_every)
+
+    def check_layer_count(self, n_layers: int) -> None:
+        """Refuse, in one line and before any list is built, a clone of more than ``MAX_LAYERS`` layers."""
+        wide = self.layer_count(n_layers)
+        if wide > MAX_LAYERS:
+            raise HyperCloneError(f"depth {self.depth} would make a clone of {wide:,} layers from {n_layers:,}, "
+                                  f"more than the {MAX_LAYERS} allowed; choose a smaller depth")
+
+    def check_noise_fits(self, dtypes: Iterable) -> None:
+        """Refuse, in one line, a noisy variant whose noise at ``snr_db`` would overflow one of ``dtypes``
+        (torch float dtypes; others are ignored): decided from each dtype's largest value, before any work."""
+        if not self.variant.startswith("noisy"):
+            return
+        import torch
+
+        for dtype in dtypes:
+            lowest = lowest_snr_db(torch.finfo(dtype).max) if dtype.is_floating_point else -math.inf
+            if self.snr_db < lowest:
+                raise HyperCloneError(
+                    f"snr_db {self.snr_db:g} dB makes noise 10^{-self.snr_db / 20:.0f} times the weights, which "
+                    f"overflows {str(dtype).removeprefix('torch.')}; use snr_db >= {math.ceil(lowest)}")
+
     def layer_groups(self, n_layers: int) -> list[list[int]]:
         """For each source layer, the wide layers grown from it (its own copy first, then its new blocks).
 
         Inserted blocks start as the identity, so the hidden state after source layer i equals the one
         after the last wide layer of its group. Stacked: layer i is at i, i + n, i + 2n, ...
         """
+        self.check_layer_count(n_layers)
         if self.stack:
             return [[i + r * n_layers for r in range(self.depth)] for i in range(n_layers)]
         groups, j = [], 0

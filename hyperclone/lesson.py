@@ -16,6 +16,9 @@ from plotly.subplots import make_subplots
 
 from .clone import clone
 from .growth import Growth
+from .race_config import check_tokens_per_step
+from .race_setup import RACE_HINT
+from .resources import check_fits_in_memory, training_bytes
 
 
 @torch.no_grad()
@@ -73,12 +76,23 @@ class QuickRace:
 QUICK = QuickRace()
 
 
+TIMED_TOKENS = 1024  # the estimate times steps of at most this many tokens, and scales them to the race's batch
+
+
 def step_seconds(source, growth: Growth, batch_size: int, seq_len: int) -> float:
-    """Seconds of one training step (forward, backward, AdamW) of ``source`` grown by ``growth``, timed here."""
+    """Seconds of one training step (forward, backward, AdamW) of ``source`` grown by ``growth`` on batches of
+    ``batch_size`` x ``seq_len`` tokens, estimated here from timed steps of a small batch (at most
+    ``TIMED_TOKENS`` tokens; the time scales with the batch). A size a race refuses (tokens per step, memory) is
+    refused here too, in one line, before anything is built."""
+    check_tokens_per_step(batch_size, seq_len)
+    weight = next(source.parameters())
+    n, required = training_bytes(source.config, growth, batch_size * seq_len)
+    check_fits_in_memory(required, weight.device, f"training the x{growth.factor} clone ({n / 1e6:.1f}M "
+                         f"parameters) on batches of {batch_size} x {seq_len}", hint=RACE_HINT)
+    timed = max(1, min(batch_size, TIMED_TOKENS // seq_len))
     wide = clone(source, growth=growth).float().train()
-    device = next(wide.parameters()).device
     vocab = int(wide.config.vocab_size)
-    ids = torch.randint(0, vocab, (batch_size, seq_len), generator=torch.Generator().manual_seed(0)).to(device)
+    ids = torch.randint(0, vocab, (timed, seq_len), generator=torch.Generator().manual_seed(0)).to(weight.device)
     optimizer = torch.optim.AdamW(wide.parameters(), lr=1e-4)
     timings = []
     for _ in range(3):  # the first steps pay for allocation and kernel selection: keep the fastest
@@ -87,7 +101,7 @@ def step_seconds(source, growth: Growth, batch_size: int, seq_len: int) -> float
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         timings.append(time.perf_counter() - t0)
-    return min(timings)
+    return min(timings) * batch_size / timed
 
 
 def race_seconds(step_s: float, n_contestants: int, steps: int, eval_every: int) -> float:

@@ -19,9 +19,9 @@ import math
 import os
 from dataclasses import dataclass, field
 
-from .errors import HyperCloneError
+from .errors import HyperCloneError, first_line, quoted, shown
 from .growth import VARIANTS, Growth
-from .runs import read_run_info
+from .runs import RUN_FILE, damaged, read_run_info
 
 CONTESTANT_CHOICES = (*VARIANTS, "random", "source")  # a plain name is a whole contestant
 KINDS = (*CONTESTANT_CHOICES, "staged")  # staged needs its step: staged@STEP
@@ -31,6 +31,7 @@ PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
 MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
 RECIPES = ("paper", "continue", "clone-aware", "gentle")
+MAX_TOKENS_PER_STEP = 2**15  # batch x sequence of a dashboard race step (a shared server); CLI/API: the memory check
 # The recipe benchmarks/recipe_sweep.py found to keep a clone's head start (benchmarks/README.md): the default
 # contestants use it for the clone; the paper's recipe stays available as a plain name or @paper.
 ADOPTED_RECIPE = "gentle"
@@ -107,7 +108,7 @@ class ContestantSpec:
             key, value = (key.strip(), value.strip()) if sep else (bare, option)
             if key not in ("recipe", "lr", "warmup", "schedule", "grow_at", "variant", "depth", "stack") \
                     or key in fields or not value:
-                raise HyperCloneError(f"bad contestant {text!r}: cannot read {option!r}; write {RECIPE_HELP}")
+                raise HyperCloneError(f"bad contestant {quoted(text)}: cannot read {quoted(option)}; write {RECIPE_HELP}")
             fields[key] = _option_value(text, key, value)
         if fields.get("variant") == STAGED_VARIANT:
             del fields["variant"]  # the default, written once: staged@200
@@ -115,15 +116,15 @@ class ContestantSpec:
 
     def checked(self) -> "ContestantSpec":
         """This spec, or a one-line error naming what cannot work."""
-        where = f"contestant {self.kind}@{self.recipe}"
+        where = f"contestant {shown(f'{self.kind}@{self.recipe}')}"
         if self.kind not in KINDS:
-            raise HyperCloneError(f"unknown contestant {self.kind!r}; choose from {', '.join(CONTESTANT_CHOICES)}, "
+            raise HyperCloneError(f"unknown contestant {quoted(self.kind)}; choose from {', '.join(CONTESTANT_CHOICES)}, "
                                   "staged@STEP"
                                   + (f", with options {RECIPE_HELP}" if "@" in self.kind else ""))
         self.check_staged()
         self.check_depth()
         if self.recipe not in RECIPES:
-            raise HyperCloneError(f"{where}: unknown recipe {self.recipe!r}; choose from {', '.join(RECIPES)}")
+            raise HyperCloneError(f"{where}: unknown recipe {quoted(self.recipe)}; choose from {', '.join(RECIPES)}")
         if self.recipe == "clone-aware" and self.kind in ("random", "source"):
             raise HyperCloneError(f"{where}: clone-aware scales the lr of weights a clone divided by n, and "
                                   f"{self.kind} has none; use it with a clone variant")
@@ -135,20 +136,20 @@ class ContestantSpec:
                                         or self.warmup < 0):
             raise HyperCloneError(f"{where}: warmup must be a whole number of steps >= 0, got {self.warmup!r}")
         if self.schedule is not None and self.schedule not in SCHEDULES:
-            raise HyperCloneError(f"{where}: unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+            raise HyperCloneError(f"{where}: unknown schedule {quoted(self.schedule)}; choose from {', '.join(SCHEDULES)}")
         return self
 
     def check_staged(self) -> None:
         """A growth step (>= 1) and clone variant belong to ``staged`` alone."""
         if self.kind != "staged":
             if self.grow_at is not None or self.variant is not None:
-                raise HyperCloneError(f"contestant {self.name}: a growth step or variant belongs to staged only, "
-                                      f"e.g. staged@200@{self.variant or STAGED_VARIANT}")
+                raise HyperCloneError(f"contestant {shown(self.name)}: a growth step or variant belongs to staged only, "
+                                      f"e.g. staged@200@{shown(self.variant or STAGED_VARIANT)}")
         elif (isinstance(self.grow_at, bool) or not isinstance(self.grow_at, int) or self.grow_at < 1):
-            raise HyperCloneError(f"contestant {self.name}: staged needs the step to grow at, a whole "
+            raise HyperCloneError(f"contestant {shown(self.name)}: staged needs the step to grow at, a whole "
                                   "number >= 1 (it trains the source until then), e.g. staged@200")
         elif self.variant is not None and self.variant not in VARIANTS:
-            raise HyperCloneError(f"contestant staged: unknown variant {self.variant!r}; choose from "
+            raise HyperCloneError(f"contestant staged: unknown variant {quoted(self.variant)}; choose from "
                                   f"{', '.join(VARIANTS)}")
 
     def check_depth(self) -> None:
@@ -156,13 +157,13 @@ class ContestantSpec:
         if self.depth is None and not self.stack:
             return
         if self.kind in ("source", "staged"):
-            raise HyperCloneError(f"contestant {self.name}: depth belongs to clones and random init, not {self.kind}")
+            raise HyperCloneError(f"contestant {shown(self.name)}: depth belongs to clones and random init, not {self.kind}")
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
-            raise HyperCloneError(f"contestant {self.name}: depth must be a whole number >= 2 (the layers are "
+            raise HyperCloneError(f"contestant {shown(self.name)}: depth must be a whole number >= 2 (the layers are "
                                   "multiplied by it), e.g. noisy_symmetric@depth=2" + ("; stack needs it too"
                                                                                        if self.stack else ""))
         if self.stack and self.kind == "random":
-            raise HyperCloneError(f"contestant {self.name}: random init has no layers to stack; use random@depth=2")
+            raise HyperCloneError(f"contestant {shown(self.name)}: random init has no layers to stack; use random@depth=2")
 
     @property
     def grows_into(self) -> str | None:
@@ -176,7 +177,7 @@ def _option_value(text: str, key: str, value: str):
             return True
         return float(value) if key == "lr" else int(value) if key in ("warmup", "grow_at", "depth") else value
     except ValueError:
-        raise HyperCloneError(f"bad contestant {text!r}: {key} {value!r} is not a number; write {RECIPE_HELP}") from None
+        raise HyperCloneError(f"bad contestant {quoted(text)}: {key} {quoted(value)} is not a number; write {RECIPE_HELP}") from None
 
 
 def contestant_name(item: "str | ContestantSpec") -> str:
@@ -303,16 +304,17 @@ class RaceConfig:
 
     @classmethod
     def from_run(cls, run_dir: str | os.PathLike) -> "RaceConfig":
-        """The settings the run in ``run_dir`` was started with, as ``race()`` takes them.
+        """The settings the run in ``run_dir`` was started with, as ``race()`` takes them (damage: one line).
 
-        What the race measured rather than was told is left out: the source's
-        weights fingerprint, and its training tokens unless they were given
-        (a built-in source's are read again from its model card).
-        ``race(cfg.source, run_dir=run_dir, resume=True, **cfg.race_arguments())``
-        continues the run.
+        What the race measured rather than was told is left out: the source's weights fingerprint, and its
+        training tokens unless they were given (a built-in source's are read again from its model card).
+        ``race(cfg.source, run_dir=run_dir, resume=True, **cfg.race_arguments())`` continues the run.
         """
-        run_info = read_run_info(run_dir)
-        cfg = cls.from_dict(run_info["config"])
+        run_info = read_run_info(run_dir)  # its shape is checked there, its values here
+        try:
+            (cfg := cls.from_dict(run_info["config"])).validate()
+        except (TypeError, ValueError) as e:  # HyperCloneError included
+            raise damaged(os.path.join(run_dir, RUN_FILE), f"its settings cannot be used: {first_line(e)}") from None
         cfg.source_sha1 = cfg.source_final_lr = None
         if run_info.get("source", {}).get("train_tokens_from") != "given":
             cfg.source_train_tokens = None
@@ -343,7 +345,7 @@ class RaceConfig:
             raise HyperCloneError(f"contestant listed twice in {', '.join(names)}")
         extra = [n for n in self.steps_for if n not in names]
         if extra:
-            raise HyperCloneError(f"steps_for names {extra[0]!r}, which is not racing ({', '.join(names)})")
+            raise HyperCloneError(f"steps_for names {quoted(extra[0])}, which is not racing ({', '.join(names)})")
         for key in ("steps", "batch_size", "seq_len", "eval_every", "eval_windows"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -371,6 +373,13 @@ class RaceConfig:
             if grow_at is not None and grow_at >= self.budget(name):
                 raise HyperCloneError(f"{name} grows at step {grow_at} but trains {self.budget(name)} steps; grow "
                                       f"at a step from 1 to {self.budget(name) - 1}")
+
+
+def check_tokens_per_step(batch_size: int, seq_len: int) -> None:
+    """Refuse a training step of more than ``MAX_TOKENS_PER_STEP`` tokens (batch x sequence), in one line."""
+    if batch_size * seq_len > MAX_TOKENS_PER_STEP:
+        raise HyperCloneError(f"batch_size {batch_size} x seq_len {seq_len} = {batch_size * seq_len:,} tokens per "
+                              f"step is over the limit of {MAX_TOKENS_PER_STEP:,}; use a smaller batch or sequence")
 
 
 def lr_at(step: int, total: int, cfg: "RaceConfig | Schedule") -> float:

@@ -161,6 +161,32 @@ def resolve_run_dir(run_dir, acc) -> Path | None:
 # --------------------------------------------------------------------------- #
 # Source and corpus
 # --------------------------------------------------------------------------- #
+RACE_HINT = "race fewer or smaller contestants (factor, depth), or use a smaller batch or sequence"
+
+
+def check_race_fits(cfg: RaceConfig, source: torch.nn.Module, device, processes: int = 1) -> None:
+    """Refuse, before any contestant is built, a race that does not fit in the memory free on ``device``: every
+    contestant's weights, gradients and AdamW state (counted from configs, so an absurd depth costs nothing),
+    the source, and the largest activations of one contestant's step (they train one at a time)."""
+    from .growth import Growth
+    from .resources import TRAINING_BYTES_PER_PARAMETER, activation_bytes, check_fits_in_memory, wide_parameters
+
+    tokens = -(-cfg.batch_size // max(1, processes)) * cfg.seq_len  # this process's share of a batch
+    growths = {}
+    for name in cfg.contestants:
+        spec = cfg.spec(name)  # staged: the wide model it grows into
+        growths[name] = (Growth(1) if spec.kind == "source" else cfg.growth(spec.grows_into) if spec.grows_into
+                         else cfg.growth_of(spec))
+    params = {name: wide_parameters(source.config, g) for name, g in growths.items()}
+    largest = max(params, key=params.get)
+    required = (sum(p.numel() * p.element_size() for p in source.parameters())
+                + TRAINING_BYTES_PER_PARAMETER * sum(params.values())
+                + max(activation_bytes(source.config, g, tokens) for g in growths.values()))
+    check_fits_in_memory(required, device, f"the race ({len(params)} contestants, the largest {largest} with "
+                         f"{params[largest] / 1e6:,.1f}M parameters, batches of {cfg.batch_size} x {cfg.seq_len})",
+                         hint=RACE_HINT)
+
+
 def check_batch_splits(cfg: RaceConfig, acc) -> None:
     """The global batch splits into equal shards, one per process."""
     if cfg.batch_size % acc.num_processes:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .assets import ASSETS_DIR
 from .errors import HyperCloneError
-from .runs import is_run_dir, load_run
+from .runs import Listing, is_run_dir, list_entries, load_run
 from .results import RaceResult
 
 RUNS_DIR = ASSETS_DIR / "runs"
@@ -46,29 +46,29 @@ class RecordedRace:
 
 
 def read_record(path: Path) -> RecordedRace:
-    """The ``RecordedRace`` in ``path``; a one-line error when its run log or record is missing or incomplete."""
+    """The ``RecordedRace`` in ``path``; a one-line error when its run log or record is missing, incomplete or
+    damaged (the run log is read whole, as ``load_run`` reads it)."""
     record_file = path / RECORD_FILE
     if not is_run_dir(path) or not record_file.is_file():
         raise HyperCloneError(f"{path} is not a recorded race: it needs run.json, metrics.jsonl and {RECORD_FILE}")
     try:
-        record = json.loads(record_file.read_text())
+        record = json.loads(record_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise HyperCloneError(f"{record_file} cannot be read ({e}); rewrite it with benchmarks/record_races.py") from None
+    if not isinstance(record, dict):
+        raise HyperCloneError(f"{record_file} is not a JSON object; rewrite it with benchmarks/record_races.py")
+    load_run(path)
     missing = [k for k in RECORD_KEYS if not isinstance(record.get(k), str) or not record[k]]
     if missing:
         raise HyperCloneError(f"{record_file} lacks {', '.join(missing)}; rewrite it with benchmarks/record_races.py")
     return RecordedRace(path.name, path, *(record[k] for k in RECORD_KEYS))
 
 
-def recorded_races(root: Path | None = None) -> list[RecordedRace]:
-    """The recorded races under ``root`` (default ``RUNS_DIR``), by name (an unreadable one is left out)."""
-    root, found = RUNS_DIR if root is None else root, []
-    for path in sorted(root.iterdir()) if root.is_dir() else []:
-        try:
-            found.append(read_record(path))
-        except HyperCloneError:
-            continue
-    return found
+def recorded_races(root: Path | None = None) -> Listing:
+    """The recorded races under ``root`` (default ``RUNS_DIR``), by name; a damaged or incomplete one is left
+    out and named, with why, in the listing's ``skipped`` (folders with no run log are no races: not named)."""
+    return list_entries(RUNS_DIR if root is None else root,
+                        lambda path: read_record(path) if is_run_dir(path) or (path / RECORD_FILE).exists() else None)
 
 
 def write_record(path: Path, title: str, command: str, machine: str, date: str, summary: str) -> None:

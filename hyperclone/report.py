@@ -69,8 +69,13 @@ def recipe_lines(result: RaceResult) -> list[str]:
     return lines
 
 
+ALL_DIVERGED = "no speed-up can be measured: every contestant diverged (why: above)"
+
+
 def readout_lines(result: RaceResult) -> list[str]:
     """Every contestant against the baseline at the tokens both have trained, in words."""
+    if result.all_diverged:
+        return ["", ALL_DIVERGED]
     readouts = result.readouts()
     if not readouts:
         return []

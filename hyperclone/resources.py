@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import math
 from pathlib import Path
 
@@ -19,6 +20,47 @@ def count_parameters(config) -> int:
 
 def dtype_bytes(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
+
+
+def wide_parameters(config, growth) -> int:
+    """Parameters of the clone ``growth`` makes of a ``config`` model, without building it: counted on the meta
+    device at depth 1, then layer by layer (the average layer's count) for the layers depth adds, so that an
+    absurd depth costs nothing to count."""
+    from dataclasses import replace
+
+    from .clone import config_for_layers, make_plan
+
+    n_layers = int(config.num_hidden_layers)
+    growth.check_layer_count(n_layers)
+    make_plan(config, growth)  # the source can take this growth (family, depth)
+    flat = make_plan(config, replace(growth, depth=1, depth_every=1, stack=False)).wide_config()
+    total = count_parameters(flat)
+    added = growth.layer_count(n_layers) - n_layers
+    if added:
+        one, two = (count_parameters(config_for_layers(flat, layers)) for layers in ([0], [0, 0]))
+        total += added * (total - (2 * one - two)) // n_layers  # 2 * one - two: what is not in a layer
+    return total
+
+
+TRAINING_BYTES_PER_PARAMETER = 16  # float32 weights, their gradients and AdamW's two moments
+# Floats one training step keeps per token for the backward pass: per layer 30 x the hidden size, and 4 x the
+# vocabulary (logits and loss); the built-in models' measured peaks are within 10% of this (2-4x, 16-64 x 256).
+ACTIVATION_FLOATS_PER_LAYER, ACTIVATION_FLOATS_PER_VOCAB = 30, 4
+
+
+def activation_bytes(config, growth, tokens: int) -> int:
+    """Estimated float32 activations of one training step of ``tokens`` tokens of the clone ``growth`` makes."""
+    hidden = int(config.hidden_size) * growth.factor
+    layers = growth.layer_count(int(config.num_hidden_layers))
+    per_token = ACTIVATION_FLOATS_PER_LAYER * hidden * layers + ACTIVATION_FLOATS_PER_VOCAB * int(config.vocab_size)
+    return 4 * tokens * per_token
+
+
+def training_bytes(config, growth, tokens: int) -> tuple[int, int]:
+    """(parameters, bytes) of training the clone ``growth`` makes of a ``config`` model on ``tokens`` tokens a
+    step with AdamW: weights, gradients, optimizer state and activations, estimated without building it."""
+    n = wide_parameters(config, growth)
+    return n, TRAINING_BYTES_PER_PARAMETER * n + activation_bytes(config, growth, tokens)
 
 
 # Where a cgroup's memory files are seen from inside it (v2 unified, then v1); the namespace root in a container.
@@ -107,13 +149,18 @@ def _cgroup_room() -> float:
     return room
 
 
+OUT_OF_MEMORY_PHRASES = ("can't allocate memory", "cannot allocate memory", "out of memory", "not enough memory")
+
+
 def is_out_of_memory(error: BaseException) -> bool:
-    """Whether ``error`` is an allocation failure (the allocators' RuntimeErrors, MemoryError)."""
+    """Whether ``error`` is an allocation failure: MemoryError, the allocators' RuntimeErrors, or a failed
+    memory map (an ``OSError`` with errno ENOMEM, or safetensors' "unable to mmap ...: Cannot allocate memory")."""
     if isinstance(error, (MemoryError, torch.OutOfMemoryError)):
         return True
+    if isinstance(error, OSError):
+        return error.errno == errno.ENOMEM
     text = str(error).lower()
-    return isinstance(error, RuntimeError) and any(
-        phrase in text for phrase in ("can't allocate memory", "out of memory", "not enough memory"))
+    return isinstance(error, RuntimeError) and any(phrase in text for phrase in OUT_OF_MEMORY_PHRASES)
 
 
 def human_bytes(n: float) -> str:
@@ -124,12 +171,22 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TiB"
 
 
+CLONE_HINT = "use a smaller factor, a smaller dtype (--dtype bfloat16), stream from disk, or pass --force"
+
+
 def check_fits_in_memory(required: int, device: torch.device | str, what: str = "the wide model",
-                         force: bool = False) -> None:
-    """Refuse, with the numbers, an allocation larger than the free memory (unless ``force``)."""
+                         force: bool = False, hint: str = CLONE_HINT) -> None:
+    """Refuse, with the numbers and ``hint`` (what to do), an allocation larger than the free memory (unless
+    ``force``)."""
     available = free_bytes(device)
     if required > available and not force:
         raise HyperCloneError(
-            f"{what} needs {human_bytes(required)} but only {human_bytes(available)} is free on {device}; "
-            "use a smaller factor, a smaller dtype (--dtype bfloat16), stream from disk, or pass --force"
-        )
+            f"{what} needs {human_bytes(required)} but only {human_bytes(available)} is free on {device}; {hint}")
+
+
+def check_clone_fits(model: torch.nn.Module, growth) -> None:
+    """Refuse, before anything is grown, a clone of ``model`` (``Growth``) that does not fit in free memory."""
+    weight = next(model.parameters())
+    n = wide_parameters(model.config, growth)
+    check_fits_in_memory(n * weight.element_size(), weight.device,
+                         f"the x{growth.factor} clone ({n / 1e6:.1f}M parameters)", hint="use a smaller factor or depth")

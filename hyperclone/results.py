@@ -73,6 +73,11 @@ class RaceResult:
         return "running", "no final event: the run is in progress or was killed"
 
     @property
+    def all_diverged(self) -> bool:
+        """True when every contestant diverged: no curve reached an end, so no speed-up can be measured."""
+        return all(self.status(n)[0] == "diverged" for n in self.contestants)
+
+    @property
     def complete(self) -> bool:
         """True when every contestant reached a final state (finished or diverged)."""
         return all(self.status(n)[0] in ("finished", "diverged") for n in self.contestants)
@@ -106,8 +111,10 @@ class RaceResult:
         return pick_baseline(self.contestants, {n: self.curve(n) for n in self.contestants})
 
     def readouts(self) -> list[Readout]:
-        """Every other contestant against the baseline at the tokens both have trained."""
+        """Every other contestant against the baseline at the tokens both have trained (none if all diverged)."""
         base = self.baseline
+        if self.all_diverged:
+            return []
         return [readout(self.curve(n), self.curve(base), (n, base)) for n in self.contestants if n != base and base]
 
     def horizon(self, name: str, definition: str = "a") -> list[HorizonPoint]:
@@ -119,9 +126,10 @@ class RaceResult:
         return speedup_vs_horizon(self.curve(name), self.curve(base), params, definition)
 
     def speedups(self, baseline: str | None = None) -> list[Speedup]:
-        """Speed-ups (a) and (b) of every other contestant over ``baseline`` (default: the best random init)."""
+        """Speed-ups (a) and (b) of every other contestant over ``baseline`` (default: the best random init);
+        none when every contestant diverged."""
         baseline = baseline or self.baseline
-        if baseline not in self.contestants:
+        if baseline not in self.contestants or self.all_diverged:
             return []
         params = self.info.get("contestants", {})
         out = []

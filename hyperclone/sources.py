@@ -13,6 +13,7 @@ import json
 import os
 import pickle
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ import torch
 
 from .checkpoint import (INDEX_FILE, SINGLE_FILE, TOKENIZER_FILES, check_weights_agree, has_tokenizer, open_safetensors,
                          weight_files)
-from .errors import MissingSourceError, SourceError, first_line
+from .errors import MissingSourceError, SourceError, first_line, shown
 from .hub import hub_reachable, hub_snapshot
 from .pretrained import from_pretrained
+from .specs.moe import check_expert_counts
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib")
@@ -185,11 +187,12 @@ def check_family(config: Any, what: str) -> None:
 
 
 def load_config(where: str | os.PathLike, what: str | None = None, trust_remote_code: bool = False, **kwargs: Any):
-    """``AutoConfig.from_pretrained``, naming a model type transformers does not know in one line."""
+    """``AutoConfig.from_pretrained``, naming a model type transformers does not know, or an MoE config that
+    cannot route its tokens (``specs.moe.check_expert_counts``), in one line."""
     from transformers import AutoConfig
 
     try:
-        return from_pretrained(AutoConfig, where, trust_remote_code, **kwargs)
+        config = from_pretrained(AutoConfig, where, trust_remote_code, **kwargs)
     except ValueError as e:
         made_up = re.search(r"model type `([^`]*)`", str(e))
         if made_up is None or "does not recognize" not in str(e):
@@ -198,6 +201,8 @@ def load_config(where: str | os.PathLike, what: str | None = None, trust_remote_
             f"unknown model type {made_up.group(1)!r} in {what or where}: not a transformers architecture; "
             f"supported families: {', '.join(sorted(_supported()))}"
         ) from None
+    check_expert_counts(config, what or where)
+    return config
 
 
 # --------------------------------------------------------------------------- #
@@ -214,6 +219,7 @@ def _looks_like_local(name: str) -> bool:
         or name.endswith(("/", os.sep))
         or name.count("/") > 1
         or (os.sep != "/" and os.sep in name)
+        or ("/" in name and Path(name).expanduser().parent.is_dir())  # "runs/clone": under a local directory
     )
 
 
@@ -232,13 +238,38 @@ def resolve_source(name_or_path: str | os.PathLike) -> tuple[str, str]:
         path = Path(name).expanduser()
         if not path.exists():
             raise MissingSourceError(
-                f"source model directory not found: {name}; give a saved checkpoint directory, "
+                f"source model not found (no such directory: {shown(name)}); give a saved checkpoint directory, "
                 f"a hub id, or a built-in model ({', '.join(BUILTIN_NAMES)})"
             )
         if not path.is_dir():
-            raise SourceError(f"source model must be a directory (with config.json), not a file: {name}")
+            raise SourceError(f"source model must be a directory (with config.json), not a file: {shown(name)}")
+        check_source_files(path)
         return "local", str(path)
     return "hub", name
+
+
+_SOURCE_FILES = ("config.json", "generation_config.json", INDEX_FILE, *TOKENIZER_FILES)  # and the weights
+
+
+def check_source_files(path: str | os.PathLike) -> None:
+    """Refuse, in one line, a source whose files read or copied into a clone are not regular files inside it
+    (``tokenizer.json -> /etc/hostname`` would leak into an export); HF cache snapshots may link into ``blobs``."""
+    root = Path(path).resolve()
+    blobs = root.parent.parent / "blobs"  # root is resolved: no link above blobs
+    allowed = [root, *([blobs] if root.parent.name == "snapshots" and blobs.is_dir() and not blobs.is_symlink() else [])]
+    for entry in sorted(Path(path).iterdir()):
+        if entry.name not in _SOURCE_FILES and entry.suffix not in (".safetensors", ".bin", ".pt"):
+            continue
+        try:
+            real = entry.resolve(strict=True)
+            what = "" if stat.S_ISREG(real.stat().st_mode) else f"not a regular file ({real})"
+        except (OSError, RuntimeError):  # a dangling link, or a loop
+            real, what = None, "a link that leads nowhere"
+        if not what and not any(real.is_relative_to(where) for where in allowed):
+            what = f"a link to {real}, outside the source"
+        if what:
+            raise SourceError(f"source file {entry} is {what}; nothing was read or written. Replace it with a copy "
+                              "of the file it should hold, if you trust it")
 
 
 def _check_local_weights(path: Path, allow_pickle: bool) -> None:
@@ -390,6 +421,7 @@ def _download_checkpoint(repo_id: str, trust_remote_code: bool = False) -> Path 
     path = hub_snapshot(repo_id, shards, offline)
     if not any((path / s).exists() for s in shards):
         return None  # no safetensors on the hub: in memory with --allow-pickle, else weight_files refuses
+    check_source_files(path)
     return path
 
 

@@ -46,7 +46,7 @@ from .errors import HyperCloneError
 from .export import atomic_output, check_output_dir, disk_full_error, is_disk_full, provenance, write_metadata
 from .growth import Growth
 from .shard_writer import QUEUE_FLOOR, ShardWriter
-from .sources import check_device, load_config
+from .sources import check_device, check_source_files, load_config
 from .verify_sampled import verify_streamed
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
@@ -179,20 +179,20 @@ def stream_clone(
     dtype = _resolve_dtype(dtype)
     verify_mode = _verify_mode(verify)
     out = check_output_dir(out, overwrite, src)
+    check_source_files(src)  # nothing outside the source is read or copied into the clone
     weight_files(src)  # refuse pickle-only/empty checkpoints before reading the config's family
     config = load_config(src, src / "config.json", trust_remote_code=trust_remote_code)
     plan = make_plan(config, growth)
     layout = read_layout(src, config)
     wide_config = plan.wide_config()
     wide_config.dtype = dtype or layout.common_dtype()  # what the shards will hold, as save_pretrained records
+    plan.growth.check_noise_fits({dtype} if dtype else set(layout.dtypes.values()))  # before any work
     wide_shapes, save_as = _wide_names(wide_config)
     total_out = _check_resources(out, layout, wide_shapes, dtype, force, device)
     try:
         with atomic_output(out, overwrite, src) as tmp:
             result = _write_tensors(plan, layout, tmp, wide_shapes, save_as, max_bytes, dtype, say, device)
-            wide_config.save_pretrained(tmp)
-            side = copy_side_files(src, tmp)
-            say(f"  wrote config{', ' + ', '.join(side) if side else ''}")
+            _write_config_and_side_files(src, tmp, wide_config, say)
             if verify_mode:
                 say("  verifying ...")
                 result.verification, result.report = verify_streamed(
@@ -204,6 +204,13 @@ def stream_clone(
         raise
     result.out, result.seconds = out, time.perf_counter() - t0
     return result
+
+
+def _write_config_and_side_files(src: Path, tmp: Path, wide_config, say: Callable[[str], None]) -> None:
+    """The wide config, and the source's generation config and tokenizer files (checked by ``check_source_files``)."""
+    wide_config.save_pretrained(tmp)
+    side = copy_side_files(src, tmp)
+    say(f"  wrote config{', ' + ', '.join(side) if side else ''}")
 
 
 def _verify_mode(verify: bool | str) -> str | None:

@@ -49,10 +49,10 @@ from .contestants import (Contestant, build_contestants, grow_staged, load_check
 from .data import Corpus
 from .errors import HyperCloneError
 from .race_config import RaceConfig, lr_at
-from .race_setup import (check_batch_splits, check_corpus_fits_model, describe_run, is_oom, load_race_corpus,
-                         load_race_source, make_accelerator, oom_error, resolve_run_dir)
+from .race_setup import (check_batch_splits, check_corpus_fits_model, check_race_fits, describe_run, is_oom,
+                         load_race_corpus, load_race_source, make_accelerator, oom_error, resolve_run_dir)
 from .results import RaceResult
-from .runs import (RunLog, open_run_dir, read_events, result_from_events, resumed_run_info, supersede,
+from .runs import (RUN_ID, RunLog, hold_run_dir, open_run_dir, result_from_events, run_info_for, supersede,
                    write_run_info)
 
 DEFAULTS = RaceConfig()
@@ -74,6 +74,7 @@ class RaceState:
     def __init__(self, cfg, accelerator, corpus, windows, callback, stop_event, run_dir: Path | None):
         self.cfg, self.accelerator, self.corpus, self.windows = cfg, accelerator, corpus, windows
         self.callback, self.stop_event, self.run_dir = callback, stop_event, run_dir
+        self.run_id: str | None = None  # run.json's, repeated in each checkpoint
         self.log: RunLog | None = None
         self.stopping = False
         self.current = ""  # the contestant being trained or evaluated (for error messages)
@@ -275,14 +276,14 @@ def maybe_checkpoint(c: Contestant, state: RaceState, force: bool = False) -> No
     if state.run_dir is None or not every or c.step == c.last_checkpoint:
         return
     if force or c.step // every > c.last_checkpoint // every:
-        save_checkpoint(c, state.run_dir, state.accelerator.is_main_process)
+        save_checkpoint(c, state.run_dir, state.accelerator.is_main_process, state.run_id)
 
 
 def resume_from_checkpoints(state: RaceState, contestants: list[Contestant], logged: list[dict]) -> None:
     """Restore every contestant that has a checkpoint, and take over the ``logged`` events still valid."""
     from_steps = {}
     for c in contestants:
-        if not load_checkpoint(c, state.run_dir, state.cfg, state.accelerator):
+        if not load_checkpoint(c, state.run_dir, state.cfg, state.accelerator, state.run_id):
             state.warnings.append(f"{c.name}: no checkpoint, restarted from step 0")
         from_steps[c.name] = c.step
     state.replay(supersede(logged, from_steps))  # so live views start complete
@@ -368,26 +369,25 @@ def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any
     accelerator, cfg.precision = make_accelerator(device, precision)
     check_batch_splits(cfg, accelerator)
     run_path = resolve_run_dir(run_dir, accelerator)
-    stored = open_run_dir(run_path, resume)
-
-    source_model, tokenizer, tokens_origin = load_race_source(cfg, source, tokenizer, trust_remote_code)
-    corpus = corpus if corpus is not None else load_race_corpus(cfg, tokenizer, accelerator)
-    check_corpus_fits_model(source_model, cfg, corpus)
-    if stored is not None:
-        cfg.check_same_settings_as(stored["config"])
-    windows = corpus.validation_windows(cfg.eval_windows, cfg.seq_len)
-    contestants = build_contestants(cfg, source_model, accelerator)
-
-    run_info = describe_run(cfg, accelerator, contestants, source_model, tokens_origin, corpus, windows)
-    logged, warnings = read_events(run_path) if stored is not None else ([], [])
-    if stored is not None:
-        run_info = resumed_run_info(run_info, stored)
-    state = RaceState(cfg, accelerator, corpus, windows, callback, stop_event, run_path)
-    state.warnings = warnings
-    with state.logging_to_run_dir(run_info), state.out_of_memory_explained():
+    with hold_run_dir(run_path, accelerator.is_main_process):  # one race per run directory, for the whole race
+        stored = open_run_dir(run_path, resume)
+        source_model, tokenizer, tokens_origin = load_race_source(cfg, source, tokenizer, trust_remote_code)
+        check_race_fits(cfg, source_model, accelerator.device, accelerator.num_processes)  # before anything is built
+        corpus = corpus if corpus is not None else load_race_corpus(cfg, tokenizer, accelerator)
+        check_corpus_fits_model(source_model, cfg, corpus)
         if stored is not None:
-            resume_from_checkpoints(state, contestants, logged)
-        run_rounds(state, contestants)
+            cfg.check_same_settings_as(stored.info["config"])
+        windows = corpus.validation_windows(cfg.eval_windows, cfg.seq_len)
+        contestants = build_contestants(cfg, source_model, accelerator)
+
+        run_info = run_info_for(describe_run(cfg, accelerator, contestants, source_model, tokens_origin, corpus,
+                                             windows), stored)
+        state = RaceState(cfg, accelerator, corpus, windows, callback, stop_event, run_path)
+        state.run_id, state.warnings = run_info.get(RUN_ID), list(stored.warnings) if stored else []
+        with state.logging_to_run_dir(run_info), state.out_of_memory_explained():
+            if stored is not None:
+                resume_from_checkpoints(state, contestants, stored.events)
+            run_rounds(state, contestants)
 
     result = result_from_events(run_info, state.records + state.events, run_path, state.warnings)
     result.records, result.events = state.records, state.events  # in the order emitted

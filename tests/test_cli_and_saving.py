@@ -82,12 +82,12 @@ def test_an_earlier_output_is_refused_without_overwrite(tied_llama_dir, tmp_path
     out = tmp_path / "busy"
     out.mkdir()
     (out / "hyperclone.json").write_text("{}")
-    (out / "keep.txt").write_text("precious")
+    (out / "config.json").write_text("old")  # a file HyperClone writes (files the user added: test_output_ownership)
     assert main(["clone", str(src), str(out)]) == 2
     assert "holds an earlier HyperClone output; choose a new directory, or pass --overwrite" in capsys.readouterr().err
-    assert (out / "keep.txt").read_text() == "precious"
+    assert (out / "config.json").read_text() == "old"
     assert main(["clone", str(src), str(out), "--overwrite"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "config.json").exists()
+    assert (out / "config.json").read_text() != "old" and (out / "hyperclone.json").read_text() != "{}"
 
 
 def test_interrupted_save_leaves_nothing_at_out(tied_llama_dir, tmp_path, monkeypatch):
@@ -110,12 +110,12 @@ def test_atomic_output_keeps_the_old_output_when_overwrite_fails(tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
-    (out / "old.txt").write_text("old")
+    (out / "config.json").write_text("old")
     with pytest.raises(RuntimeError):
         with atomic_output(out, overwrite=True) as tmp:
             (tmp / "new.txt").write_text("new")
             raise RuntimeError("disk full")
-    assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "hyperclone.json"]
 
 
 def test_pickle_only_checkpoint_is_refused_unless_allowed(tied_llama_dir, tmp_path, capsys):

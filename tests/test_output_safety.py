@@ -236,7 +236,7 @@ def _start_and_kill_mid_clone(src: Path, out: Path, sig: int) -> tuple[int, str]
     proc = cli("clone", str(src), str(out), "--max-shard-size", "200KB")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        temp = [p for p in out.parent.glob(f".{out.name}.tmp-*") if any(p.iterdir())]
+        temp = [p for p in out.parent.glob(f".{out.name}.tmp-*") if any(p.glob("*.safetensors"))]
         if temp:  # a shard is on disk: the clone is half written
             proc.send_signal(sig)
             break

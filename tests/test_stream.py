@@ -227,7 +227,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
     out = tmp_path / "out"
     out.mkdir()
     (out / "hyperclone.json").write_text("{}")  # an earlier output: only that may be replaced
-    (out / "old.txt").write_text("old")
+    (out / "config.json").write_text("old")  # a file HyperClone writes (one it does not: test_output_ownership)
     real_grow = ClonePlan.grow
     seen = []
 
@@ -239,7 +239,7 @@ def test_interrupted_stream_leaves_nothing_at_out_and_keeps_an_old_one(tmp_path,
 
     monkeypatch.setattr(ClonePlan, "grow", interrupt)
     assert main(["clone", str(src), str(out), "--overwrite", "--max-shard-size", "10KB"]) == 130
-    assert sorted(p.name for p in out.iterdir()) == ["hyperclone.json", "old.txt"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "hyperclone.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([src.name, "out"])
     assert "an unfinished clone leaves nothing at OUT" in capsys.readouterr().err
 

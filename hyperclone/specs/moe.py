@@ -15,6 +15,7 @@ expert (``experts.0.w1.weight``...); ``checkpoint.read_layout`` merges them as
 
 from __future__ import annotations
 
+from ..errors import SourceError
 from .base import FamilySpec, linear, norm, router
 from .llama import CONFIG, DECODER, DEFAULTS, PER_HEAD_QK_NORM
 
@@ -55,3 +56,15 @@ SPECS = [
     _family("olmoe", "allenai/OLMoE-1B-7B-0924", WHOLE_QK_NORM, CONFIG,
             "MoE; q/k norms span the whole projection: repeated"),
 ]
+
+
+def check_expert_counts(config, what: str) -> None:
+    """Refuse, in one line naming ``what``, a mixture-of-experts config whose top-k is not 1 to its number of
+    experts (the router could not pick that many: the model fails at its first token); others pass."""
+    top_k = getattr(config, "num_experts_per_tok", None)
+    experts = getattr(config, "num_local_experts", None) or getattr(config, "num_experts", None)
+    if top_k is None or experts is None:
+        return
+    if any(isinstance(n, bool) or not isinstance(n, int) for n in (top_k, experts)) or not 1 <= top_k <= experts:
+        raise SourceError(f"{what} routes each token to num_experts_per_tok={top_k!r} experts of "
+                          f"{experts!r}; it must be a whole number from 1 to the number of experts (fix the config)")
