@@ -12,6 +12,7 @@ import io
 import logging
 import time
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -21,7 +22,12 @@ import streamlit as st
 from dashboard import lesson
 from dashboard.common import (error_line, growth_from_params, growth_params, owner_id, past_runs, query_link, runs_dir,
                               safe_name, write_params)
-from hyperclone.classroom import check_teacher, classroom_mode, shared_queue
+from dashboard.common import LIMITS, SEQ_LENS, link_choice, link_run, link_source
+from dashboard.common import note_left_out
+from dashboard.common import (ONLY_TEACHER_RACES, guard_cache_clearing, is_teacher_page, require_teacher,
+                              teacher_stop_button)
+from hyperclone.classroom import (CLASS_EXPORTS, PAGE_EXPORT_BYTES, PAGE_EXPORTS, PAGE_ZIP_BYTES, page_export,
+                                  shared_queue)
 from hyperclone.lesson import QUICK, format_duration, race_seconds, step_seconds
 
 from hyperclone import VARIANTS, Growth, make_plan, verify
@@ -33,13 +39,15 @@ from hyperclone.growth import VARIANT_HELP
 from hyperclone.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.plots import horizon_figure, layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.resources import check_fits_in_memory, free_bytes, human_bytes
+from hyperclone.race_config import MAX_TOKENS_PER_STEP, check_tokens_per_step
 from hyperclone.race_config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, RECIPE_HELP, RECIPES,
                                     ContestantSpec, RaceConfig)
 from hyperclone.recorded import RUNS_DIR, recorded_races
 from hyperclone.report import recipe_lines
-from hyperclone.runs import is_run_dir, load_run
+from hyperclone.runs import load_run
 from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, default_device, list_sources, load_source,
                                 resolve_source)
+from hyperclone.race_setup import check_race_fits
 from hyperclone.train import race
 
 log = logging.getLogger("hyperclone.app")
@@ -172,21 +180,26 @@ def show_source(source, n_params: int) -> None:
 def pick_growth() -> Growth:
     """Sidebar widgets for the growth settings."""
     st.sidebar.header("2 · Growth")
-    factor = st.sidebar.slider("Hidden factor n (hidden size, heads)", 1, 8, 2, key="factor")
-    ffn = st.sidebar.select_slider("FFN factor m", ["= n", *range(1, 9)], value="= n", key="ffn")
+    factor = st.sidebar.slider("Hidden factor n (hidden size, heads)", *LIMITS["factor"], 2, key="factor")
+    ffn = st.sidebar.select_slider("FFN factor m", ["= n", *span("ffn_factor")], value="= n", key="ffn")
     variant = st.sidebar.radio("Variant", VARIANTS, index=VARIANTS.index("noisy_symmetric"), key="variant",
                                captions=[VARIANT_HELP[v] for v in VARIANTS])
-    snr = st.sidebar.slider("Noise SNR (dB)", 0.0, 40.0, 10.0, 0.5, key="snr",
+    snr = st.sidebar.slider("Noise SNR (dB)", *LIMITS["snr_db"], 10.0, 0.5, key="snr",
                             disabled=not variant.startswith("noisy"),
                             help="Signal-to-noise ratio of the grown matrices; lower means more noise.")
-    seed = int(st.sidebar.number_input("Seed", 0, 2**31 - 1, 0, key="seed"))
+    seed = int(st.sidebar.number_input("Seed", *LIMITS["seed"], 0, key="seed"))
     c1, c2 = st.sidebar.columns(2)
-    depth = c1.select_slider("Depth x (layers)", [1, 2, 3, 4], value=1, key="depth",
+    depth = c1.select_slider("Depth x (layers)", span("depth"), value=1, key="depth",
                              help="new blocks after every layer, starting as the identity: still exact")
     stack = c2.checkbox("Stack layers", key="stack", disabled=depth == 1,
                         help="repeat the layer stack instead (G_stack): NOT function-preserving")
     return Growth(factor, None if ffn == "= n" else int(ffn), variant, float(snr), seed, depth=depth,
                   stack=bool(stack and depth > 1))
+
+
+def span(key: str) -> list[int]:
+    """Every whole number in the range of ``key``'s control (``LIMITS``)."""
+    return list(range(int(LIMITS[key].low), int(LIMITS[key].high) + 1))
 
 
 def pick_device() -> tuple[str, str]:
@@ -213,8 +226,8 @@ def estimate(key: CloneKey) -> bool:
     try:
         check_fits_in_memory(nbytes, device, f"the x{key.growth.factor} clone ({n / 1e6:.1f}M parameters)")
     except HyperCloneError as e:
-        show_error(e, "checking memory")
-        return st.checkbox("Clone anyway (it may run out of memory)", key="force")
+        show_error(e, "checking memory")  # in a class, only the teacher may clone past it
+        return is_teacher_page() and st.checkbox("Clone anyway (it may run out of memory)", key="force")
     return True
 
 
@@ -383,11 +396,11 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
                                  "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
                                  "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on divided "
                                  "weights (also for 'source', at its final lr)")
-    own_lr = c[1].number_input("Clone lr", 1e-6, 1.0, None, format="%.0e", key="race_clone_lr",
+    own_lr = c[1].number_input("Clone lr", *LIMITS["lr"], None, format="%.0e", key="race_clone_lr",
                                placeholder="the recipe's",
                                help="the clone's own learning rate, and the source's with continue or gentle "
                                     "(empty: the recipe's: the shared lr, or the source's final lr from its card)")
-    random_lr = c[2].number_input("Random init lr", 1e-6, 1.0, None, format="%.0e", key="race_random_lr",
+    random_lr = c[2].number_input("Random init lr", *LIMITS["lr"], None, format="%.0e", key="race_random_lr",
                                   placeholder="shared", help="its own learning rate (empty: the shared one)")
     more = c[3].text_input("More contestants", key="race_more", placeholder="e.g. noisy_symmetric@lr=3e-4",
                            help=f"comma-separated: {RECIPE_HELP}")
@@ -405,29 +418,49 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
         return [], str(e)
 
 
-def pick_race_settings(growth: Growth) -> tuple[dict[str, Any], str | None]:
-    """The race widgets: ``race()`` keyword arguments, and a one-line error for a bad contestant spec."""
-    picked = st.multiselect("Contestants", list(CONTESTANT_CHOICES), default=[growth.variant, "random", "source"],
+def pick_race_settings(key: CloneKey) -> tuple[dict[str, Any], str | None]:
+    """The race widgets (ranges from ``LIMITS``): ``race()`` keyword arguments, and a one-line error (shown) for
+    settings the race would refuse: a bad contestant spec, too many tokens a step, not enough memory."""
+    picked = st.multiselect("Contestants", list(CONTESTANT_CHOICES), default=[key.growth.variant, "random", "source"],
                             key="race_contestants",
                             help="clone variants; 'random': the same wide model from random init; "
                                  "'source': keep training the small model")
     c = st.columns(5)
-    steps = int(c[0].number_input("Steps", 1, 100_000, 200, 10, key="race_steps"))
-    batch = int(c[1].number_input("Batch size", 1, 1024, 8, key="race_batch"))
-    lr = float(c[2].number_input("Learning rate", 1e-6, 1.0, RaceConfig.lr, format="%.0e", key="race_lr",
+    steps = int(c[0].number_input("Steps", *LIMITS["steps"], 200, 10, key="race_steps"))
+    batch = int(c[1].number_input("Batch size", *LIMITS["batch_size"], 8, key="race_batch",
+                                  help=f"sequences a step; batch x sequence length is at most {MAX_TOKENS_PER_STEP:,} "
+                                       "tokens"))
+    lr = float(c[2].number_input("Learning rate", *LIMITS["lr"], RaceConfig.lr, format="%.0e", key="race_lr",
                                  help="the shared (paper recipe) learning rate: random init's best in the recipe sweep"))
-    seq_len = int(c[3].selectbox("Sequence length", [64, 128, 256], index=1, key="race_seq"))
-    every = c[4].number_input("Evaluate every", 1, 100_000, None, key="race_eval", placeholder="auto",
+    seq_len = int(c[3].selectbox("Sequence length", SEQ_LENS, index=1, key="race_seq"))
+    every = c[4].number_input("Evaluate every", *LIMITS["eval_every"], None, key="race_eval", placeholder="auto",
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
     contestants, recipe_error = race_contestants(picked)
     timing = (f"evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
     st.caption(f"Racing {', '.join(contestants)}; {timing}" if contestants else timing[0].upper() + timing[1:])
-    if recipe_error:
-        st.error(recipe_error, icon=":material/error:")
-    return dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
-                warmup=race_warmup(steps), eval_every=eval_every), recipe_error
+    settings = dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
+                    warmup=race_warmup(steps), eval_every=eval_every)
+    problem = recipe_error or (race_problem(key, settings) if contestants else None)
+    if problem:
+        st.error(problem, icon=":material/error:")
+    return settings, problem
+
+
+def race_problem(key: CloneKey, settings: dict[str, Any]) -> str | None:
+    """Why the race would refuse ``settings`` (its own checks: the settings, tokens a step, memory for every
+    contestant), found before anything is built or timed; None when it would start."""
+    g = key.growth
+    try:
+        cfg = RaceConfig(factor=g.factor, ffn_factor=g.ffn_factor, snr_db=g.snr_db, seed=g.seed, **settings)
+        cfg.validate()
+        check_tokens_per_step(cfg.batch_size, cfg.seq_len)  # the dashboard's own cap: a class shares this server
+        source, _ = source_of(key)
+        check_race_fits(cfg, source, next(source.parameters()).device)
+    except HyperCloneError as e:
+        return str(e)
+    return None
 
 
 def race_warmup(steps: int) -> int:
@@ -449,6 +482,7 @@ def show_race(key: CloneKey) -> None:
 def show_recorded_races() -> None:
     """The shipped recorded races: pick one, see how it was made, and its curves and speed-ups."""
     recorded = recorded_races()
+    note_left_out(recorded.skipped, "recorded race")
     if not recorded:
         st.info(f"No recorded races in this installation ({RUNS_DIR}); benchmarks/record_races.py records them.")
         return
@@ -464,14 +498,15 @@ def show_live_race(key: CloneKey) -> None:
     """Start, stop and watch races of the sidebar's source, grown with the sidebar's settings."""
     st.markdown("Train the contestants on the same batches with the same optimizer and schedule, and compare "
                 "their validation loss. Clones use the growth settings in the sidebar (factor, SNR, seed).")
-    settings, recipe_error = pick_race_settings(key.growth)
-    show_estimate(key, settings)
+    settings, recipe_error = pick_race_settings(key)
+    show_estimate(key, settings, recipe_error)
     queue, owner = shared_queue(), owner_id()
     job = queue.latest(owner)
     mine_active = job is not None and job.active
     b1, b2, b3 = st.columns([1, 1, 4])
-    if b1.button("Start race", type="primary", key="race_start",
-                 disabled=mine_active or not settings["contestants"] or bool(recipe_error)):
+    teacher = is_teacher_page()
+    if b1.button("Start race", type="primary", key="race_start", help=None if teacher else ONLY_TEACHER_RACES,
+                 disabled=mine_active or not settings["contestants"] or bool(recipe_error) or not teacher):
         try:
             job = start_race(key, queue, owner, settings)
             mine_active = True
@@ -481,6 +516,9 @@ def show_live_race(key: CloneKey) -> None:
         queue.stop(job, by=owner)
         st.toast("Stopping after the current step…")
     log_x = b3.checkbox("log-scale tokens", key="race_logx")
+    if not teacher:
+        st.caption(ONLY_TEACHER_RACES)
+    teacher_stop_button(queue, owner, "race_stop_any")
 
     on_server = queue.running()  # watched live by every page, not only the one that started it
 
@@ -503,7 +541,8 @@ def show_live_race(key: CloneKey) -> None:
                     "contestants…", icon=":material/hourglass_top:")
         elif not runs:
             if not active:
-                st.info(f"No races yet: press **Start race**. Runs are saved in `{runs_dir()}` and listed here, "
+                start = "press **Start race**" if teacher else "only the teacher starts races on this server"
+                st.info(f"No races yet: {start}. Runs are saved in `{runs_dir()}` and listed here, "
                         "also after a reload or in another tab.")
         else:
             view = live if live in runs else st.session_state.get("race_view")
@@ -517,7 +556,7 @@ def show_live_race(key: CloneKey) -> None:
 
 def start_race(key: CloneKey, queue, owner: str, settings: dict[str, Any]):
     """Queue a race of ``key``'s source and growth with ``settings``; its job (a one-line error if refused)."""
-    check_teacher(st.query_params.get("token"), "starting a race")
+    require_teacher("starting a race")
     _, tokenizer = source_of(key)
     if tokenizer is None:
         raise HyperCloneError("this checkpoint has no tokenizer, so it cannot read the corpus; "
@@ -531,14 +570,17 @@ def start_race(key: CloneKey, queue, owner: str, settings: dict[str, Any]):
     return job
 
 
-def show_estimate(key: CloneKey, settings: dict[str, Any]) -> None:
-    """How long the race will take here (from one timed step), and a preset that fits a lecture."""
+def show_estimate(key: CloneKey, settings: dict[str, Any], problem: str | None = None) -> None:
+    """How long the race will take here (from timed small steps), and a preset that fits a lecture; nothing is
+    timed for settings the race would refuse (``problem``, shown above)."""
     c1, c2 = st.columns([4, 1])
     n, steps = len(settings["contestants"]), settings["steps"]
     try:
-        step_s = step_seconds_of(key, settings["batch_size"], settings["seq_len"])
-        c1.caption(f"Estimated time here: about {format_duration(race_seconds(step_s, n, steps, settings['eval_every']))}"
-                   f" ({n} contestants x {steps} steps, from one timed training step of the wide model).")
+        if not problem:
+            step_s = step_seconds_of(key, settings["batch_size"], settings["seq_len"])
+            c1.caption(f"Estimated time here: about "
+                       f"{format_duration(race_seconds(step_s, n, steps, settings['eval_every']))} ({n} contestants x "
+                       f"{steps} steps, from timed training steps of the wide model).")
     except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
         c1.caption(f"No time estimate: {error_line(e, 'timing a step')}")
     c2.button("Quick preset", key="race_quick", on_click=use_quick_preset,
@@ -627,34 +669,54 @@ def zip_dir(path: Path) -> bytes:
 
 
 def show_export(key: CloneKey) -> None:
-    source, tokenizer = source_of(key)
-    wide = get_clone(key)
-    mine = f"{owner_id()[:6]}/" if classroom_mode() else ""  # in a class, every page exports to its own folder
-    default = f"out/{mine}{safe_name(key.source)}-x{key.growth.factor}-{key.growth.variant}"
+    """Save the clone: the teacher (or a local user) to any directory; a student in a class by a name, into
+    this page's own folder, within the class's limits."""
+    name = f"{safe_name(key.source)}-x{key.growth.factor}-{key.growth.variant}"
+    teacher = is_teacher_page()
     c1, c2 = st.columns([4, 1])
-    out = c1.text_input("Save to directory", default, key="export_dir").strip()
+    if teacher:
+        out = c1.text_input("Save to directory", f"out/{name}", key="export_dir").strip()
+    else:
+        out = c1.text_input("Export name", name, key="export_name", max_chars=64,
+                            help="a name, not a path: letters, digits, '.', '_' or '-'").strip()
+        st.caption(f"In a class, your exports go only into this page's own folder ({CLASS_EXPORTS}/<this page>/): "
+                   f"at most {PAGE_EXPORTS} of them and {PAGE_EXPORT_BYTES / 2**30:g} GiB; Overwrite replaces one of "
+                   "yours, never another page's.")
     overwrite = c2.checkbox("Overwrite", key="export_overwrite", help="replace an earlier HyperClone output")
     if st.button("Save clone", key="export_save", disabled=not out):
-        try:
+        save_export(key, out, overwrite, teacher)
+    show_exported()
+
+
+def save_export(key: CloneKey, out: str, overwrite: bool, teacher: bool) -> None:
+    """Save the clone to ``out``: a directory (the teacher's), or a student's export name, checked first."""
+    source, tokenizer = source_of(key)
+    wide = get_clone(key)
+    try:
+        with nullcontext(out) if teacher else page_export(owner_id(), out, wide_size(key)[1]) as target:
             text = st.session_state.get("check_text", DEFAULT_TEXT)
             report = cached_report(key, text if tokenizer is not None else "")
             record = provenance(wide.hyperclone_plan, key.source, report, {"dashboard": True})
             origin, where = resolve_source(key.source)  # a source directory is never written into or over
             with st.spinner("Saving…"):
-                path = save_clone(wide, out, record, tokenizer, overwrite=overwrite,
+                path = save_clone(wide, target, record, tokenizer, overwrite=overwrite,
                                   src=None if origin == "hub" else where)
-            st.session_state.exported = str(path)
-        except OutputExistsError as e:
-            show_error(HyperCloneError(e.with_control("tick Overwrite")), "saving the clone")
-        except Exception as e:  # noqa: BLE001
-            show_error(e, "saving the clone")
+        st.session_state.exported = str(path)
+    except OutputExistsError as e:
+        show_error(HyperCloneError(e.with_control("tick Overwrite")), "saving the clone")
+    except Exception as e:  # noqa: BLE001
+        show_error(e, "saving the clone")
+
+
+def show_exported() -> None:
+    """The last export of this page: where it is, its files, and a zip of it."""
     exported = st.session_state.get("exported")
     if exported and Path(exported).is_dir():
         path = Path(exported)
         files = sorted(f.name for f in path.iterdir())
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
         st.success(f"Saved `{path.resolve()}` ({human_bytes(size)}): {', '.join(files)}", icon=":material/save:")
-        if size > MAX_ZIP_BYTES:
+        if size > (MAX_ZIP_BYTES if is_teacher_page() else PAGE_ZIP_BYTES):
             st.info("Too large to download through the browser; copy the directory instead.")
         else:
             st.download_button("Download as zip", lambda: zip_dir(path), file_name=f"{path.name}.zip",
@@ -687,13 +749,14 @@ TABS = (
 # run; writing each back keeps the user's choices while another tab is open.
 TAB_WIDGETS = ("tab", "check_text", "gen_tokens", "hm_layer", "hm_tensor", "hm_side", "race_contestants", "race_steps",
                "race_batch", "race_lr", "race_seq", "race_eval", "race_logx", "race_recipe", "race_random_lr",
-               "race_clone_lr", "race_more", "race_mode", "race_recorded", "export_dir", "export_overwrite")
+               "race_clone_lr", "race_more", "race_mode", "race_recorded", "export_dir", "export_name",
+               "export_overwrite")
 
 
 def load_pending(pending: str, device: str, dtype: str) -> str | None:
     """Load the source the user just asked for: its name, or None when it failed (the error is shown once)."""
     try:
-        check_teacher(st.query_params.get("token"), "loading a model that is not built in")
+        require_teacher("loading a model that is not built in")
         with st.spinner(f"Loading {pending}…"):
             get_source(pending, device, dtype)
     except Exception as e:  # noqa: BLE001 - a failed load is reported once; the last good source stays
@@ -760,38 +823,37 @@ def main() -> None:
     page = st.navigation([st.Page(explorer, title="Explorer", default=True),  # no page icons: see set_page_config
                           st.Page(lesson.render, title="Lesson", url_path="lesson")],
                          position="top")
+    guard_cache_clearing()  # in a class, Streamlit's "Clear cache" (every page's models) is the teacher's
+    is_teacher_page()  # a ?token= is read once and leaves the address bar, on every page
     page.run()
 
 
 def restore_view() -> None:
-    """Once per session: the widgets take the view a link describes (source, growth, tab, run)."""
+    """Once per session: the widgets take the view a link describes (source, growth, tab, run), every value
+    checked as the controls check theirs; a link with a bad value is not used, and one line says which."""
     state, params = st.session_state, st.query_params
     if state.get("view_restored"):
         return
     state.view_restored = True
-    if params.get("source") in BUILTIN_NAMES:
-        state.source_kind, state.builtin = "Built-in", params["source"]
     try:
-        growth = growth_from_params(params)
+        source, growth = link_source(params), growth_from_params(params)
+        tab, run = link_choice(params, "tab", [t.label for t in TABS]), link_run(params.get("run"))
     except HyperCloneError as e:
-        st.warning(f"The link's growth settings were not used: {e}", icon=":material/warning:")
-    else:
-        if "factor" in params and 1 <= growth.factor <= 8:
-            state.factor = growth.factor
-        if params.get("ffn_factor") and 1 <= growth.ffn_factor <= 8:
-            state.ffn = growth.ffn_factor
-        if params.get("variant") in VARIANTS:
-            state.variant = growth.variant
-        if "snr_db" in params and 0 <= growth.snr_db <= 40:
-            state.snr = growth.snr_db
-        if "seed" in params:
-            state.seed = growth.seed
-        if params.get("depth") and 1 <= growth.depth <= 4:
-            state.depth, state.stack = growth.depth, growth.stack
-    if params.get("tab") in [t.label for t in TABS]:
-        state.tab = params["tab"]
-    if params.get("run") and is_run_dir(runs_dir() / params["run"]):
-        state.race_view = str(runs_dir() / params["run"])
+        show_error(HyperCloneError(f"{e}; the page opened with its own settings, nothing was built from the link"),
+                   "reading the link")
+        return
+    if source:
+        state.source_kind, state.builtin = "Built-in", source
+    for param, widget, value in (("factor", "factor", growth.factor), ("ffn_factor", "ffn", growth.ffn_factor),
+                                 ("variant", "variant", growth.variant), ("snr_db", "snr", growth.snr_db),
+                                 ("seed", "seed", growth.seed), ("depth", "depth", growth.depth),
+                                 ("stack", "stack", growth.stack)):
+        if params.get(param):
+            state[widget] = value
+    if tab:
+        state.tab = tab
+    if run:
+        state.race_view = str(run)
 
 
 def view_state(name: str | None, growth: Growth) -> dict[str, str | None]:

@@ -1,4 +1,5 @@
-"""What the dashboard's pages share: one-line errors, where runs live, the view in the URL, presenter style."""
+"""What the dashboard's pages share: one-line errors, where runs live, the view in the URL, presenter style, who
+is the teacher in a class."""
 
 from __future__ import annotations
 
@@ -7,15 +8,18 @@ import os
 import re
 import secrets
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 from urllib.parse import urlencode
 
 import streamlit as st
 
+from hyperclone.classroom import RaceQueue, classroom_mode, is_teacher, teacher_only
 from hyperclone.errors import HyperCloneError, first_line
-from hyperclone.growth import Growth
+from hyperclone.growth import VARIANTS, Growth
+from hyperclone.race_config import MAX_TOKENS_PER_STEP
 from hyperclone.resources import is_out_of_memory
-from hyperclone.runs import is_run_dir
+from hyperclone.runs import is_run_dir, list_runs
+from hyperclone.sources import BUILTIN_NAMES
 
 log = logging.getLogger("hyperclone.app")
 
@@ -39,10 +43,20 @@ def runs_dir() -> Path:
 
 
 def past_runs() -> list[Path]:
-    """The run directories under ``runs_dir()``, newest first (by name: they start with a timestamp)."""
-    root = runs_dir()
-    found = [p for p in root.iterdir() if is_run_dir(p)] if root.is_dir() else []
+    """The run directories under ``runs_dir()`` that load, newest first (by name: they start with a timestamp).
+
+    A damaged one is left out, and a caption names it and says why (the listing never raises)."""
+    found = list_runs(runs_dir())
+    note_left_out(found.skipped, "run")
     return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def note_left_out(skipped: list[str], what: str) -> None:
+    """A caption naming the ``what``s a listing left out (``Listing.skipped``), with why; nothing if none."""
+    if skipped:
+        log.warning("left out %d %s(s): %s", len(skipped), what, "; ".join(skipped))
+        st.caption(f"{len(skipped)} {what}(s) left out because they cannot be read: " + "; ".join(
+            " ".join(line.split())[:300] for line in skipped))
 
 
 def safe_name(source: str) -> str:
@@ -55,6 +69,59 @@ def owner_id() -> str:
     return st.session_state.setdefault("owner_id", secrets.token_hex(8))
 
 
+TEACHER_KEY = "hyperclone_teacher"  # in session state: whether this page was opened with the teacher token
+ONLY_TEACHER_RACES = "Only the teacher starts races on this class server; every page watches the race that trains."
+
+
+def is_teacher_page() -> bool:
+    """Whether this page is the teacher's (every page is, outside classroom mode).
+
+    A ``?token=`` in the link is read once: the answer stays in the session, and the token leaves the
+    address bar (it is on the projector) and every link the page writes. A reload forgets it."""
+    state, params = st.session_state, st.query_params
+    if "token" in params:
+        state[TEACHER_KEY] = is_teacher(params.get("token"))
+        del params["token"]
+    return bool(state.get(TEACHER_KEY)) or is_teacher(None)
+
+
+def require_teacher(action: str) -> None:
+    """A one-line refusal of ``action`` on a page that is not the teacher's."""
+    if not is_teacher_page():
+        raise HyperCloneError(teacher_only(action))
+
+
+def teacher_stop_button(queue: RaceQueue, owner: str, key: str) -> None:
+    """The teacher's "Stop the running race": any page's race, also the teacher's own after a reload."""
+    running = queue.running()
+    if running is None or running.owner == owner or not is_teacher_page():
+        return
+    if st.button("Stop the running race", key=f"{key}_{running.id}", icon=":material/stop_circle:",
+                 help="the teacher can stop the race that trains now, whichever page started it"):
+        queue.stop(running, by=owner, teacher=True)
+        st.toast("Stopping the running race after the current step…")
+
+
+def guard_cache_clearing() -> None:
+    """In classroom mode only the teacher's page may use Streamlit's "Clear cache": it empties the models
+    cached for every page (any page can ask for it, menu or not)."""
+    from streamlit.runtime.app_session import AppSession
+
+    clear = AppSession._handle_clear_cache_request
+    if getattr(clear, "teacher_only", False):
+        return
+
+    def clear_if_teacher(session: Any) -> None:
+        state = session._session_state
+        if classroom_mode() and not (TEACHER_KEY in state and state[TEACHER_KEY]):
+            log.warning("a page without the teacher token asked to clear the cache: refused (classroom mode)")
+            return
+        clear(session)
+
+    clear_if_teacher.teacher_only = True
+    AppSession._handle_clear_cache_request = clear_if_teacher
+
+
 def growth_params(growth: Growth) -> dict[str, str | None]:
     """The growth settings as URL parameters, with the CLI's names (None: left out)."""
     return {"factor": str(growth.factor), "ffn_factor": None if growth.ffn_factor == growth.factor else
@@ -62,17 +129,96 @@ def growth_params(growth: Growth) -> dict[str, str | None]:
             "depth": str(growth.depth) if growth.depth > 1 else None, "stack": "1" if growth.stack else None}
 
 
-def growth_from_params(params: Mapping[str, Any], default: Growth | None = None) -> Growth:
-    """The ``Growth`` a URL describes (missing values from ``default``); a one-line error for a bad value."""
+class Limit(NamedTuple):
+    """The range a control offers, and so the range a link's value must fit."""
+
+    low: float
+    high: float
+
+
+SEQ_LENS = (64, 128, 256)  # the race's sequence lengths
+# One copy of every range: the widgets read theirs here, links are checked against them (the lesson's factor
+# slider is narrower), and a race step is never more than MAX_TOKENS_PER_STEP tokens (batch x sequence).
+LIMITS: dict[str, Limit] = {
+    "factor": Limit(1, 8), "ffn_factor": Limit(1, 8), "snr_db": Limit(0.0, 40.0), "seed": Limit(0, 2**31 - 1),
+    "depth": Limit(1, 4), "steps": Limit(1, 100_000), "batch_size": Limit(1, MAX_TOKENS_PER_STEP // SEQ_LENS[0]),
+    "lr": Limit(1e-6, 1.0), "eval_every": Limit(1, 100_000),
+}
+LESSON_LIMITS: dict[str, Limit] = {**LIMITS, "factor": Limit(2, 4), "ffn_factor": Limit(2, 4)}
+LINK_NUMBERS = {"factor": int, "ffn_factor": int, "snr_db": float, "seed": int, "depth": int}
+SWITCHES = ("0", "1")  # the values of an on/off link parameter (stack, presenter)
+
+
+def check_limit(key: str, value: float, limits: Mapping[str, Limit] = LIMITS) -> None:
+    """Refuse ``value`` for ``key`` outside the range its control offers, in one line."""
+    low, high = limits[key]
+    if not low <= value <= high:
+        raise HyperCloneError(f"{key} must be {low} to {high} here")
+
+
+def check_growth_limits(growth: Growth, limits: Mapping[str, Limit] = LIMITS) -> Growth:
+    """``growth``, if every setting is in the range its control offers; a one-line error naming the first not."""
+    for key in LINK_NUMBERS:
+        check_limit(key, getattr(growth, key), limits)
+    return growth
+
+
+def link_error(key: str, text: object, why: str) -> HyperCloneError:
+    """The one line for a link value that was refused (the value cut short: a link can be long)."""
+    shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:40]}…"
+    return HyperCloneError(f"the link's {key}={shown!r} was not used: {why}")
+
+
+def link_choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[str],
+                why: str | None = None) -> str | None:
+    """The link's ``key`` if it is one of ``choices`` (None when the link has none); a one-line error (``why``,
+    or the choices) if not."""
+    text = params.get(key)
+    if text is None or text in choices:
+        return text
+    raise link_error(key, text, why or f"choose one of {', '.join(choices)}")
+
+
+def link_source(params: Mapping[str, Any]) -> str | None:
+    """The built-in model a link names (None: none named); a link never loads any other model."""
+    return link_choice(params, "source", BUILTIN_NAMES, "a link opens only a built-in model ("
+                       f"{', '.join(BUILTIN_NAMES)}); load another in the Explorer's sidebar")
+
+
+def link_run(name: str | None) -> Path | None:
+    """The run directory a link names: a run saved under ``runs_dir()``, by its plain name (None: none named)."""
+    if name is None:
+        return None
+    if Path(name).name != name or name.startswith(".") or not is_run_dir(runs_dir() / name):
+        raise link_error("run", name, f"it names no race saved on this server (in {runs_dir()})")
+    return runs_dir() / name
+
+
+def growth_from_params(params: Mapping[str, Any], limits: Mapping[str, Limit] = LIMITS,
+                       default: Growth | None = None) -> Growth:
+    """The ``Growth`` a link describes (missing values from ``default``), checked as the controls check theirs,
+    before any work: each a number in its control's range (``limits``), then ``Growth``'s own checks."""
     base = default or Growth(2, None, "symmetric")
+    values: dict[str, Any] = {k: getattr(base, k) for k in LINK_NUMBERS} | {"ffn_factor": None}
+    for key, kind in LINK_NUMBERS.items():
+        text = params.get(key)
+        if text in (None, ""):
+            continue
+        try:
+            values[key] = kind(text)
+            check_limit(key, values[key], limits)
+        except (ValueError, OverflowError):
+            number = "a whole number" if kind is int else "a number"
+            raise link_error(key, text, f"it is not a number; {key} takes {number}") from None
+        except HyperCloneError as e:
+            raise link_error(key, text, str(e)) from None
+    stack = link_choice(params, "stack", SWITCHES) == "1"
+    variant = link_choice(params, "variant", VARIANTS) or base.variant
     try:
-        factor = int(params.get("factor", base.factor))
-        ffn = params.get("ffn_factor")
-        return Growth(factor, int(ffn) if ffn not in (None, "") else None, str(params.get("variant", base.variant)),
-                      float(params.get("snr_db", base.snr_db)), int(params.get("seed", base.seed)),
-                      depth=int(params.get("depth", base.depth)), stack=params.get("stack") == "1")
-    except ValueError as e:
-        raise HyperCloneError(f"a growth setting in the link is not a number ({first_line(e)})") from None
+        return Growth(values["factor"], values["ffn_factor"], variant, values["snr_db"], values["seed"],
+                      depth=values["depth"], stack=stack)
+    except HyperCloneError as e:
+        raise HyperCloneError(f"the link's growth settings were not used: {e}") from None
 
 
 def write_params(state: Mapping[str, str | None]) -> bool:

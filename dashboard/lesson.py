@@ -14,8 +14,11 @@ import streamlit as st
 
 from dashboard.common import (apply_presenter_style, error_line, growth_from_params, growth_params, owner_id, past_runs,
                               query_link, runs_dir, write_params)
+from dashboard.common import LESSON_LIMITS, SWITCHES, check_growth_limits, link_choice, link_run, link_source
+from dashboard.common import ONLY_TEACHER_RACES, is_teacher_page, require_teacher, teacher_stop_button
+from dashboard.common import note_left_out
 from hyperclone import Growth, clone, verify
-from hyperclone.classroom import check_teacher, shared_queue
+from hyperclone.classroom import shared_queue
 from hyperclone.compare import encode, greedy, logits_pair
 from hyperclone.errors import HyperCloneError
 from hyperclone.growth import VARIANT_HELP, VARIANTS
@@ -23,6 +26,7 @@ from hyperclone.heatmaps import clone_heatmaps
 from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds, vector_figure
 from hyperclone.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.recorded import RecordedRace, recorded_races
+from hyperclone.resources import check_clone_fits
 from hyperclone.results import RaceResult
 from hyperclone.runs import is_run_dir, load_run
 from hyperclone.sources import BUILTIN_NAMES, load_source
@@ -45,7 +49,10 @@ def lesson_source(name: str):
 
 @st.cache_resource(max_entries=8, show_spinner="Cloning…")
 def lesson_clone(name: str, growth: Growth):
-    return clone(lesson_source(name)[0], growth=growth)
+    """The clone the lesson shows, checked first as its controls check theirs (ranges, free memory)."""
+    source = lesson_source(name)[0]
+    check_clone_fits(source, check_growth_limits(growth, LESSON_LIMITS))
+    return clone(source, growth=growth)
 
 
 @st.cache_resource(max_entries=8, show_spinner="Checking the logits…")
@@ -89,7 +96,7 @@ def chapter_layer(name: str, growth: Growth) -> Growth:
                 "of blocks, and **each row of blocks sums to W**. *Symmetric* puts W/n in every block; "
                 "*diagonal* puts W on the diagonal; the *noisy* variants add noise that cancels along each row.")
     c1, c2 = st.columns([1, 3])
-    factor = c1.slider("Factor n", 2, 4, growth.factor, key="lesson_factor")
+    factor = c1.slider("Factor n", *LESSON_LIMITS["factor"], growth.factor, key="lesson_factor")
     variant = c2.radio("Variant", VARIANTS, index=VARIANTS.index(growth.variant), key="lesson_variant",
                        horizontal=True, captions=None)
     growth = Growth(factor, None, variant, growth.snr_db, growth.seed)
@@ -143,6 +150,7 @@ def chapter_race(name: str, growth: Growth) -> None:
                 "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
                 "tokens. A recorded race shows the long run; a quick live one shows it happening.")
     shipped = recorded_races()
+    note_left_out(shipped.skipped, "recorded race")
     labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in shipped}
     runs = recorded_runs(shipped)
     names = list(runs)
@@ -150,9 +158,10 @@ def chapter_race(name: str, growth: Growth) -> None:
     if runs:
         pick = st.selectbox("Recorded race", names, index=names.index(chosen) if chosen in names else 0,
                             key="lesson_run", format_func=lambda n: labels.get(n, f"this server · {n}"))
-        show_curves(load_run(runs[pick]), "lesson_recorded")
+        show_curves(readable_run(runs[pick]), "lesson_recorded")
     else:
-        st.info("No recorded race on this server yet: start the quick race below; it is kept for next time.")
+        start = "start the quick race below" if is_teacher_page() else "the teacher can start the quick race below"
+        st.info(f"No recorded race on this server yet: {start}; it is kept for next time.")
     live_race(name, growth)
 
 
@@ -162,16 +171,21 @@ def live_race(name: str, growth: Growth) -> None:
     job = queue.latest(owner)
     c1, c2 = st.columns([1, 3])
     if job is None or not job.active:
-        if c1.button("Start the quick race", key="lesson_race_start", type="primary"):
+        teacher = is_teacher_page()
+        if c1.button("Start the quick race", key="lesson_race_start", type="primary", disabled=not teacher,
+                     help=None if teacher else ONLY_TEACHER_RACES):
             start_quick_race(name, growth, queue, owner)
             st.rerun()
         c2.caption(f"{len(QUICK.contestants)} contestants ({', '.join(QUICK.contestants)}), {QUICK.steps} steps of "
                    f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {estimate_text(name, growth)}.")
+        if not teacher:
+            st.caption(ONLY_TEACHER_RACES)
     else:
         if c1.button("Stop", key="lesson_race_stop"):
             queue.stop(job, by=owner)
         ahead = queue.position(job)
         c2.caption(f"waiting: {ahead} race(s) ahead of yours" if ahead else "training…")
+    teacher_stop_button(queue, owner, "lesson_stop_any")
     if job is not None and job.error:
         st.error(job.error, icon=":material/error:")
     watching = queue.running()
@@ -185,7 +199,7 @@ def live_race(name: str, growth: Growth) -> None:
         if shown is not None and is_run_dir(shown.run_dir):
             mine = shown.owner == owner
             st.markdown("**Your race**" if mine else "**Live on this server** (started from another page)")
-            show_curves(load_run(shown.run_dir), "lesson_live")
+            show_curves(readable_run(shown.run_dir), "lesson_live")
 
     board()
 
@@ -198,7 +212,7 @@ def estimate_text(name: str, growth: Growth) -> str:
 
 
 def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
-    check_teacher(st.query_params.get("token"), "starting a race")
+    require_teacher("starting a race")
     source, tokenizer = lesson_source(name)
     run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-lesson-{name}-x{growth.factor}-{owner[:6]}"
     kwargs = QUICK.race_kwargs(growth)
@@ -206,7 +220,19 @@ def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
                                                    device="cpu", **kwargs))
 
 
-def show_curves(result: RaceResult, key: str) -> None:
+def readable_run(path: Path) -> RaceResult | None:
+    """The race logged in ``path``; None, with one line on the page, when its log cannot be read (damaged since it
+    was listed)."""
+    try:
+        return load_run(path)
+    except HyperCloneError as e:
+        st.warning(error_line(e, "reading a race"), icon=":material/warning:")
+        return None
+
+
+def show_curves(result: RaceResult | None, key: str) -> None:
+    if result is None:
+        return
     left, right = st.columns([3, 2])
     show(loss_figure(result), f"{key}_loss", 380, left)
     if any(r.get("symmetry") is not None for r in result.records):
@@ -223,7 +249,7 @@ def chapter_symmetry(name: str, growth: Growth) -> None:
                 "(1 = identical).")
     job = shared_queue().latest(owner_id())
     runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else list(recorded_runs().values())[:1]
-    result = load_run(runs[0]) if runs else None
+    result = readable_run(runs[0]) if runs else None
     if result is None or not any(r.get("symmetry") is not None for r in result.records):
         st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "
                 "drift apart here.")
@@ -236,23 +262,26 @@ CHAPTERS = (chapter_vector, chapter_layer, chapter_model, chapter_race, chapter_
 
 def render() -> None:
     """The lesson page: the chapter in the URL, its figure, Back/Next, the presenter toggle and a link."""
+    is_teacher_page()  # a ?token= is read once and leaves the address bar
     params = st.query_params
-    name = params.get("source") if params.get("source") in BUILTIN_NAMES else BUILTIN_NAMES[0]
     try:
-        growth = growth_from_params(params)
-    except HyperCloneError as e:
-        st.warning(f"The link's growth settings were not used: {e}", icon=":material/warning:")
-        growth = Growth(2, None, "symmetric")
+        (name, growth), refused = lesson_view(params), None
+    except HyperCloneError as e:  # nothing the link asks for is built: one line, and the lesson's own settings
+        (name, growth), refused = (BUILTIN_NAMES[0], Growth(2, None, "symmetric")), e
     chapter = chapter_in_url()
     top = st.columns([6, 1])
     presenter = top[1].toggle("Presenter", key="presenter", value=params.get("presenter") == "1")
     apply_presenter_style(presenter)
     top[0].subheader(TITLES[chapter - 1])
-    try:
-        shown = CHAPTERS[chapter - 1](name, growth)
-        growth = shown if isinstance(shown, Growth) else growth
-    except Exception as e:  # noqa: BLE001 - one line, never a traceback
-        st.error(error_line(e, "the lesson"), icon=":material/error:")
+    if refused is not None:
+        st.error(f"{error_line(refused, 'reading the link')}; nothing was built (the link now holds the lesson's own "
+                 "settings: reload or press Back or Next)", icon=":material/error:")
+    else:
+        try:
+            shown = CHAPTERS[chapter - 1](name, growth)
+            growth = shown if isinstance(shown, Growth) else growth
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            st.error(error_line(e, "the lesson"), icon=":material/error:")
     nav = st.columns([1, 1, 6])
     nav[0].button("◀ Back", key="lesson_back", disabled=chapter == 1, on_click=step_chapter, args=(-1,))
     nav[1].button("Next ▶", key="lesson_next", disabled=chapter == 5, on_click=step_chapter, args=(1,))
@@ -264,10 +293,25 @@ def render() -> None:
             st.code(query_link(state), language=None)
 
 
+def lesson_view(params) -> tuple[str, Growth]:
+    """The built-in model and growth a lesson link names, every parameter checked as the lesson's controls
+    check theirs, before any work (the memory check comes with each clone); one line for the first bad one."""
+    name = link_source(params) or BUILTIN_NAMES[0]
+    growth = growth_from_params(params, LESSON_LIMITS)
+    link_choice(params, "chapter", [str(c) for c in range(1, len(CHAPTERS) + 1)])
+    link_choice(params, "presenter", SWITCHES)
+    run = params.get("run")
+    if run is not None and run not in {f"recorded/{r.name}" for r in recorded_races()}:
+        link_run(run)
+    return name, growth
+
+
 def chapter_in_url() -> int:
     """The chapter the URL names, 1 to 5 (anything else: the nearest; not a number: 1)."""
     text = str(st.query_params.get("chapter", "1"))
-    return min(max(int(text), 1), len(CHAPTERS)) if text.isdigit() else 1
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    return min(max(int(text) if len(text) < 5 else len(CHAPTERS), 1), len(CHAPTERS))
 
 
 def step_chapter(step: int) -> None:
