@@ -3,6 +3,7 @@ is the teacher in a class."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from hyperclone.errors import HyperCloneError, first_line
 from hyperclone.growth import VARIANTS, Growth
 from hyperclone.race_config import MAX_TOKENS_PER_STEP
 from hyperclone.resources import is_out_of_memory
-from hyperclone.runs import is_run_dir, list_runs
+from hyperclone.runs import METRICS_FILE, RUN_FILE, is_run_dir, list_runs, load_run
 from hyperclone.sources import BUILTIN_NAMES
 
 log = logging.getLogger("hyperclone.app")
@@ -42,11 +43,42 @@ def runs_dir() -> Path:
     return Path(os.environ.get("HYPERCLONE_RUNS") or Path(__file__).resolve().parent.parent / "runs")
 
 
+def run_stamp(path: Path) -> tuple:
+    """What changes when a run's log changes: size and time of its ``run.json`` and ``metrics.jsonl``."""
+    stats = []
+    for name in (RUN_FILE, METRICS_FILE):
+        try:
+            st_ = (path / name).stat()
+            stats.append((st_.st_size, st_.st_mtime_ns))
+        except OSError:
+            stats.append(None)
+    return tuple(stats)
+
+
+@functools.lru_cache(maxsize=1024)
+def run_problem(path: str, stamp: tuple) -> str | None:
+    """Why the run at ``path`` does not load (None: it loads), read once per ``stamp`` of its files: the pages list
+    runs every second while a race trains, and reading every log each time would take the CPU from the race."""
+    try:
+        load_run(Path(path))
+    except HyperCloneError as e:
+        return str(e)
+    return None
+
+
+def loads_unchanged(path: Path) -> bool:
+    """``load_run``'s verdict on ``path`` (a one-line error when damaged), remembered until its files change."""
+    problem = run_problem(str(path), run_stamp(path))
+    if problem is not None:
+        raise HyperCloneError(problem)
+    return True
+
+
 def past_runs() -> list[Path]:
     """The run directories under ``runs_dir()`` that load, newest first (by name: they start with a timestamp).
 
     A damaged one is left out, and a caption names it and says why (the listing never raises)."""
-    found = list_runs(runs_dir())
+    found = list_runs(runs_dir(), load=loads_unchanged)
     note_left_out(found.skipped, "run")
     return sorted(found, key=lambda p: p.name, reverse=True)
 

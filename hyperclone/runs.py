@@ -315,9 +315,11 @@ def list_entries(root: Path, read: Any) -> Listing:
     return listing
 
 
-def list_runs(root: str | os.PathLike) -> Listing:
-    """The run directories under ``root`` that load, by name; damaged ones are left out and named in ``skipped``."""
-    return list_entries(Path(root), lambda path: path if is_run_dir(path) and load_run(path) else None)
+def list_runs(root: str | os.PathLike, load: Any = None) -> Listing:
+    """The run directories under ``root`` that load, by name; damaged ones are left out and named in ``skipped``.
+    ``load``: how a run is read (default ``load_run``; a page refreshing every second passes a cached one)."""
+    load = load or load_run
+    return list_entries(Path(root), lambda path: path if is_run_dir(path) and load(path) else None)
 
 
 # --------------------------------------------------------------------------- #

@@ -15,8 +15,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path, seconds: float = 60) -> None:
-    """Return once ``url`` answers Streamlit's health check; raise with the log's tail if it never does."""
+def wait_until_healthy(proc: subprocess.Popen, url: str, log: Path, seconds: float = 300) -> None:
+    """Return once ``url`` answers Streamlit's health check; raise with the log's tail if it never does (``seconds``:
+    a hang guard, far above a busy machine's start-up)."""
     deadline = time.time() + seconds
     while True:
         try:
