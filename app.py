@@ -49,6 +49,7 @@ from hyperclone.sources import (BUILTIN_NAMES, HUB_PRESETS, check_device, defaul
                                 resolve_source)
 from hyperclone.race_setup import check_race_fits
 from hyperclone.train import race
+from hyperclone.trackers import TRACKERS, tracker_names
 
 log = logging.getLogger("hyperclone.app")
 
@@ -436,12 +437,15 @@ def pick_race_settings(key: CloneKey) -> tuple[dict[str, Any], str | None]:
     every = c[4].number_input("Evaluate every", *LIMITS["eval_every"], None, key="race_eval", placeholder="auto",
                               help="steps between evaluations on the fixed validation windows (auto: 25 points)")
     eval_every = int(every) if every else max(1, steps // 25)
+    tracker = st.selectbox("Log to tracker", ("none", *TRACKERS, "all"), key="race_log_with",
+                           help="also log the race to an experiment tracker, one run per contestant, offline: "
+                                "TensorBoard, MLflow and W&B under the run's folder, trackio in its local store")
     contestants, recipe_error = race_contestants(picked)
     timing = (f"evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
               f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
     st.caption(f"Racing {', '.join(contestants)}; {timing}" if contestants else timing[0].upper() + timing[1:])
     settings = dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
-                    warmup=race_warmup(steps), eval_every=eval_every)
+                    warmup=race_warmup(steps), eval_every=eval_every, log_with=None if tracker == "none" else tracker)
     problem = recipe_error or (race_problem(key, settings) if contestants else None)
     if problem:
         st.error(problem, icon=":material/error:")
@@ -453,7 +457,9 @@ def race_problem(key: CloneKey, settings: dict[str, Any]) -> str | None:
     contestant), found before anything is built or timed; None when it would start."""
     g = key.growth
     try:
-        cfg = RaceConfig(factor=g.factor, ffn_factor=g.ffn_factor, snr_db=g.snr_db, seed=g.seed, **settings)
+        tracker_names(settings.get("log_with"), runs_dir())  # a tracker that is not installed
+        cfg = RaceConfig(factor=g.factor, ffn_factor=g.ffn_factor, snr_db=g.snr_db, seed=g.seed,
+                         **{k: v for k, v in settings.items() if k != "log_with"})
         cfg.validate()
         check_tokens_per_step(cfg.batch_size, cfg.seq_len)  # the dashboard's own cap: a class shares this server
         source, _ = source_of(key)

@@ -22,6 +22,7 @@ _WHERE = {
     "RaceResult": ".results",
     "VARIANTS": ".growth",
     "clone": ".clone",
+    "evaluate_tasks": ".harness",
     "list_sources": ".sources",
     "load_corpus": ".data",
     "load_run": ".runs",

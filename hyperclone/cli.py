@@ -89,6 +89,34 @@ def _cmd_clone_stream(args, growth: Growth, where: Path) -> int:
 
 def cmd_clone(args) -> int:
     growth = _growth(args)  # fail before importing torch or loading anything
+    token = None
+    if args.private and not args.push_to_hub:
+        raise HyperCloneError("--private needs --push-to-hub REPO_ID (it makes the hub repository private)")
+    if args.push_to_hub:
+        from .hub import check_push
+
+        token = check_push(args.push_to_hub)  # no token, offline, no answer: one line before any work
+    code = _clone(args, growth)
+    return code if token is None else _push(args, token, code)
+
+
+def _push(args, token: str, code: int) -> int:
+    """Upload the finished clone at ``args.out`` to ``args.push_to_hub`` unless its equivalence check failed."""
+    from .export import hyperclone_files
+    from .hub import push_folder
+
+    if code != 0:
+        print(f"not pushed to {args.push_to_hub}: the equivalence check failed (the clone is kept at {args.out})",
+              file=sys.stderr)
+        return code
+    print(f"pushing {args.out} to {args.push_to_hub}{' (private)' if args.private else ''} ...")
+    files = sorted(hyperclone_files(Path(args.out)))  # what HyperClone wrote there, nothing added since
+    print(f"pushed: {push_folder(args.out, args.push_to_hub, token, args.private, files)}")
+    return code
+
+
+def _clone(args, growth: Growth) -> int:
+    """Grow ``args.src`` into ``args.out`` (streamed, or in memory); the exit status (1: equivalence failed)."""
     from .clone import apply_plan, make_plan, wide_model_bytes
     from .export import check_output_dir, provenance, save_clone
     from .resources import check_fits_in_memory, human_bytes
@@ -239,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-verify", dest="verify", action="store_false",
                    help="skip the equivalence check after streaming (by default it compares logits: the full "
                         "models if both fit in free memory, else a model of the first, middle and last layers)")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", default=None,
+                   help="upload the finished OUT to this Hugging Face model repository (needs a token and the "
+                        "network, checked before any work)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repository private")
     p.set_defaults(func=cmd_clone)
 
     p = sub.add_parser("verify", help="check that DST computes the same logits as SRC")
@@ -260,11 +292,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_build_arguments(p)
     p.set_defaults(func=cmd_build_assets)
 
+    from .cli_eval import add_eval_parser
     from .cli_race import add_race_parser
     from .cli_serve import add_serve_parser
 
     add_race_parser(sub)
     add_serve_parser(sub)
+    add_eval_parser(sub)
     return parser
 
 

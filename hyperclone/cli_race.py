@@ -21,6 +21,7 @@ from .errors import HyperCloneError, quoted
 from .race_config import (CONTESTANT_CHOICES, PRECISIONS, RECIPE_HELP, SCHEDULES,  # no torch: --help answers at once
                           RaceConfig)
 from .runs import METRICS_FILE, is_run_dir, write_failure
+from .trackers import TRACKERS, tracker_hints, tracker_names
 
 DEFAULTS = RaceConfig()  # shown in --help
 
@@ -79,13 +80,15 @@ def add_race_parser(sub) -> None:
                                       "(default runs/race-<time>)")
     a("--checkpoint-every", type=int, default=None, help="save resumable checkpoints every N steps")
     a("--resume", action="store_true", help="continue the run in --run-dir with its stored settings")
+    a("--log-with", default=None, help=f"also log to experiment trackers, one run per contestant: "
+      f"{', '.join(TRACKERS)}, several with commas, or all (those installed); offline by default")
     a("--log-x", action="store_true", help="log-scale token axis in the HTML chart")
     a("--no-progress", action="store_true", help="no progress bars (one line per evaluation instead)")
     p.set_defaults(func=cmd_race)
 
 
 # Settings that are not part of RaceConfig but race() arguments.
-RUNTIME = ("device", "precision", "trust_remote_code")
+RUNTIME = ("device", "precision", "trust_remote_code", "log_with")
 
 
 def _race_kwargs(args) -> dict:
@@ -150,12 +153,13 @@ def _progress(names: list[str], budgets: dict[str, int], enabled: bool, main: bo
 
 
 def cmd_race(args) -> int:
-    from .plots import race_report_html
-    from .train import race
-
     kwargs = _race_kwargs(args)
     source = kwargs.pop("source", DEFAULTS.source)
     run_dir = args.run_dir or "auto"
+    trackers = tracker_names(kwargs.get("log_with"), run_dir)  # a missing tracker: one line, before torch loads
+    from .plots import race_report_html
+    from .train import race
+
     main = int(os.environ.get("RANK", "0")) == 0
     cfg = RaceConfig(contestants=tuple(kwargs.get("contestants", DEFAULTS.contestants)),
                      steps=kwargs.get("steps", DEFAULTS.steps), steps_for=kwargs.get("steps_for", {}))
@@ -199,6 +203,8 @@ def cmd_race(args) -> int:
     except OSError as e:  # a full or read-only disk: the run log is kept, only the chart is missing
         html = f"not written: {write_failure(result.run_dir, e, html)}"
     print(f"\nrun log: {Path(result.run_dir) / METRICS_FILE}\nchart:   {html}")
+    for hint in tracker_hints(trackers, result.run_dir):  # where the trackers' runs are, and how to see them
+        print(hint)
     if not result.complete:
         print(f"the run stopped before the end; continue it with: hyperclone race --run-dir {result.run_dir} "
               "--resume")

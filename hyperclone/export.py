@@ -1,4 +1,4 @@
-"""Writing clones to disk: atomic output directories, provenance record, model card.
+"""Writing clones to disk: atomic output directories, provenance record, model card (``model_card.py``).
 
 Everything is written into a temporary sibling directory and renamed into
 place at the end, so an interrupted or failed run never leaves a half-written
@@ -210,46 +210,6 @@ def provenance(plan, source: str, report=None, extra: dict[str, Any] | None = No
     return record
 
 
-def model_card(record: dict[str, Any], wide_config, n_params: int | None = None) -> str:
-    """A short README.md for the cloned checkpoint."""
-    eq = record.get("equivalence")
-    preserving = record.get("function_preserving", True)
-    if eq:
-        verdict = "passed" if eq["passed"] else "FAILED" if preserving else "not expected to match"
-        check = (
-            f"{verdict}: max relative logit difference {eq['max_rel_diff']:.2e}, "
-            f"top-1 agreement {eq['top1_agreement']:.2%}, mean KL {eq['mean_kl']:.2e} ({eq['dtype']})"
-        )
-    else:
-        check = "not run"
-    size = f"{n_params / 1e6:.2f}M parameters" if n_params else ""
-    return f"""---
-library_name: transformers
-tags: [hyperclone, hypercloning]
----
-# HyperCloned {record['family']} ({size})
-
-Grown from `{record['source']}` with [HyperClone](https://arxiv.org/abs/2409.12903)-style function-preserving
-expansion: hidden size and attention heads x{record['factor']}, FFN x{record['ffn_factor']},
-variant `{record['variant']}`{f", SNR {record['snr_db']} dB" if record.get('snr_db') is not None else ''}, seed {record['seed']}.
-{"At initialisation it computes the same logits as its source." if preserving else
- "Its layers are the source's stacked: NOT function-preserving by design (its logits differ from the source's)."}
-{f"{chr(10)}- layers: {record['layers']}" if record.get("depth", 1) > 1 else ""}
-- hidden size: {getattr(wide_config, 'hidden_size', getattr(wide_config, 'n_embd', '?'))}
-- equivalence check: {check}
-- tied embeddings: {record['tie']}
-
-Load it with stock transformers, no custom code:
-
-```python
-from transformers import AutoModelForCausalLM
-model = AutoModelForCausalLM.from_pretrained("path/to/this/directory")
-```
-
-`{PROVENANCE_FILE}` records the source, factors, variant, seed, package version and the full equivalence report.
-"""
-
-
 def write_metadata(target: Path, record: dict[str, Any], wide_config, n_params: int | None) -> None:
     """Seal the clone in ``target``, the last files written: its config loses ``auto_map`` (the clone is made of
     transformers' own classes and needs none of the source's code); the provenance JSON lists every file
@@ -258,7 +218,9 @@ def write_metadata(target: Path, record: dict[str, Any], wide_config, n_params: 
     files = sorted({p.name for p in target.iterdir() if p.name != MARKER} | {PROVENANCE_FILE, CARD_FILE})
     record = {**record, **({"auto_map_dropped": dropped} if dropped else {}), "files": files}
     (target / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    (target / CARD_FILE).write_text(model_card(record, wide_config, n_params))
+    from .model_card import model_card, output_name
+
+    model_card(record, wide_config, n_params, output_name(target), PROVENANCE_FILE).save(target / CARD_FILE)
 
 
 def _drop_auto_map(config_file: Path) -> Any:

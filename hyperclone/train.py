@@ -54,6 +54,7 @@ from .race_setup import (check_batch_splits, check_corpus_fits_model, check_race
 from .results import RaceResult
 from .runs import (RUN_ID, RunLog, hold_run_dir, open_run_dir, result_from_events, run_info_for, supersede,
                    write_run_info)
+from .trackers import tracker_names, tracking
 
 DEFAULTS = RaceConfig()
 DIVERGENCE_FACTOR = 2.0  # x the highest loss before training: above it, a contestant has diverged
@@ -326,6 +327,7 @@ def race(
     resume: bool = False,
     source_train_tokens: int | None = None,
     trust_remote_code: bool = False,
+    log_with: str | list[str] | None = None,
 ) -> RaceResult:
     """Race HyperCloned models against random init (and the source) on identical data.
 
@@ -336,9 +338,9 @@ def race(
     ``symmetric@clone-aware``; by default ``noisy_symmetric@gentle`` and ``random``) or a ``ContestantSpec``;
     ``staged@200`` trains the source and grows it at step 200. ``data``: a ``load_corpus`` spec or a ``Corpus``.
     ``steps_for``: other budgets for some (a longer random run measures speed-up (a)). Every ``eval_every``
-    steps each contestant is evaluated and a record goes to ``callback`` and ``run_dir/metrics.jsonl``;
-    ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``); ``resume=True``
-    continues ``run_dir``'s run to the state of an unbroken run. Custom model code: ``trust_remote_code``.
+    steps each contestant is evaluated and a record goes to ``callback``, ``run_dir/metrics.jsonl`` and the trackers
+    of ``log_with`` (``trackers.py``); ``stop_event`` stops cleanly between steps (checkpointed per ``checkpoint_every``);
+    ``resume=True`` continues ``run_dir``'s run as if unbroken. Custom model code: ``trust_remote_code``.
     """
     cfg = RaceConfig(
         factor=factor, ffn_factor=ffn_factor, contestants=tuple(contestants),
@@ -349,15 +351,15 @@ def race(
         precision=precision or "fp32", attn_implementation=attn_implementation,
         checkpoint_every=checkpoint_every, source_train_tokens=source_train_tokens,
     )
-    return run_race(cfg, source, tokenizer=tokenizer, corpus=data if isinstance(data, Corpus) else None,
-                    device=device, precision=precision, run_dir=run_dir, callback=callback,
-                    stop_event=stop_event, resume=resume, trust_remote_code=trust_remote_code)
+    return run_race(cfg, source, tokenizer=tokenizer, corpus=data if isinstance(data, Corpus) else None, device=device,
+                    precision=precision, run_dir=run_dir, callback=callback, stop_event=stop_event, resume=resume,
+                    trust_remote_code=trust_remote_code, log_with=tracker_names(log_with, run_dir))
 
 
 def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any = None, device=None,
              precision: str | None = None, run_dir: str | os.PathLike | None = None,
              callback: Callable[[dict], None] | None = None, stop_event: threading.Event | None = None,
-             resume: bool = False, trust_remote_code: bool = False) -> RaceResult:
+             resume: bool = False, trust_remote_code: bool = False, log_with: tuple[str, ...] = ()) -> RaceResult:
     """The race for the settings in ``cfg``, top to bottom (``race`` gathers them from its arguments).
 
     ``precision`` None picks bf16 on GPUs that have it, else fp32; ``corpus``
@@ -384,7 +386,7 @@ def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any
                                              windows), stored)
         state = RaceState(cfg, accelerator, corpus, windows, callback, stop_event, run_path)
         state.run_id, state.warnings = run_info.get(RUN_ID), list(stored.warnings) if stored else []
-        with state.logging_to_run_dir(run_info), state.out_of_memory_explained():
+        with tracking(state, run_info, log_with), state.logging_to_run_dir(run_info), state.out_of_memory_explained():
             if stored is not None:
                 resume_from_checkpoints(state, contestants, stored.events)
             run_rounds(state, contestants)

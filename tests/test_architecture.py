@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "hyperclone"
 MODULES = sorted(p for p in PACKAGE.rglob("*.py") if "assets" not in p.relative_to(PACKAGE).parts[:-1])
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 450
-FRONT_ENDS = {"cli", "cli_race", "cli_serve"}
+FRONT_ENDS = {"cli", "cli_eval", "cli_race", "cli_serve"}
 
 
 def _tree(path: Path) -> ast.Module:
