@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import streamlit as st
 
 from hyperclone.classroom import RaceQueue, classroom_mode, is_teacher, teacher_only
-from hyperclone.errors import HyperCloneError, first_line
+from hyperclone.errors import HyperCloneError, first_line, quoted
 from hyperclone.growth import VARIANTS, Growth
 from hyperclone.race_config import MAX_TOKENS_PER_STEP
 from hyperclone.resources import is_out_of_memory
@@ -178,6 +178,7 @@ LIMITS: dict[str, Limit] = {
 }
 LESSON_LIMITS: dict[str, Limit] = {**LIMITS, "factor": Limit(2, 4), "ffn_factor": Limit(2, 4)}
 LINK_NUMBERS = {"factor": int, "ffn_factor": int, "snr_db": float, "seed": int, "depth": int}
+LINK_CHARS = 40  # how much of a refused link value its error quotes
 SWITCHES = ("0", "1")  # the values of an on/off link parameter (stack, presenter)
 
 
@@ -197,8 +198,7 @@ def check_growth_limits(growth: Growth, limits: Mapping[str, Limit] = LIMITS) ->
 
 def link_error(key: str, text: object, why: str) -> HyperCloneError:
     """The one line for a link value that was refused (the value cut short: a link can be long)."""
-    shown = str(text) if len(str(text)) <= 40 else f"{str(text)[:40]}…"
-    return HyperCloneError(f"the link's {key}={shown!r} was not used: {why}")
+    return HyperCloneError(f"the link's {key}={quoted(str(text), LINK_CHARS)} was not used: {why}")
 
 
 def link_choice(params: Mapping[str, Any], key: str, choices: tuple[str, ...] | list[str],

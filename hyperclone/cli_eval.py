@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .cli import DTYPES  # cli.py registers this command only after it has loaded
-from .errors import HyperCloneError
+from .errors import HyperCloneError, quoted, shown
 from .harness import PRESETS, parse_tasks, result_tag
 
 
@@ -24,9 +24,9 @@ def _positive(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text[:40]!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number, got {quoted(text, 40)}") from None
     if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text[:40]}")
+        raise argparse.ArgumentTypeError(f"must be above 0, got {shown(text, 40)}")
     return int(value) if value >= 1 and value == int(value) else value
 
 

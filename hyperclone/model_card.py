@@ -128,7 +128,15 @@ def card_body(record: dict[str, Any], wide_config, n_params: int | None, out: st
         f"(HyperClone {record.get('hyperclone_version', '')}):", "",
         "```bash", clone_command(record, out), verify_command(record, out), "```", "",
         f"`{record_file}` records the source, factors, variant, seed, package version and the full "
-        "equivalence report.", ""])
+        "equivalence report.", "", *_verification_lines(record)])
+
+
+def _verification_lines(record: dict[str, Any]) -> list[str]:
+    """How a streamed clone was checked (its record's ``verification``), as the card's last line; none else."""
+    check = record.get("verification") or {}
+    if not check.get("method"):
+        return []
+    return [f"Verification: {check['method']}{' - ' + check['note'] if check.get('note') else ''}.", ""]
 
 
 def model_card(record: dict[str, Any], wide_config, n_params: int | None, out: str, record_file: str) -> ModelCard:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any, Callable, Iterable
 
+from .errors import quoted, shown
 from .results import STATUS_EVENTS
 
 RUN_ID = "run_id"  # run.json's id of the run, repeated in each checkpoint
@@ -62,10 +63,10 @@ def run_info_problem(info: Any) -> str | None:
 def event_problem(event: Any) -> str | None:
     """What is wrong with one line of ``metrics.jsonl`` as an event, or None when it is sound."""
     if not isinstance(event, dict):
-        return f"{json.dumps(event)[:40]} is not an event"
+        return f"{shown(json.dumps(event), 40)} is not an event"
     kind = event.get("event")
     if kind not in EVENT_KINDS:
-        return f"unknown event {str(kind)[:40]!r}"
+        return f"unknown event {quoted(str(kind), 40)}"
     if kind == "resumed":
         steps = event.get("from_steps")
         sound = isinstance(steps, dict) and all(is_count(v) for v in steps.values())

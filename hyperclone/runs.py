@@ -315,10 +315,9 @@ def list_entries(root: Path, read: Any) -> Listing:
     return listing
 
 
-def list_runs(root: str | os.PathLike, load: Any = None) -> Listing:
+def list_runs(root: str | os.PathLike, load: Callable[[Path], Any] = load_run) -> Listing:
     """The run directories under ``root`` that load, by name; damaged ones are left out and named in ``skipped``.
-    ``load``: how a run is read (default ``load_run``; a page refreshing every second passes a cached one)."""
-    load = load or load_run
+    ``load``: how a run is read (a page refreshing every second passes a cached one)."""
     return list_entries(Path(root), lambda path: path if is_run_dir(path) and load(path) else None)
 
 

@@ -294,10 +294,7 @@ def _write_record(tmp: Path, result: StreamResult, plan: ClonePlan, source: str,
         "shards": len(result.shards),
         "verification": verification,
     })
-    write_metadata(tmp, record, wide_config, result.n_params)
-    with (tmp / "README.md").open("a") as card:
-        card.write(f"\nVerification: {verification['method']}"
-                   f"{' - ' + verification['note'] if verification.get('note') else ''}.\n")
+    write_metadata(tmp, record, wide_config, result.n_params)  # the card says how it was checked
 
 
 def _check_structure(plan: ClonePlan, wide_shapes: dict[str, tuple[int, ...]], written: set[str]) -> None:
