@@ -133,9 +133,9 @@ def measure(kind: str, src: str, out: str, factor: int, shard: str, nbytes: int 
 
     from transformers import AutoModelForCausalLM
 
-    from hyperclone.clone import clone, grow_state, make_plan
-    from hyperclone.growth import Growth
-    from hyperclone.stream import stream_clone
+    from hyperclone.core.clone import clone, grow_state, make_plan
+    from hyperclone.core.growth import Growth
+    from hyperclone.io.stream import stream_clone
 
     if kind in ("stream", "stream-fsync"):
         largest = max(math.prod(s) * 2 for s in _wide_shapes(src, factor))  # also imports the model's classes
@@ -201,7 +201,7 @@ def _gpu_peak(device: str) -> int:
 def _disk(out: str, fsync: bool, nbytes: int, early: bool = False) -> dict:
     """``nbytes`` of incompressible bytes written to ``out`` in 64 MiB writes from a warm buffer, fsynced or not;
     ``early``: each write's writeback started at once, as the streaming writer does (``start_writeback``)."""
-    from hyperclone.shard_writer import start_writeback
+    from hyperclone.io.shard_writer import start_writeback
 
     chunk = 64 * 2**20
     buf = memoryview(bytearray(os.urandom(2**20)) * 64)
@@ -220,7 +220,7 @@ def _disk(out: str, fsync: bool, nbytes: int, early: bool = False) -> dict:
 
 def _fsync_tree(path: Path) -> None:
     """fsync every file under ``path``, then the directories (what makes a finished clone durable)."""
-    from hyperclone.atomic import fsync_dir
+    from hyperclone.io.atomic import fsync_dir
 
     for f in sorted(p for p in path.rglob("*") if p.is_file()):
         fd = os.open(f, os.O_RDONLY)
@@ -235,9 +235,9 @@ def _fsync_tree(path: Path) -> None:
 def _wide_shapes(src: str, factor: int) -> list[tuple[int, ...]]:
     from transformers import AutoConfig
 
-    from hyperclone.checkpoint import meta_model, state_shapes
-    from hyperclone.clone import make_plan
-    from hyperclone.growth import Growth
+    from hyperclone.core.pretrained import meta_model, state_shapes
+    from hyperclone.core.clone import make_plan
+    from hyperclone.core.growth import Growth
 
     wide = make_plan(AutoConfig.from_pretrained(src), Growth(factor)).wide_config()
     return list(state_shapes(meta_model(wide)).values())

@@ -18,8 +18,8 @@ import torch
 import transformers
 
 from hyperclone import clone, evaluate_tasks
-from hyperclone.harness import prepare_tasks
-from hyperclone.sources import BUILTIN_NAMES, load_source
+from hyperclone.views.harness import prepare_tasks
+from hyperclone.io.sources import BUILTIN_NAMES, load_source
 
 TASKS = Path(__file__).resolve().parents[1] / "tests" / "data" / "lm_eval"
 TASK = "tiny_mc"

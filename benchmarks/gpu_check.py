@@ -40,7 +40,7 @@ def families(device: str) -> None:
 
 def builtins() -> None:
     from hyperclone import clone, verify
-    from hyperclone.sources import default_device, load_source
+    from hyperclone.io.sources import default_device, load_source
 
     print(f"\n2. built-in models on {default_device()}")
     for name in ("tiny-gpt2-stdlib", "tiny-llama-stdlib"):
@@ -57,7 +57,7 @@ def builtins() -> None:
 
 
 def race_on_gpu(steps: int) -> None:
-    from hyperclone.train import race
+    from hyperclone.training.loop import race
 
     print(f"\n3. race on cuda, bf16, {steps} steps: built-in GPT-2 x2")
     t = time.perf_counter()
@@ -79,8 +79,8 @@ def streaming_on_gpu(device: str = "cuda") -> None:
     from safetensors.torch import load_file
 
     from hyperclone import Growth
-    from hyperclone.growth import VARIANTS
-    from hyperclone.stream import stream_clone
+    from hyperclone.core.growth import VARIANTS
+    from hyperclone.io.stream import stream_clone
 
     print(f"\n4. streaming growth on {device} vs cpu (tiny Llama, x2, FFN x3)")
     print(f"{'dtype':<10}{'variant':<17}{'identical':>10}{'max abs diff':>14}{'largest weight':>16}")

@@ -34,8 +34,8 @@ def main() -> None:
     import torch
 
     from hyperclone import race
-    from hyperclone.recipe_stats import keeps_head_start, rise_of
-    from hyperclone.speedups import loss_at, measured
+    from hyperclone.training.recipe_stats import keeps_head_start, rise_of
+    from hyperclone.training.speedups import loss_at, measured
 
     torch.set_num_threads(args.threads)
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} CPUs, "

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import torch
 
-from hyperclone.sources import builtin_dir
-from hyperclone.train import race
+from hyperclone.io.sources import builtin_dir
+from hyperclone.training.loop import race
 
 CONTESTANTS = ("noisy_symmetric@gentle", "noisy_symmetric", "random", "source@gentle")
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hyperclone.recipe_stats import keeps_head_start, rise_of
+    from hyperclone.training.recipe_stats import keeps_head_start, rise_of
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--source", default="tiny-gpt2-stdlib")
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     if not (builtin_dir(args.source) / "model.safetensors").exists():
-        print(f"{args.source} is not built yet; run `python -m hyperclone.assets.build` first")
+        print(f"{args.source} is not built yet; run `python -m hyperclone.cli.build_assets` first")
         return 1
     import tempfile
 

@@ -48,7 +48,7 @@ NOT_MEASURED = {"worse": "the clone ended above its start", "random": "random in
 
 def clone_specs(final_lr: float) -> list[str]:
     """The clone grid: lr x {plain, clone-aware} x warm-up, as contestant specs."""
-    from hyperclone.race_config import format_lr
+    from hyperclone.training.config import format_lr
 
     specs = []
     for lr in GRID_LRS:
@@ -67,8 +67,8 @@ def run_one(job: dict) -> str:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the figures
-    from hyperclone.runs import is_run_dir, load_run
-    from hyperclone.train import race
+    from hyperclone.training.runs import is_run_dir, load_run
+    from hyperclone.training.loop import race
 
     run_dir = Path(job.pop("run_dir"))
     if is_run_dir(run_dir) and load_run(run_dir).complete:
@@ -92,8 +92,8 @@ def train_all(jobs: list[dict], n: int) -> list[str]:
 
 
 def row_for(name: str, curve, baseline, snr: float) -> dict:
-    from hyperclone.recipe_stats import equal_loss_speed, keeps_head_start, rise_of
-    from hyperclone.speedups import speedup
+    from hyperclone.training.recipe_stats import equal_loss_speed, keeps_head_start, rise_of
+    from hyperclone.training.speedups import speedup
 
     r = rise_of(curve)
     b = speedup(curve, baseline, "b", names=(name, "random"))
@@ -121,9 +121,9 @@ def print_table(source: str, rows: list[dict], randoms: list[dict], baseline_nam
 
 
 def sweep_source(source: str, args: argparse.Namespace) -> dict:
-    from hyperclone.race_config import format_lr
-    from hyperclone.race_setup import final_lr_of, source_card
-    from hyperclone.runs import load_run
+    from hyperclone.training.config import format_lr
+    from hyperclone.training.setup import final_lr_of, source_card
+    from hyperclone.training.runs import load_run
 
     final_lr = final_lr_of(source_card(source))
     randoms = [f"random@lr={format_lr(lr)}" for lr in RANDOM_LRS]
@@ -154,7 +154,7 @@ def sweep_source(source: str, args: argparse.Namespace) -> dict:
 
 def check_same_batches(results: dict) -> None:
     """Every run saw the same batch sequence: ``RaceResult.same_batches`` over all their records at once."""
-    from hyperclone.results import RaceResult
+    from hyperclone.training.results import RaceResult
 
     merged = RaceResult(config={"contestants": []}, info={}, records=[r for res in results.values() for r in res.records])
     if not merged.same_batches():

@@ -42,8 +42,8 @@ def record_one(job: dict) -> str:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bars between the figures
-    from hyperclone.recorded import write_record
-    from hyperclone.train import race
+    from hyperclone.training.recorded import write_record
+    from hyperclone.training.loop import race
 
     dest, command, title = Path(job.pop("dest")), job.pop("command"), job.pop("title")
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent)) / "run"
@@ -74,7 +74,7 @@ def report(result, wall: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hyperclone.recorded import RUNS_DIR
+    from hyperclone.training.recorded import RUNS_DIR
 
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sources", default="tiny-gpt2-stdlib,tiny-llama-stdlib")

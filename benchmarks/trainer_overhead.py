@@ -31,9 +31,9 @@ import torch
 import torch.nn.functional as F
 
 from hyperclone import clone
-from hyperclone.data import load_corpus
-from hyperclone.contestants import make_optimizer
-from hyperclone.train import RaceConfig, lr_at, race
+from hyperclone.training.data import load_corpus
+from hyperclone.training.contestants import make_optimizer
+from hyperclone.training.loop import RaceConfig, lr_at, race
 
 SOURCE = "tiny-gpt2-stdlib"
 
@@ -42,7 +42,7 @@ def source_model():
     """The built-in GPT-2 and its tokenizer, or a same-shape random stand-in (and which one it is)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from hyperclone.sources import builtin_dir, load_source
+    from hyperclone.io.sources import builtin_dir, load_source
 
     if (builtin_dir(SOURCE) / "model.safetensors").exists():
         model, tok = load_source(SOURCE, device="cpu")

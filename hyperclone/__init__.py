@@ -8,31 +8,29 @@ Each name is imported on first use (PEP 562), so ``import hyperclone`` and the
 from __future__ import annotations
 
 import importlib
-import sys
-import types
 from typing import Any
 
 from .version import __version__
 
 # public name -> the module that defines it
 _WHERE = {
-    "EquivalenceReport": ".verify",
-    "Growth": ".growth",
-    "HyperCloneError": ".errors",
-    "RaceResult": ".results",
-    "VARIANTS": ".growth",
-    "clone": ".clone",
-    "evaluate_tasks": ".harness",
-    "list_sources": ".sources",
-    "load_corpus": ".data",
-    "load_run": ".runs",
-    "load_source": ".sources",
-    "make_plan": ".clone",
-    "race": ".train",
-    "stream_clone": ".stream",
+    "EquivalenceReport": ".core.verify",
+    "Growth": ".core.growth",
+    "HyperCloneError": ".core.errors",
+    "RaceResult": ".training.results",
+    "VARIANTS": ".core.growth",
+    "clone": ".core.clone",
+    "evaluate_tasks": ".views.harness",
+    "list_sources": ".io.sources",
+    "load_corpus": ".training.data",
+    "load_run": ".training.runs",
+    "load_source": ".io.sources",
+    "make_plan": ".core.clone",
+    "race": ".training.loop",
+    "stream_clone": ".io.stream",
     "supported_families": ".specs",
-    "symmetry": ".symmetry",
-    "verify": ".verify",
+    "symmetry": ".core.symmetry",
+    "verify": ".core.verify",
 }
 __all__ = [*_WHERE, "__version__"]
 
@@ -47,19 +45,3 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-class _Package(types.ModuleType):
-    """Keeps ``hyperclone.clone``, ``.verify`` and ``.symmetry`` the functions of those names.
-
-    Importing a submodule sets it as an attribute of its package; eager imports
-    used to rebind these names to the functions right after, so this does the same.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _WHERE and isinstance(value, types.ModuleType):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -6,6 +6,9 @@ that poll sometimes misses the reply's arrival and only returns when the timeout
 ~300 s late (one notebook, 01 or 02, in each of 5 fresh-clone runs on 2026-12-02; jupyter/nbclient#312).
 Polling in one-second slices up to the same deadline sees the reply within a second; nothing else about
 how a notebook runs or what it must print changes.
+
+Every notebook is marked ``slow`` (each runs for tens of seconds to minutes): ``python -m pytest`` runs them,
+the fast loop ``python -m pytest -m "not slow"`` leaves them out.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import time
 from queue import Empty
 
+import pytest
 from jupyter_client.channels import AsyncZMQSocketChannel
 
 POLL_SLICE_S = 1.0
@@ -30,3 +34,10 @@ async def get_msg_in_slices(self, timeout: float | None = None) -> dict:
 
 
 AsyncZMQSocketChannel.get_msg = get_msg_in_slices
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every notebook (an nbmake item) slow."""
+    for item in items:
+        if item.path.suffix == ".ipynb":
+            item.add_marker(pytest.mark.slow)

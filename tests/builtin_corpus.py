@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 
-from hyperclone.data import CACHE_ENV, Corpus, load_corpus
+from hyperclone.training.data import CACHE_ENV, Corpus, load_corpus
 
 SEQ_LEN = 256
 

@@ -6,7 +6,11 @@ them, so tests can build the expected wide config independently of the engine.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
+from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM
 
 LLAMA_SIZES = {"hidden_size": "n", "num_attention_heads": "n", "num_key_value_heads": "n", "intermediate_size": "m"}
@@ -103,3 +107,67 @@ def expected_wide_kwargs(kwargs: dict, sizes: dict, n: int, m: int) -> dict:
         elif key == "num_key_value_heads":  # defaults to num_attention_heads, which is scaled
             continue
     return wide
+
+
+def case_fixture(cases: list, ids: list[str]):
+    """A module-scoped fixture ``case``, one per entry of ``cases``: (model_type, kwargs, sizes, tiny model)."""
+    import pytest  # here: the benchmarks import this module without pytest
+
+    @pytest.fixture(scope="module", params=cases, ids=ids, name="case")
+    def case(request):
+        _, model_type, kwargs, sizes = request.param
+        return model_type, kwargs, sizes, tiny_model(model_type, kwargs)
+
+    return case
+
+
+def save_tiny_llama(path: Path) -> Path:
+    """The tiny 2-layer llama of ``LLAMA_KW`` (hidden 32, vocab 97, context 64), saved at ``path``."""
+    tiny_model("llama", LLAMA_KW).save_pretrained(path)
+    return path
+
+
+def stored(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a saved checkpoint, by stored key."""
+    from hyperclone.io.checkpoint import weight_files
+
+    out = {}
+    for f in weight_files(path):
+        out.update(load_file(f))
+    return out
+
+
+def synthetic_llama(path: Path, dtype=torch.float32, shard_bytes: int = 200_000, **sizes) -> int:
+    """A random Llama checkpoint written straight to safetensors shards of about ``shard_bytes`` (no model in
+    memory): weights ~ N(0, 0.02), norms near 1. Returns the number of shards."""
+    from transformers import LlamaConfig
+
+    from hyperclone.core.pretrained import meta_model, state_shapes
+    from hyperclone.io.checkpoint import INDEX_FILE
+
+    config = LlamaConfig(**sizes)
+    shapes = state_shapes(meta_model(config))
+    path.mkdir()
+    config.save_pretrained(path)
+    gen = torch.Generator().manual_seed(0)
+    shard, weight_map, n, size = {}, {}, 0, 0
+    for i, (name, shape) in enumerate(shapes.items()):
+        t = torch.randn(shape, generator=gen) * 0.02 if len(shape) > 1 else 1 + torch.randn(shape, generator=gen) / 10
+        shard[name] = t.to(dtype)
+        size += shard[name].numel() * shard[name].element_size()
+        if size > shard_bytes or i == len(shapes) - 1:
+            n += 1
+            save_file(shard, path / f"part-{n}.safetensors", metadata={"format": "pt"})
+            weight_map.update({k: f"part-{n}.safetensors" for k in shard})
+            shard, size = {}, 0
+    (path / INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return n
+
+
+def fast_first(values: list, n: int = 1) -> list:
+    """Parametrize values: the first ``n`` run in the fast loop, the others are marked slow (``python -m pytest``
+    runs them all)."""
+    import pytest
+
+    return [v if i < n else pytest.param(*(v if isinstance(v, tuple) else (v,)), marks=pytest.mark.slow)
+            for i, v in enumerate(values)]

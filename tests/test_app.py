@@ -5,15 +5,15 @@ from __future__ import annotations
 import base64
 import json
 import time
-from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from pages import one_error, open_page
 from streamlit.testing.v1 import AppTest
 
-from hyperclone.verify import TOLERANCE, kl_tolerance
+from hyperclone.core.verify import TOLERANCE, kl_tolerance
 
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
 BUILTIN = "tiny-gpt2-stdlib"
 
 
@@ -99,6 +99,7 @@ def test_heatmap_shows_source_clone_and_block_sum_with_the_right_shapes(app):
     assert len(fig["layout"]["shapes"]) == 2  # the block grid: one row edge, one column edge
 
 
+@pytest.mark.slow
 def test_ten_step_race_yields_a_curve_for_every_contestant_and_persists(app, tmp_path):
     open_tab(app, "Training race")
     app.number_input(key="race_steps").set_value(10).run()
@@ -127,15 +128,14 @@ def test_ten_step_race_yields_a_curve_for_every_contestant_and_persists(app, tmp
     runs = list((tmp_path / "runs").iterdir())
     assert len(runs) == 1 and (runs[0] / "metrics.jsonl").exists()
 
-    other_tab = AppTest.from_file(APP, default_timeout=120)  # a reload / second tab sees the saved run
-    other_tab.run()
+    other_tab = open_page()  # a reload / second tab sees the saved run
     open_tab(other_tab, "Training race")
     assert next(s for s in other_tab.selectbox if s.label == "Run").value == str(runs[0])
     assert chart(other_tab, "race_loss")
 
 
 def test_recorded_races_are_listed_labelled_not_live_and_drawn_with_their_horizon(app):
-    from hyperclone.recorded import recorded_races
+    from hyperclone.training.recorded import recorded_races
 
     open_tab(app, "Training race")
     app.radio(key="race_mode").set_value("Recorded races").run()
@@ -149,35 +149,29 @@ def test_recorded_races_are_listed_labelled_not_live_and_drawn_with_their_horizo
     assert not [b for b in app.button if b.key == "race_start"]  # nothing to start: it was recorded earlier
 
 
-def one_line(at: AppTest) -> str:
-    assert not at.exception, at.exception
-    msgs = errors(at)
-    assert len(msgs) == 1 and "\n" not in msgs[0], msgs
-    return msgs[0]
-
-
+@pytest.mark.slow
 def test_bad_inputs_show_one_line_errors_and_the_app_keeps_working(app, tmp_path):
     app.sidebar.radio(key="source_kind").set_value("Local directory").run()
     app.sidebar.text_input(key="local_dir").set_value(str(tmp_path / "missing")).run()
     app.sidebar.button(key="load").click().run()
-    assert "not found" in one_line(app)
+    assert "not found" in one_error(app)
 
     app.sidebar.radio(key="source_kind").set_value("Hub id").run()
     app.sidebar.text_input(key="hub_id").set_value("nobody-here/no-such-model").run()
     app.sidebar.button(key="load").click().run()
-    assert "built-in" in one_line(app)  # offline: names the built-in models instead
+    assert "built-in" in one_error(app)  # offline: names the built-in models instead
 
     app.sidebar.radio(key="source_kind").set_value("Built-in").run()
     assert errors(app) == []
     if not torch.cuda.is_available():
         app.sidebar.selectbox(key="device").set_value("cuda").run()
-        assert "CUDA is not available" in one_line(app)
+        assert "CUDA is not available" in one_error(app)
         app.sidebar.selectbox(key="device").set_value("auto").run()
 
     cloned(app)
     open_tab(app, "Equivalence")
     app.text_area(key="check_text").set_value("   ").run()
-    assert "empty" in one_line(app)
+    assert "empty" in one_error(app)
     app.text_area(key="check_text").set_value("print('hello')").run()
     assert errors(app) == []
 
@@ -187,7 +181,7 @@ def test_bad_inputs_show_one_line_errors_and_the_app_keeps_working(app, tmp_path
     open_tab(app, "Export")
     app.text_input(key="export_dir").set_value(str(busy)).run()
     app.button(key="export_save").click().run()
-    assert "not empty" in one_line(app)
+    assert "not empty" in one_error(app)
     assert (busy / "keep.txt").read_text() == "mine"
 
     open_tab(app, "Training race")

@@ -9,9 +9,9 @@ import pytest
 from builtin_corpus import builtin_corpus
 
 from hyperclone.assets import ASSETS_DIR, TOKENIZER_DIR
-from hyperclone.assets.build import EVAL_WINDOWS, card_sample
-from hyperclone.sources import BUILTIN_NAMES, builtin_dir, load_source, read_card
-from hyperclone.train import evaluate
+from hyperclone.cli.build_assets import EVAL_WINDOWS, card_sample
+from hyperclone.io.sources import BUILTIN_NAMES, builtin_dir, load_source, read_card
+from hyperclone.training.loop import evaluate
 
 MODEL_FILES = ("config.json", "model.safetensors", "generation_config.json", "tokenizer.json",
                "tokenizer_config.json", "README.md", "card.json")
@@ -57,6 +57,7 @@ def test_architectures_are_what_the_cards_say(models):
         assert sum(p.numel() for p in model.parameters()) == read_card(name)["params"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_model_reproduces_its_card_validation_loss(models, name):
     card = read_card(name)
@@ -71,6 +72,7 @@ def test_model_reproduces_its_card_validation_loss(models, name):
     assert loss < 4.0  # it learnt something (uniform would be ln 2048 = 7.6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_model_reproduces_its_card_sample(models, name):
     model, tokenizer = models[name]
@@ -95,8 +97,8 @@ def test_builtin_model_clones_with_equal_logits(models, name, factor):
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_card_says_where_and_how_long_the_source_trained(name):
     """Each source trained on builtin-large; its card's budget adds up and its plateau verdict is its curve's."""
-    from hyperclone.assets.cards import plateau_of
-    from hyperclone.race_setup import final_lr_of
+    from hyperclone.cli.asset_cards import plateau_of
+    from hyperclone.training.setup import final_lr_of
 
     card = read_card(name)
     data, training = card["data"], card["training"]
@@ -116,7 +118,7 @@ def test_card_says_where_and_how_long_the_source_trained(name):
     ([5.0, 4.0, 3.5, 3.40, 3.39, 3.38], False),  # fell 0.02 over the last stretch
 ])
 def test_plateau_is_measured_over_the_last_fifth_of_training(losses, met):
-    from hyperclone.assets.cards import plateau_of
+    from hyperclone.cli.asset_cards import plateau_of
 
     curve = [{"step": i + 1, "val_loss": v} for i, v in enumerate(losses)]
     verdict = plateau_of(curve, steps=6)

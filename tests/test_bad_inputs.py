@@ -7,30 +7,25 @@ CLI items run the real console script in a subprocess (what a user sees); API it
 from __future__ import annotations
 
 import importlib
-import json
-import os
 import resource
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from clirun import edit_config, refused
 from families import CASES, LLAMA_KW, tiny_model
+from pages import open_page
 from safetensors.torch import load_file, save_file
-from streamlit.testing.v1 import AppTest
 
 from hyperclone import Growth, clone, load_source, make_plan, verify
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-from hyperclone.resources import check_fits_in_memory, free_bytes
-from hyperclone.stream import stream_clone
-from hyperclone.verify_sampled import verify_streamed
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.resources import check_fits_in_memory, free_bytes
+from hyperclone.io.stream import stream_clone
+from hyperclone.io.verify_sampled import verify_streamed
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
 PATHS = {"streaming": [], "in memory": ["--in-memory"]}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 
@@ -38,14 +33,6 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine 
 # --------------------------------------------------------------------------- #
 # Helpers
 # --------------------------------------------------------------------------- #
-@pytest.fixture(scope="module")
-def source(tmp_path_factory) -> Path:
-    """A tiny 2-layer llama checkpoint (hidden 32, vocab 97, context 64); tests copy it before spoiling it."""
-    path = tmp_path_factory.mktemp("bad") / "src"
-    tiny_model("llama", LLAMA_KW).save_pretrained(path)
-    return path
-
-
 def spoilt(source: Path, tmp_path: Path, name: str = "spoilt") -> Path:
     """A copy of ``source`` to break."""
     return Path(shutil.copytree(source, tmp_path / name))
@@ -55,27 +42,6 @@ def edit_weights(path: Path, change) -> None:
     state = load_file(path / "model.safetensors")
     change(state)
     save_file(state, path / "model.safetensors", metadata={"format": "pt"})
-
-
-def edit_config(path: Path, **changes) -> None:
-    config = json.loads((path / "config.json").read_text())
-    config.update(changes)
-    (path / "config.json").write_text(json.dumps(config))
-
-
-def refused(*argv, out: Path | None = None, preexec_fn=None) -> str:
-    """Run ``hyperclone ARGV`` in a subprocess; check it refused in one line; return that line."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
-               HF_HUB_OFFLINE="1", TRANSFORMERS_VERBOSITY="error", HF_HUB_DISABLE_PROGRESS_BARS="1")
-    run = subprocess.run([sys.executable, "-m", "hyperclone.cli", *map(str, argv)], capture_output=True, text=True,
-                         env=env, timeout=600, preexec_fn=preexec_fn)
-    assert "Traceback" not in run.stderr, run.stderr
-    assert run.returncode == 2, (run.returncode, run.stdout, run.stderr)
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr
-    if out is not None:
-        assert not out.exists(), f"{out} was left behind"
-    return lines[0]
 
 
 # --------------------------------------------------------------------------- #
@@ -89,6 +55,7 @@ def test_a_config_with_more_layers_than_the_weights_is_refused_naming_a_missing_
     assert "lacks the weight 'model.layers.2." in line
 
 
+@pytest.mark.slow
 def test_an_unknown_extra_weight_is_refused_by_name_not_dropped(source, tmp_path):
     src = spoilt(source, tmp_path)
     edit_weights(src, lambda state: state.update({"model.layers.0.mystery.weight": torch.ones(2)}))
@@ -96,6 +63,7 @@ def test_an_unknown_extra_weight_is_refused_by_name_not_dropped(source, tmp_path
     assert "'model.layers.0.mystery.weight'" in line and "does not have" in line
 
 
+@pytest.mark.slow
 def test_a_mis_shaped_weight_is_refused_naming_the_tensor_its_shape_and_the_expected_shape(source, tmp_path):
     src = spoilt(source, tmp_path)
     edit_weights(src, lambda state: state.update({"model.norm.weight": torch.ones(7)}))
@@ -138,6 +106,7 @@ def test_a_tied_head_stored_once_is_not_missing(tmp_path):
 # --------------------------------------------------------------------------- #
 # Non-finite source weights (item 5)
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS)
 def test_a_source_with_a_nan_weight_is_refused_naming_the_tensor(source, tmp_path, path):
     src = spoilt(source, tmp_path)
@@ -159,7 +128,7 @@ def test_clone_refuses_a_model_with_an_infinite_weight_naming_it():
 
 
 def test_a_float16_weight_whose_sum_overflows_is_still_finite_and_accepted():
-    from hyperclone.clone import check_finite
+    from hyperclone.core.clone import check_finite
 
     big = torch.full((4,), 60000.0, dtype=torch.float16)  # each finite; the float16 sum is inf
     assert torch.isinf(big.sum())
@@ -187,6 +156,7 @@ def test_clone_refuses_a_non_finite_snr(snr):
 # --------------------------------------------------------------------------- #
 # A made-up model type (item 7)
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @pytest.mark.parametrize("path", PATHS)
 def test_a_made_up_model_type_is_named_with_the_supported_families(source, tmp_path, path):
     src = spoilt(source, tmp_path)
@@ -221,6 +191,7 @@ def broken_file(source: Path, tmp_path: Path, breakage: str = "truncated") -> Pa
     return src
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("breakage", "path"), [("truncated", "streaming"), ("truncated", "in memory"),
                                                 ("garbage header", "in memory"), ("header length 2^62", "streaming")])
 def test_a_broken_safetensors_file_is_named_when_cloning(source, tmp_path, breakage, path):
@@ -229,6 +200,7 @@ def test_a_broken_safetensors_file_is_named_when_cloning(source, tmp_path, break
     assert f"not a valid safetensors file: {src / 'model.safetensors'}" in line and "re-download" in line
 
 
+@pytest.mark.slow
 def test_verify_of_a_truncated_checkpoint_names_the_file(source, tmp_path):
     src = broken_file(source, tmp_path)
     line = refused("verify", source, src, "--device", "cpu")
@@ -238,11 +210,13 @@ def test_verify_of_a_truncated_checkpoint_names_the_file(source, tmp_path):
 # --------------------------------------------------------------------------- #
 # Devices (item 12)
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_an_unknown_device_is_refused_before_any_work(source, tmp_path):
     line = refused("clone", source, tmp_path / "out", "--device", "tpu", out=tmp_path / "out")
     assert "unknown device 'tpu'" in line and "cpu" in line
 
 
+@pytest.mark.slow
 @NO_CUDA
 def test_cuda_on_a_machine_without_it_is_refused_before_any_work(source, tmp_path):
     line = refused("clone", source, tmp_path / "out", "--device", "cuda", "--in-memory", out=tmp_path / "out")
@@ -284,12 +258,14 @@ def saved(model, path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_verify_of_models_with_different_vocabularies_says_so(source, tmp_path):
     other = saved(tiny_model("llama", dict(LLAMA_KW, vocab_size=50)), tmp_path / "small-vocab")
     line = refused("verify", source, other, "--device", "cpu")
     assert "vocabular" in line and "97" in line and "50" in line
 
 
+@pytest.mark.slow
 def test_verify_of_two_different_families_says_so(source, tmp_path):
     gpt2 = next(c for c in CASES if c[0] == "gpt2")
     other = saved(tiny_model("gpt2", gpt2[2]), tmp_path / "gpt2")
@@ -297,6 +273,7 @@ def test_verify_of_two_different_families_says_so(source, tmp_path):
     assert "'llama'" in line and "'gpt2'" in line
 
 
+@pytest.mark.slow
 def test_verify_of_a_narrower_destination_says_so(source, tmp_path):
     wide = saved(clone(load_source(source, device="cpu")[0], 2), tmp_path / "wide")
     line = refused("verify", wide, source, "--device", "cpu")  # swapped
@@ -370,6 +347,7 @@ def limit_address_space() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
+@pytest.mark.slow
 def test_an_address_space_limit_is_respected_by_the_memory_estimate(source, tmp_path):
     # x512 of a 2-layer hidden-32 llama: ~4e9 parameters, ~16 GB in float32, far over the 4 GiB limit.
     line = refused("clone", source, tmp_path / "out", "--factor", "512", "--device", "cpu", "--in-memory",
@@ -389,7 +367,7 @@ def test_free_memory_is_no_more_than_the_address_space_left(monkeypatch):
 
 
 def test_free_memory_is_no_more_than_a_cgroup_limit_leaves(monkeypatch, tmp_path):
-    import hyperclone.resources as res
+    import hyperclone.core.resources as res
 
     (tmp_path / "memory.max").write_text(f"{3 * 2**30}\n")
     (tmp_path / "memory.current").write_text(f"{2 * 2**30}\n")
@@ -404,7 +382,7 @@ def allocation_failure(*args, **kwargs):
 
 
 def test_an_allocation_failure_in_the_cli_is_the_one_line_out_of_memory_message(source, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(importlib.import_module("hyperclone.clone"), "apply_plan", allocation_failure)
+    monkeypatch.setattr(importlib.import_module("hyperclone.core.clone"), "apply_plan", allocation_failure)
     assert main(["clone", str(source), str(tmp_path / "out"), "--in-memory", "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]  # (transformers' load progress bar too)
@@ -413,9 +391,8 @@ def test_an_allocation_failure_in_the_cli_is_the_one_line_out_of_memory_message(
 
 
 def test_an_allocation_failure_in_the_app_is_the_one_line_out_of_memory_message(monkeypatch):
-    monkeypatch.setattr(importlib.import_module("hyperclone.clone"), "apply_plan", allocation_failure)
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    monkeypatch.setattr(importlib.import_module("hyperclone.dashboard.sources_panel"), "apply_plan", allocation_failure)
+    at = open_page()
     at.sidebar.number_input(key="seed").set_value(424242).run()  # settings no cached clone has
     at.button(key="clone").click().run()
     assert not at.exception, at.exception
@@ -427,8 +404,7 @@ def test_an_allocation_failure_in_the_app_is_the_one_line_out_of_memory_message(
 # The app (items 7, 8, 12)
 # --------------------------------------------------------------------------- #
 def load_in_app(path: Path) -> list[str]:
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = open_page()
     at.sidebar.radio(key="source_kind").set_value("Local directory").run()
     at.sidebar.text_input(key="local_dir").set_value(str(path)).run()
     at.sidebar.button(key="load").click().run()
@@ -452,12 +428,11 @@ def test_the_app_names_a_broken_safetensors_file(source, tmp_path):
 
 @NO_CUDA
 def test_the_app_device_check_is_the_library_one():
-    from hyperclone.sources import check_device
+    from hyperclone.io.sources import check_device
 
     with pytest.raises(HyperCloneError) as refused_cuda:
         check_device("cuda")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+    at = open_page()
     at.sidebar.selectbox(key="device").set_value("cuda").run()
     assert [e.value for e in at.error] == [str(refused_cuda.value)]
 

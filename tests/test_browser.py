@@ -10,22 +10,22 @@ takes two screenshots. They go to the test's temporary directory, or, with
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from serving import free_port, stop, wait_until_healthy
+from serving import free_port, served, streamlit_run
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path("/usr/bin/chromium")
 HANG_GUARD_MS = 300_000  # per browser wait: far above any real wait, so only a hang fails it
 DOCS = ROOT / "docs"
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(not CHROMIUM.exists(),
+                       reason=f"{CHROMIUM} is absent: install Debian's chromium (apt-get install -y chromium)"),
+    pytest.mark.slow,  # a real browser and a served dashboard: minutes on 2 cores
+]
 
 
 @pytest.fixture
@@ -33,19 +33,8 @@ def server(tmp_path):
     """A dashboard on a free localhost port, with its own run directory; stopped afterwards."""
     port = free_port()
     env = dict(os.environ, HYPERCLONE_RUNS=str(tmp_path / "runs"), HF_HUB_OFFLINE="1")
-    log = open(tmp_path / "streamlit.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "localhost", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    url = f"http://localhost:{port}"
-    try:
-        wait_until_healthy(proc, url, tmp_path / "streamlit.log")
+    with served(streamlit_run("app.py", port), port, ROOT, env, tmp_path / "streamlit.log") as url:
         yield url
-    finally:
-        stop(proc)
-        log.close()
 
 
 def test_clone_check_and_race_in_a_real_browser(server, tmp_path):

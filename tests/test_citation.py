@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from hyperclone.model_card import PROJECT_LICENSE
+from hyperclone.io.model_card import PROJECT_LICENSE
 from hyperclone.version import __version__
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import sys
 import threading
 
 import pytest
-from serving import free_port, stop, wait_until_healthy
+from clirun import one_line, run_cli
+from serving import free_port, serve_args, served
 
-from hyperclone.classroom import CLASSROOM_ENV, TOKEN_ENV, RaceQueue, check_teacher, is_teacher
-from hyperclone.cli_serve import serve_command
-from hyperclone.errors import HyperCloneError
+from hyperclone.teach.classroom import CLASSROOM_ENV, TOKEN_ENV, RaceQueue, check_teacher, is_teacher
+from hyperclone.cli.serve import serve_command
+from hyperclone.core.errors import HyperCloneError
 
 WAIT = 30.0  # seconds a queue operation may take on a loaded machine before the test calls it stuck
 
@@ -89,10 +88,6 @@ def test_the_teacher_token_is_needed_only_in_classroom_mode():
     assert "teacher token" in str(e.value) and "\n" not in str(e.value)
 
 
-def serve_args(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"port": 8501, "lan": False, "token": None, **kw})
-
-
 def test_serve_binds_to_localhost_unless_asked_and_warns_when_it_does_not():
     argv, env, lines = serve_command(serve_args(), {CLASSROOM_ENV: "1", TOKEN_ENV: "left-over"})
     assert argv[argv.index("--server.address") + 1] == "localhost"
@@ -112,23 +107,17 @@ def test_serve_binds_to_localhost_unless_asked_and_warns_when_it_does_not():
     (["--lan", "--token", "short"], "at least 8 characters"),
 ])
 def test_bad_serve_arguments_are_one_line(args, message):
-    run = subprocess.run([sys.executable, "-m", "hyperclone.cli", "serve", *args], capture_output=True, text=True,
-                         timeout=120)
-    assert run.returncode == 2 and message in run.stderr, run.stderr
-    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    code, _, err = run_cli("serve", *args)
+    assert code == 2 and message in one_line(err), err
 
 
+@pytest.mark.slow
 def test_hyperclone_serve_starts_the_dashboard_on_localhost(tmp_path):
     port = free_port()
     log_path = tmp_path / "serve.log"
     env = dict(os.environ, HYPERCLONE_RUNS=str(tmp_path / "runs"), HF_HUB_OFFLINE="1")
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "hyperclone.cli", "serve", "--port", str(port)],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_healthy(proc, f"http://localhost:{port}", log_path)
-        finally:
-            stop(proc)
+    with served([sys.executable, "-m", "hyperclone", "serve", "--port", port], port, tmp_path, env, log_path):
+        pass
     assert f"dashboard on http://localhost:{port} (this machine only)" in log_path.read_text()
 
 
@@ -137,8 +126,8 @@ def test_models_built_in_several_threads_at_once_are_whole_and_initialised_alike
     import torch
 
     from hyperclone import load_source
-    from hyperclone.contestants import starting_model
-    from hyperclone.race_config import RaceConfig
+    from hyperclone.training.contestants import starting_model
+    from hyperclone.training.config import RaceConfig
 
     source, _ = load_source("tiny-gpt2-stdlib", device="cpu")
     cfg = RaceConfig(factor=2, seed=3)

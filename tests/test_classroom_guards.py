@@ -4,26 +4,24 @@ clears the cache. AppTest for the pages, a real served dashboard over a bare web
 
 from __future__ import annotations
 
+import importlib
 import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import quote
 
 import pytest
-from serving import free_port, stop, wait_until_healthy
+from pages import EXPLORER as APP
+from pages import LESSON, one_error, open_page
+from serving import Session, free_port, page_session, served, streamlit_run
 from streamlit.testing.v1 import AppTest
 
-import hyperclone.classroom as classroom
-from hyperclone.classroom import CLASSROOM_ENV, TOKEN_ENV, is_teacher, shared_queue
-from hyperclone.cli_serve import serve_command
-from hyperclone.errors import HyperCloneError
+import hyperclone.teach.classroom as classroom
+from hyperclone.teach.classroom import CLASSROOM_ENV, TOKEN_ENV, is_teacher, shared_queue
+from hyperclone.cli.serve import serve_command
+from hyperclone.core.errors import HyperCloneError
 
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-LESSON = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom dashboard import lesson\nlesson.render()\n"
 TOKEN = "teacher-secret"
 OWNER = "0123456789abcdef"
 WAIT = 60.0  # a hang guard, not a speed test
@@ -40,19 +38,7 @@ def classroom_dir(tmp_path, monkeypatch) -> Path:
 
 
 def page(script: str = APP, teacher: bool = False, **params: str) -> AppTest:
-    at = (AppTest.from_file if script == APP else AppTest.from_string)(script, default_timeout=180)
-    for key, value in {**params, **({"token": TOKEN} if teacher else {})}.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def one_error(at: AppTest) -> str:
-    assert not at.exception, at.exception
-    assert len(at.error) == 1, [e.value for e in at.error]
-    assert "\n" not in at.error[0].value.strip() and "Traceback" not in at.error[0].value
-    return at.error[0].value
+    return open_page(script, **params, **({"token": TOKEN} if teacher else {}))
 
 
 def labelled(at: AppTest, label: str) -> list:
@@ -145,7 +131,7 @@ def test_a_student_exports_only_by_name_into_the_pages_own_folder_and_never_over
     student.button(key="export_save").click().run()
     assert "at most 1 per page" in one_error(student) and not (mine.parent / "second").exists()
     assert sorted(p.name for p in (classroom_dir / "out").iterdir()) == ["class", "teacher-export"]
-    monkeypatch.setattr(classroom, "PAGE_ZIP_BYTES", 1)  # a zip is built in the server's memory: students' are capped
+    monkeypatch.setattr(importlib.import_module("hyperclone.dashboard.export_tab"), "PAGE_ZIP_BYTES", 1)  # a zip is built in the server's memory: students' are capped
     student.run()
     assert any("Too large to download" in i.value for i in student.info)
     teacher.run()
@@ -217,7 +203,7 @@ def test_only_the_teachers_page_clears_the_cache_in_classroom_mode(classroom_dir
     import streamlit as st
     from streamlit.runtime.app_session import AppSession
 
-    from dashboard.common import TEACHER_KEY
+    from hyperclone.dashboard.common import TEACHER_KEY
 
     page()  # the dashboard guards Streamlit's clear_cache message
     calls = []
@@ -238,65 +224,21 @@ def test_only_the_teachers_page_clears_the_cache_in_classroom_mode(classroom_dir
 # --------------------------------------------------------------------------- #
 # A real served dashboard in classroom mode, driven as a hostile student would: a bare websocket
 # --------------------------------------------------------------------------- #
-class Session:
-    """One page of a served dashboard over Streamlit's websocket: send a rerun, read what it drew."""
-
-    def __init__(self, ws, query: str) -> None:
-        self.ws, self.query, self.ids = ws, query, {}
-
-    def send(self, **fields) -> None:
-        from streamlit.proto.BackMsg_pb2 import BackMsg
-
-        msg = BackMsg(**fields)
-        self.ws.send(msg.SerializeToString())
-
-    def run(self, **widgets) -> list[tuple[str, str]]:
-        """Rerun with ``widgets`` (key -> value; True clicks a button): the (element type, text) drawn."""
-        from streamlit.proto.ClientState_pb2 import ClientState
-        from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
-        from streamlit.proto.WidgetStates_pb2 import WidgetState
-
-        states = [WidgetState(id=self.ids[k], **({"trigger_value": True} if v is True else {"string_value": v}))
-                  for k, v in widgets.items()]
-        self.send(rerun_script=ClientState(query_string=self.query, widget_states={"widgets": states}))
-        drawn = []
-        while True:
-            msg = ForwardMsg()
-            msg.ParseFromString(self.ws.recv(timeout=WAIT * 3))
-            if msg.WhichOneof("type") == "script_finished":
-                return drawn
-            if msg.WhichOneof("type") == "delta" and msg.delta.WhichOneof("type") == "new_element":
-                kind = msg.delta.new_element.WhichOneof("type")
-                element = getattr(msg.delta.new_element, kind)
-                if getattr(element, "id", ""):
-                    self.ids[element.id.rsplit("-", 1)[-1]] = element.id
-                drawn.append((kind, str(getattr(element, "body", getattr(element, "label", "")))))
-
-
 @pytest.fixture
 def class_server(tmp_path):
     """``streamlit run app.py`` in classroom mode (as ``serve --lan`` starts it, on localhost), in its own folder."""
     port, log_path = free_port(), tmp_path / "server.log"
     env = dict(os.environ, HYPERCLONE_RUNS=str(tmp_path / "runs"), HF_HUB_OFFLINE="1", **{CLASSROOM_ENV: "1",
                                                                                           TOKEN_ENV: TOKEN})
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true",
-                                 "--server.port", str(port), "--server.address", "localhost",
-                                 "--browser.gatherUsageStats", "false"],
-                                cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_until_healthy(proc, f"http://localhost:{port}", log_path)
-            yield f"http://localhost:{port}", tmp_path, log_path
-        finally:
-            stop(proc)
+    with served(streamlit_run(APP, port), port, tmp_path, env, log_path) as url:
+        yield url, tmp_path, log_path
 
 
+@pytest.mark.slow
 def test_a_served_class_contains_a_hostile_students_export_and_refuses_its_clear_cache(class_server):
-    from websockets.sync.client import connect
-
     url, folder, log_path = class_server
-    with connect(url.replace("http", "ws") + "/_stcore/stream", subprotocols=["streamlit"], max_size=None) as ws:
-        hostile_student(Session(ws, f"tab=Export&token={quote('clé-secrète')}"), folder)  # garbage: not the teacher
+    with page_session(url, f"tab=Export&token={quote('clé-secrète')}") as student:  # garbage: not the teacher
+        hostile_student(student, folder)
     log = log_path.read_text()
     assert "asked to clear the cache: refused" in log and "Traceback" not in log, log[-3000:]
 

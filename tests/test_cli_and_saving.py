@@ -10,10 +10,10 @@ from families import LLAMA_KW, tiny_model
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from hyperclone import clone, verify
-from hyperclone.verify import TOLERANCE
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-from hyperclone.export import atomic_output
+from hyperclone.core.verify import TOLERANCE
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.io.export import atomic_output
 
 
 @pytest.fixture()
@@ -165,7 +165,7 @@ def test_missing_source_path(tmp_path, capsys):
 
 def test_will_not_fit_is_refused_with_numbers_unless_forced(tied_llama_dir, tmp_path, capsys, monkeypatch):
     src, _ = tied_llama_dir
-    import hyperclone.resources as res
+    import hyperclone.core.resources as res
 
     monkeypatch.setattr(res, "free_bytes", lambda device: 1000)
     assert main(["clone", str(src), str(tmp_path / "o")]) == 2
@@ -175,7 +175,7 @@ def test_will_not_fit_is_refused_with_numbers_unless_forced(tied_llama_dir, tmp_
 
 
 def test_spec_refuses_unknown_weights():
-    from hyperclone.clone import make_plan
+    from hyperclone.core.clone import make_plan
 
     model = tiny_model("llama", LLAMA_KW)
     plan = make_plan(model.config)
@@ -209,7 +209,7 @@ def test_families_command_lists_all(capsys):
 
 
 def test_sources_command_lists_builtins_with_their_validation_loss(capsys):
-    from hyperclone.sources import read_card
+    from hyperclone.io.sources import read_card
 
     assert main(["sources"]) == 0
     out = capsys.readouterr().out

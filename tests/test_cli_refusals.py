@@ -1,7 +1,7 @@
 """Issue 23, items 15 and 16: inputs the CLI used to answer with a traceback, a long wait, a broken clone or a
 misleading message now end in one line (exit 2, nothing left at OUT), decided before any work.
 
-Each runs the real console script in a subprocess through ``test_bad_inputs.refused``.
+Each runs the real console script in a subprocess through ``clirun.refused``.
 """
 
 from __future__ import annotations
@@ -10,20 +10,18 @@ import errno
 import json
 import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from clirun import edit_config, refused
 from families import LLAMA_KW, MOE_KW, tiny_model
-from test_bad_inputs import ROOT, edit_config, refused, source  # noqa: F401  (source: the tiny llama fixture)
 
 from hyperclone import Growth, clone
-from hyperclone.errors import HyperCloneError
-from hyperclone.growth import MAX_LAYERS
-from hyperclone.race_config import RaceConfig
-from hyperclone.resources import is_out_of_memory
-from hyperclone.stream import stream_clone
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.growth import MAX_LAYERS
+from hyperclone.training.config import RaceConfig
+from hyperclone.core.resources import is_out_of_memory
+from hyperclone.io.stream import stream_clone
 
 
 # --------------------------------------------------------------------------- #
@@ -46,6 +44,7 @@ def moe_over_chosen(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["clone", "verify"])  # streaming reads the config; verify loads the model
 def test_an_moe_config_choosing_more_experts_than_it_has_is_refused_as_a_bad_config(moe_over_chosen, tmp_path,
                                                                                     command):
@@ -90,7 +89,7 @@ def test_a_failed_memory_map_is_out_of_memory():
 # sitecustomize that the subprocess imports first. A real `ulimit -v` test depends on how much address space a
 # given machine's threads and allocator arenas reserve, so it would pass or fail by machine, not by the code.
 FAILING_MAP = """
-from hyperclone import verify_sampled
+from hyperclone.io import verify_sampled
 
 def fail_to_map(*args, **kwargs):
     raise RuntimeError("unable to mmap 253290768 bytes from file <model.safetensors>: Cannot allocate memory (12)")
@@ -99,6 +98,7 @@ verify_sampled._load_layers = fail_to_map
 """
 
 
+@pytest.mark.slow
 def test_streaming_out_of_address_space_is_the_one_line_out_of_memory_message(source, tmp_path, monkeypatch):
     hooks = tmp_path / "hooks"
     hooks.mkdir()
@@ -121,6 +121,7 @@ SNR_CASES = {"streaming float32": (["--snr-db=-1000"], "float32; use snr_db >= -
              "in memory float16": (["--snr-db=-60", "--in-memory", "--dtype", "float16"], "float16; use snr_db >= -48")}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", SNR_CASES)
 def test_an_snr_whose_noise_overflows_the_dtype_is_refused_before_cloning(source, tmp_path, case):
     flags, words = SNR_CASES[case]
@@ -138,6 +139,7 @@ def test_a_huge_depth_is_refused_at_once(source, tmp_path):
     assert f"depth must be at most {MAX_LAYERS}" in line
 
 
+@pytest.mark.slow
 def test_a_depth_making_too_many_layers_is_refused_before_any_work(source, tmp_path):
     line = refused("clone", source, tmp_path / "out", "--depth", "1000", out=tmp_path / "out")  # 2 -> 2,000 layers
     assert "2,000 layers" in line and f"more than the {MAX_LAYERS} allowed" in line
@@ -152,6 +154,7 @@ def test_serve_on_a_busy_port_says_so_in_one_line_before_announcing_the_dashboar
     assert f"port {port} on localhost is in use" in line
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("spec", ["x" * 100_000, "noisy_symmetric@" + "x" * 100_000, "staged@" + "9" * 100_000 + "x"])
 def test_a_100_kb_contestant_spec_is_not_echoed_whole(tmp_path, spec):
     line = refused("race", "--contestants", spec, "--run-dir", tmp_path / "run")
@@ -164,6 +167,7 @@ def test_a_long_name_in_steps_for_is_not_echoed_whole():
     assert len(str(refusal.value)) < 300
 
 
+@pytest.mark.slow
 def test_a_missing_relative_source_path_is_named_not_looked_up_on_the_hub(tmp_path, monkeypatch):
     (tmp_path / "runs").mkdir()
     monkeypatch.chdir(tmp_path)  # the CLI runs here: runs/ exists, runs/wide does not

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import CASE_IDS, CASES, MOE_CASES, expected_wide_kwargs, make_config, tiny_model
+from families import (CASE_IDS, CASES, MOE_CASES, case_fixture, expected_wide_kwargs, fast_first, make_config,
+                      tiny_model)
 from transformers import AutoModelForCausalLM
 
 from hyperclone import VARIANTS, clone, supported_families, verify
-from hyperclone.verify import TOLERANCE
+from hyperclone.core.verify import TOLERANCE
 
 
-@pytest.fixture(scope="module", params=CASES, ids=CASE_IDS)
-def case(request):
-    case_id, model_type, kwargs, sizes = request.param
-    return model_type, kwargs, sizes, tiny_model(model_type, kwargs)
+case = case_fixture(CASES, CASE_IDS)
 
 
 def test_every_family_has_a_case():
@@ -22,7 +20,7 @@ def test_every_family_has_a_case():
     assert len(supported_families()) == 18
 
 
-@pytest.mark.parametrize("factor,ffn_factor", [(2, 2), (2, 3), (3, 3), (3, 2)])
+@pytest.mark.parametrize("factor,ffn_factor", fast_first([(2, 2), (2, 3), (3, 3), (3, 2)]))  # the rest: slow
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_cloned_logits_equal_source_logits(case, factor, ffn_factor, variant):
     model_type, kwargs, sizes, source = case

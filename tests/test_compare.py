@@ -6,8 +6,8 @@ import torch
 from families import CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone, verify
-from hyperclone.compare import config_diff, describe, ffn_size, greedy, logits_pair
-from hyperclone.plots import LOG_FLOOR, layer_diff_bars, logit_scatter
+from hyperclone.views.compare import config_diff, describe, ffn_size, greedy, logits_pair
+from hyperclone.views.plots import LOG_FLOOR, layer_diff_bars, logit_scatter
 
 
 def test_describe_reads_sizes_of_both_families():

@@ -9,11 +9,11 @@ import pytest
 import torch
 from builtin_corpus import SEQ_LEN, builtin_corpus, cache_root, shipped_tokenizer
 
-import hyperclone.data as data
-from hyperclone.data import load_corpus, split_of, tokenizer_fingerprint
-import hyperclone.documents as documents
-from hyperclone.documents import builtin_documents, builtin_files, corpus_identity
-from hyperclone.errors import DataError, HyperCloneError
+import hyperclone.training.data as data
+from hyperclone.training.data import load_corpus, split_of, tokenizer_fingerprint
+import hyperclone.training.documents as documents
+from hyperclone.training.documents import builtin_documents, builtin_files, corpus_identity
+from hyperclone.core.errors import DataError, HyperCloneError
 
 
 @pytest.fixture

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from racekit import TINY, one_line_refusal
 
-from hyperclone.race_config import ContestantSpec, RaceConfig
-from hyperclone.contestants import starting_model
-from hyperclone.train import race
-from hyperclone.verify import verify
+from hyperclone.training.config import ContestantSpec, RaceConfig
+from hyperclone.training.contestants import starting_model
+from hyperclone.training.loop import race
+from hyperclone.core.verify import verify
 
 DEEP = ("noisy_symmetric", "noisy_symmetric@depth=2", "noisy_symmetric@depth=2@stack", "random@depth=2")
 
@@ -57,6 +57,7 @@ def test_depth_contestants_start_as_the_same_function_and_a_stacked_one_does_not
     assert not stacked_report.function_preserving and stacked_report.max_rel_diff > stacked_report.tolerance
 
 
+@pytest.mark.slow
 def test_the_race_labels_each_deep_contestant(deep_race):
     fairness = deep_race.fairness
     assert "noisy_symmetric@depth=2@stack: 2x the layers, the layer stack repeated: NOT function-preserving" in fairness

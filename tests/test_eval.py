@@ -20,10 +20,10 @@ import torch
 from racekit import one_line_refusal
 
 from hyperclone import Growth, clone, evaluate_tasks
-from hyperclone.cli import main
-from hyperclone.harness import load_for_eval, prepare_tasks
-from hyperclone.sources import load_source
-from hyperclone.verify import TOLERANCE, rounding_tolerance
+from hyperclone.cli.main import main
+from hyperclone.views.harness import load_for_eval, prepare_tasks
+from hyperclone.io.sources import load_source
+from hyperclone.core.verify import TOLERANCE, rounding_tolerance
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS = REPO / "tests" / "data" / "lm_eval"  # tiny_mc.yaml names its data relative to the repository root
@@ -63,6 +63,7 @@ def _docs() -> list[dict]:
     return [json.loads(line) for line in (TASKS / "tiny_mc.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["tiny-gpt2-stdlib", "tiny-llama-stdlib"])
 def test_a_clone_scores_exactly_what_its_source_scores(name, tiny_mc):
     source, tokenizer = load_source(name, device="cpu")
@@ -107,7 +108,7 @@ def test_cli_writes_the_result_into_a_clone_output_only(tmp_path, monkeypatch, c
 
 def test_a_race_checkpoint_is_evaluated_with_its_trained_weights(tmp_path, monkeypatch, capsys):
     from hyperclone import race
-    from hyperclone.runs import read_checkpoint
+    from hyperclone.training.runs import read_checkpoint
 
     run = tmp_path / "run"
     race("tiny-gpt2-stdlib", contestants=("symmetric",), steps=2, batch_size=2, seq_len=32, warmup=1, eval_every=2,
@@ -125,6 +126,7 @@ def test_a_race_checkpoint_is_evaluated_with_its_trained_weights(tmp_path, monke
     assert "name a contestant" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_refusals_are_one_line(tmp_path, capsys):
     one_line_refusal("no task 'no_such_task'", prepare_tasks, "no_such_task", TASKS)
     one_line_refusal("not an lm-eval task name", prepare_tasks, "a;b")
@@ -139,7 +141,7 @@ def test_refusals_are_one_line(tmp_path, capsys):
 
 def test_without_lm_eval_the_command_says_how_to_install_it():
     code = ("import sys; sys.modules['lm_eval'] = None\n"
-            "from hyperclone.cli import main\n"
+            "from hyperclone.cli.main import main\n"
             "sys.exit(main(['eval', 'tiny-gpt2-stdlib', '--tasks', 'arc_easy']))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert done.returncode == 2, done.stderr

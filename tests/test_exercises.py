@@ -11,13 +11,13 @@ import torch
 from families import CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone
-from hyperclone.exercises import (WrongAnswer, check_block_patterns, check_cosine_prediction, check_diagonal_prediction,
+from hyperclone.teach.exercises import (WrongAnswer, check_block_patterns, check_cosine_prediction, check_diagonal_prediction,
                                   check_exact_asymmetric_clone, check_exact_asymmetric_grid, check_loss_rise,
                                   check_parameter_prediction, check_repair, check_tokens_to_loss, copy_gradient_gap,
                                   grade, parameter_count)
-from hyperclone.grow import grow_matrix
-from hyperclone.results import RaceResult
-from hyperclone.verify import rounding_tolerance
+from hyperclone.core.grow import grow_matrix
+from hyperclone.training.results import RaceResult
+from hyperclone.core.verify import rounding_tolerance
 
 GPT2 = CASES[0][2]
 FFN_IN = "transformer.h.0.mlp.c_fc.weight"

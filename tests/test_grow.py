@@ -7,9 +7,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.grow import VARIANTS, grow_matrix, repeat_vector, split_blocks, tensor_generator
-from hyperclone.verify import rounding_tolerance
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.grow import VARIANTS, grow_matrix, repeat_vector, split_blocks, tensor_generator
+from hyperclone.core.verify import rounding_tolerance
 
 shapes = st.tuples(st.integers(1, 9), st.integers(1, 9))
 factors = st.integers(1, 4)
@@ -87,7 +87,7 @@ def test_vectors_repeat():
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True, None])
 def test_bad_factors_are_refused_with_a_reason(bad):
-    from hyperclone.grow import check_factor
+    from hyperclone.core.grow import check_factor
 
     with pytest.raises(HyperCloneError, match="factor must be an integer >= 1"):
         check_factor(bad)

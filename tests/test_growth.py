@@ -16,17 +16,17 @@ from safetensors.torch import load_file
 
 import hyperclone
 from hyperclone import Growth, clone, make_plan, stream_clone
-from hyperclone.cli import main
-from hyperclone.clone import ClonePlan
-from hyperclone.contestants import starting_model
-from hyperclone.errors import HyperCloneError
-from hyperclone.race_config import RaceConfig
+from hyperclone.cli.main import main
+from hyperclone.core.clone import ClonePlan
+from hyperclone.training.contestants import starting_model
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.training.config import RaceConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
 BUILTIN = "tiny-gpt2-stdlib"
-CLONE_MODULE = importlib.import_module("hyperclone.clone")  # ``hyperclone.clone`` is the function
-STREAM_MODULE = importlib.import_module("hyperclone.stream")
+CLONE_MODULE = importlib.import_module("hyperclone.core.clone")  # ``hyperclone.core.clone`` is the function
+STREAM_MODULE = importlib.import_module("hyperclone.io.stream")
 
 
 def same_bits(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -81,7 +81,7 @@ def test_a_growth_cannot_be_changed_after_it_was_checked():
 
 
 def test_growth_imports_without_torch_so_the_cli_checks_arguments_first():
-    code = "import sys, hyperclone.growth, hyperclone.cli; print('torch' in sys.modules)"
+    code = "import sys, hyperclone.core.growth, hyperclone.cli.main; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
     assert out.stdout.strip() == "False"
 
@@ -175,7 +175,7 @@ def test_the_cli_builds_one_growth_and_one_plan_per_clone(llama_dir, tmp_path, m
 # The app: one plan per clone, cached by (source, device, dtype, growth)
 # --------------------------------------------------------------------------- #
 def test_the_app_keys_a_clone_by_source_device_dtype_and_growth_and_plans_it_once(app, monkeypatch):
-    plans = count_calls(monkeypatch, hyperclone, "make_plan")
+    plans = count_calls(monkeypatch, importlib.import_module("hyperclone.dashboard.sources_panel"), "make_plan")
     loose_plans = count_calls(monkeypatch, CLONE_MODULE, "make_plan")
     app.sidebar.number_input(key="seed").set_value(4243).run()  # settings no other test clones with
     app.button(key="clone").click().run()
@@ -190,7 +190,7 @@ def test_the_app_keys_a_clone_by_source_device_dtype_and_growth_and_plans_it_onc
 
 
 def test_an_unusable_device_is_named_even_before_a_source_is_loaded(app, tmp_path):
-    from hyperclone.sources import check_device
+    from hyperclone.io.sources import check_device
 
     unusable = []
     for device in ("cuda", "mps"):
@@ -218,5 +218,7 @@ def test_the_race_tab_runs_without_a_clone_and_the_others_ask_for_one(app):
 
 
 def test_the_app_sections_are_numbered_in_page_order():
-    numbers = [int(n) for n in re.findall(r"^# (\d+)\. ", Path(APP).read_text(), flags=re.MULTILINE)]
+    modules = ("sources_panel", "inspect_tabs", "race_tab", "export_tab")  # the explorer page's parts, top to bottom
+    text = "".join((ROOT / "hyperclone" / "dashboard" / f"{m}.py").read_text() for m in modules)
+    numbers = [int(n) for n in re.findall(r"^# (\d+)\. ", text, flags=re.MULTILINE)]
     assert numbers == sorted(numbers) == list(range(1, len(numbers) + 1))

@@ -9,9 +9,9 @@ import torch
 from families import CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone
-from hyperclone.heatmaps import (TITLE_CHARS, block_row_error, clone_heatmaps, downsample, heatmap_caption,
+from hyperclone.views.heatmaps import (TITLE_CHARS, block_row_error, clone_heatmaps, downsample, heatmap_caption,
                                  matrix_names)
-from hyperclone.verify import rounding_tolerance
+from hyperclone.core.verify import rounding_tolerance
 
 
 def row_sum_tolerance(wide, name: str, b: int) -> float:

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from pages import LESSON, open_page, param
 from streamlit.testing.v1 import AppTest
 
 from hyperclone import Growth, load_source
-from hyperclone.classroom import CLASSROOM_ENV, TOKEN_ENV
-from hyperclone.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds
-from hyperclone.verify import rounding_tolerance
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-LESSON = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom dashboard import lesson\nlesson.render()\n"
-
-
-@pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv(CLASSROOM_ENV, raising=False)
-    return tmp_path / "runs"
-
-
-def param(at: AppTest, key: str) -> str | None:
-    value = at.query_params.get(key)
-    return value[0] if isinstance(value, list) else value
+from hyperclone.teach.classroom import CLASSROOM_ENV, TOKEN_ENV
+from hyperclone.teach.lesson import QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds
+from hyperclone.core.verify import rounding_tolerance
 
 
 def lesson_at(**params: str) -> AppTest:
-    at = AppTest.from_string(LESSON, default_timeout=180)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(LESSON, **params)
     assert not at.error, [e.value for e in at.error]
     return at
 
@@ -59,9 +38,9 @@ def test_every_chapter_shows_its_idea_and_a_figure_or_what_to_do(runs, chapter, 
 
 def test_without_recorded_races_chapter_4_offers_the_live_race_and_chapter_5_waits_for_one(runs, tmp_path,
                                                                                            monkeypatch):
-    import hyperclone.recorded
+    import hyperclone.training.recorded
 
-    monkeypatch.setattr(hyperclone.recorded, "RUNS_DIR", tmp_path / "none")
+    monkeypatch.setattr(hyperclone.training.recorded, "RUNS_DIR", tmp_path / "none")
     at = lesson_at(chapter="4")
     assert "No recorded race" in at.info[0].value and at.button(key="lesson_race_start")
     assert "quick race" in lesson_at(chapter="5").info[0].value  # the symmetry curve needs a race first
@@ -78,11 +57,8 @@ def test_next_and_back_move_through_the_chapters_and_the_url_follows(runs):
 
 
 def test_a_bad_link_is_one_warning_and_the_lesson_still_opens(runs):
-    at = AppTest.from_string(LESSON, default_timeout=180)
-    at.query_params["factor"] = "two"
-    at.query_params["chapter"] = "9"
-    at.run()
-    assert not at.exception and "not a number" in at.error[0].value  # one line; nothing from the link is built
+    at = open_page(LESSON, factor="two", chapter="9")
+    assert "not a number" in at.error[0].value  # one line; nothing from the link is built
     assert at.subheader[0].value.startswith("5 ·")  # an out-of-range chapter is clamped
 
 
@@ -99,6 +75,7 @@ def test_the_clone_vector_is_the_source_vector_repeated():
                                                                      float(x.abs().max()))
 
 
+@pytest.mark.slow
 def test_the_race_estimate_comes_from_a_timed_step_and_reads_like_a_person_says_it():
     source, _ = load_source("tiny-gpt2-stdlib", device="cpu")
     step = step_seconds(source, Growth(2), QUICK.batch_size, QUICK.seq_len)
@@ -108,12 +85,7 @@ def test_the_race_estimate_comes_from_a_timed_step_and_reads_like_a_person_says_
 
 
 def test_the_explorer_opens_the_view_a_link_describes(runs):
-    at = AppTest.from_file(APP, default_timeout=180)
-    for key, value in {"source": "tiny-llama-stdlib", "factor": "3", "variant": "diagonal", "seed": "7",
-                       "tab": "Heatmaps"}.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
+    at = open_page(source="tiny-llama-stdlib", factor="3", variant="diagonal", seed="7", tab="Heatmaps")
     assert at.sidebar.selectbox(key="builtin").value == "tiny-llama-stdlib"
     assert at.sidebar.slider(key="factor").value == 3 and at.sidebar.radio(key="variant").value == "diagonal"
     assert at.sidebar.number_input(key="seed").value == 7 and at.session_state["tab"] == "Heatmaps"
@@ -123,9 +95,7 @@ def test_the_explorer_opens_the_view_a_link_describes(runs):
 def test_in_classroom_mode_a_race_needs_the_teacher_token(runs, monkeypatch):
     monkeypatch.setenv(CLASSROOM_ENV, "1")
     monkeypatch.setenv(TOKEN_ENV, "teacher-secret")
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.query_params["tab"] = "Training race"
-    at.run()
+    at = open_page(tab="Training race")
     start = at.button(key="race_start")
     assert start.disabled  # only the teacher starts races (tests/test_classroom_guards.py)
     start.proto.disabled = False  # a hostile page sends the click anyway: discarded, or refused by start_race

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 from huggingface_hub import ModelCard
 
-from hyperclone.cli import main
-from hyperclone.model_card import PROJECT_LICENSE, card_license, output_name
-from hyperclone.sources import builtin_dir
+from hyperclone.cli.main import main
+from hyperclone.io.model_card import PROJECT_LICENSE, card_license, output_name
+from hyperclone.io.sources import builtin_dir
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,7 +124,7 @@ def closed_port():
 def _push(tmp_path: Path, *argv: str, **env: str) -> subprocess.CompletedProcess:
     """``hyperclone clone tiny-gpt2-stdlib OUT *argv`` in a fresh process with no saved token, printing
     whether torch was imported; never a real hub: ``HF_ENDPOINT`` is a closed local port unless ``env`` says."""
-    code = ("import sys; from hyperclone.cli import main; rc = main(sys.argv[1:]); "
+    code = ("import sys; from hyperclone.cli.main import main; rc = main(sys.argv[1:]); "
             "print(rc, 'torch' in sys.modules)")
     clean = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_OIDC_RESOURCE")}
     env = {**clean, "PYTHONPATH": str(REPO), "HF_HOME": str(tmp_path / "hf-home"), **env}

@@ -4,27 +4,24 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import MOE_CASE_IDS, MOE_CASES, expected_wide_kwargs, make_config, tiny_model
-from safetensors.torch import load_file, save_file
+from families import (MOE_CASE_IDS, MOE_CASES, case_fixture, expected_wide_kwargs, fast_first, make_config, stored,
+                      tiny_model)
+from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from hyperclone import VARIANTS, Growth, clone, verify
-from hyperclone import checkpoint
-from hyperclone.cli import main
-from hyperclone.errors import SourceError
-from hyperclone.heatmaps import clone_heatmaps, expert_count, matrix_names
-from hyperclone.stream import stream_clone
-from hyperclone.symmetry import symmetry_by_tensor
-from hyperclone.verify import TOLERANCE, default_input_ids, rounding_tolerance
+from hyperclone.cli.main import main
+from hyperclone.core.errors import SourceError
+from hyperclone.views.heatmaps import clone_heatmaps, expert_count, matrix_names
+from hyperclone.io.stream import stream_clone
+from hyperclone.core.symmetry import symmetry_by_tensor
+from hyperclone.core.verify import TOLERANCE, default_input_ids, rounding_tolerance
 
 BY_ID = {c[0]: c for c in MOE_CASES}
 ROUTERS = ("mlp.gate.weight", "mlp.shared_expert_gate.weight")  # [experts or 1, hidden]: read the residual stream
 
 
-@pytest.fixture(scope="module", params=MOE_CASES, ids=MOE_CASE_IDS)
-def case(request):
-    _, model_type, kwargs, sizes = request.param
-    return model_type, kwargs, sizes, tiny_model(model_type, kwargs)
+case = case_fixture(MOE_CASES, MOE_CASE_IDS)
 
 
 def routing(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
@@ -42,15 +39,8 @@ def routing(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
     return picked
 
 
-def stored(path) -> dict[str, torch.Tensor]:
-    out = {}
-    for f in checkpoint.weight_files(path):
-        out.update(load_file(f))
-    return out
-
-
-@pytest.mark.parametrize("factor,ffn_factor", [(2, 2), (2, 3), (3, 2)])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("factor,ffn_factor", fast_first([(2, 2), (2, 3), (3, 2)]))  # the rest: slow
+@pytest.mark.parametrize("variant", fast_first(list(VARIANTS)))
 def test_cloned_moe_logits_and_routing_equal_the_source(case, factor, ffn_factor, variant):
     model_type, kwargs, _, source = case
     wide = clone(source, factor, ffn_factor, variant=variant, seed=1)

@@ -9,28 +9,26 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from families import LLAMA_KW, tiny_model
-from test_output_safety import snapshot
+from clirun import error_line, run_cli, snapshot
 
-from hyperclone import atomic
-from hyperclone.cli import main
-from hyperclone.errors import OutputExistsError
-from hyperclone.export import PROVENANCE_FILE, atomic_output
+from hyperclone.io import atomic
+from hyperclone.cli.main import main
+from hyperclone.core.errors import OutputExistsError
+from hyperclone.io.export import PROVENANCE_FILE, atomic_output
 
-REPO = Path(__file__).resolve().parent.parent
 MODES = pytest.mark.parametrize("mode", [[], ["--in-memory"]], ids=["streaming", "in-memory"])
 
 # The CLI, with one hook: just before it seals its output, RUN_FIRST (a JSON list of commands) runs to the end.
 # That is the worst moment for another clone to finish or for the user to add a file, made deterministic.
 CLI_WITH_HOOK = """
 import json, os, subprocess, sys
-from hyperclone import export, stream
-from hyperclone.cli import main
+from hyperclone.io import export
+from hyperclone.io import stream
+from hyperclone.cli.main import main
 
 seal = export.write_metadata
 
@@ -44,49 +42,29 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_cli(*args: str, hook_runs: list[list[str]] | None = None) -> tuple[int, str, str]:
-    """``hyperclone ARGS`` in a fresh process; with ``hook_runs``, those commands run just before it seals OUT."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    head = [sys.executable, "-m", "hyperclone.cli"]
-    if hook_runs is not None:
-        env["RUN_FIRST"] = json.dumps(hook_runs)
-        head = [sys.executable, "-c", CLI_WITH_HOOK]
-    run = subprocess.run([*head, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300,
-                         env=env)
-    return run.returncode, run.stdout, run.stderr
+def run_hooked(*args: str, hook_runs: list[list[str]]) -> tuple[int, str, str]:
+    """``hyperclone ARGS`` in a fresh process; the commands ``hook_runs`` run just before it seals OUT."""
+    return run_cli(*args, head=[sys.executable, "-c", CLI_WITH_HOOK], env={"RUN_FIRST": json.dumps(hook_runs)})
 
 
 def hyperclone_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "hyperclone.cli", *args]
-
-
-def one_error_line(err: str) -> str:
-    """The one error line (transformers may draw progress bars on stderr too)."""
-    assert "Traceback" not in err, err[-3000:]
-    (line,) = [line for line in err.splitlines() if line.startswith("error:")]
-    return line
+    return [sys.executable, "-m", "hyperclone", *args]
 
 
 def record_of(out: Path) -> dict:
     return json.loads((out / PROVENANCE_FILE).read_text())
 
 
-@pytest.fixture()
-def src(tmp_path) -> Path:
-    path = tmp_path / "src"
-    tiny_model("llama", LLAMA_KW).save_pretrained(path)
-    return path
-
-
 # --------------------------------------------------------------------------- #
 # 10. Two clones into one new OUT: the one that finishes second refuses
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_a_clone_that_finishes_second_into_the_same_new_out_refuses_and_keeps_the_first(src, tmp_path):
     out = tmp_path / "out"
     other = hyperclone_cmd("clone", str(src), str(out), "--factor", "3", "--no-verify")
-    code, stdout, err = run_cli("clone", str(src), str(out), "--no-verify", hook_runs=[other])
+    code, stdout, err = run_hooked("clone", str(src), str(out), "--no-verify", hook_runs=[other])
     assert code == 2, (stdout, err)
-    assert "earlier HyperClone output" in one_error_line(err) and "saved" not in stdout
+    assert "earlier HyperClone output" in error_line(err) and "saved" not in stdout
     assert record_of(out)["factor"] == 3  # the first clone, untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "src"]  # the loser's temporary directory is gone
 
@@ -114,13 +92,6 @@ def test_publishing_never_replaces_what_appeared_and_overwrite_swaps(tmp_path, m
 # --------------------------------------------------------------------------- #
 # 11. --overwrite replaces only what HyperClone wrote
 # --------------------------------------------------------------------------- #
-@pytest.fixture()
-def earlier_output(tmp_path, src) -> Path:
-    out = tmp_path / "earlier"
-    assert main(["clone", str(src), str(out), "--no-verify"]) == 0
-    return out
-
-
 def test_the_record_lists_every_file_hyperclone_wrote(earlier_output):
     assert record_of(earlier_output)["files"] == sorted(p.name for p in earlier_output.iterdir())
 
@@ -129,17 +100,18 @@ def test_overwrite_refuses_an_earlier_output_holding_a_file_the_user_added(src, 
     (earlier_output / "notes.txt").write_text("my notes")
     before = snapshot(earlier_output)
     code, _, err = run_cli("clone", str(src), str(earlier_output), "--factor", "3", "--overwrite")
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 2 and "'notes.txt'" in line and "did not write" in line and "move them out" in line
     assert snapshot(earlier_output) == before
 
 
+@pytest.mark.slow
 def test_a_file_added_while_the_clone_runs_is_never_deleted_by_overwrite(src, earlier_output, tmp_path):
     notes = earlier_output / "notes.txt"
     add_notes = [sys.executable, "-c", f"open({str(notes)!r}, 'w').write('written meanwhile')"]
-    code, _, err = run_cli("clone", str(src), str(earlier_output), "--factor", "3", "--overwrite",
-                           hook_runs=[add_notes])
-    assert code == 2 and "'notes.txt'" in one_error_line(err)
+    code, _, err = run_hooked("clone", str(src), str(earlier_output), "--factor", "3", "--overwrite",
+                              hook_runs=[add_notes])
+    assert code == 2 and "'notes.txt'" in error_line(err)
     assert notes.read_text() == "written meanwhile" and record_of(earlier_output)["factor"] == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["earlier", "src"]
 
@@ -168,6 +140,7 @@ def test_a_directory_named_like_a_temporary_one_is_never_removed(src, tmp_path, 
 # --------------------------------------------------------------------------- #
 # 13. Nothing outside the source reaches the clone
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @MODES
 def test_a_tokenizer_file_linked_outside_the_source_is_refused_and_nothing_is_written(src, tmp_path, mode):
     secret = tmp_path / "secret.txt"
@@ -175,14 +148,14 @@ def test_a_tokenizer_file_linked_outside_the_source_is_refused_and_nothing_is_wr
     (src / "tokenizer.json").symlink_to(secret)
     out = tmp_path / "out"
     code, _, err = run_cli("clone", str(src), str(out), *mode)
-    line = one_error_line(err)
+    line = error_line(err)
     assert code == 2 and "tokenizer.json" in line and "outside the source" in line
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["secret.txt", "src"]
 
 
 def test_the_api_refuses_it_too(src, tmp_path):
     from hyperclone import load_source, stream_clone
-    from hyperclone.errors import SourceError
+    from hyperclone.core.errors import SourceError
 
     (src / "generation_config.json").unlink()
     (src / "generation_config.json").symlink_to("/etc/hostname")

@@ -17,59 +17,23 @@ import time
 from pathlib import Path
 
 import pytest
-from families import LLAMA_KW, tiny_model
+from clirun import cli, one_line, run_cli, snapshot
+from families import tiny_model
 
-from hyperclone import Growth, shard_writer, stream
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-from hyperclone.export import PROVENANCE_FILE
+from hyperclone import Growth
+from hyperclone.io import shard_writer
+from hyperclone.io import stream
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.io.export import PROVENANCE_FILE
 
 REPO = Path(__file__).resolve().parent.parent
 BUILTIN = "tiny-gpt2-stdlib"
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, **popen) -> subprocess.Popen:
-    """``python -m hyperclone.cli ARGS`` in a fresh process, stdin closed."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **(env or {}))
-    return subprocess.Popen([sys.executable, "-m", "hyperclone.cli", *args], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd, env=env, **popen)
-
-
-def run_cli(*args: str, **kw) -> tuple[int, str, str]:
-    proc = cli(*args, **kw)
-    out, err = proc.communicate(timeout=300)
-    return proc.returncode, out, err
-
-
-def one_line(err: str) -> str:
-    assert "Traceback" not in err, err[-3000:]
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err[-3000:]
-    return lines[0]
-
-
-def snapshot(path: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
 def leftovers(parent: Path) -> list[str]:
     """Hidden temporary or old directories next to an output."""
     return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
-
-
-@pytest.fixture()
-def src(tmp_path) -> Path:
-    path = tmp_path / "src"
-    tiny_model("llama", LLAMA_KW).save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
-def earlier_output(tmp_path, src) -> Path:
-    """A directory HyperClone wrote before (it holds hyperclone.json)."""
-    out = tmp_path / "earlier"
-    assert main(["clone", str(src), str(out)]) == 0
-    return out
 
 
 # --------------------------------------------------------------------------- #
@@ -82,6 +46,7 @@ def test_cloning_a_source_onto_itself_with_overwrite_is_refused_and_the_source_s
     assert snapshot(earlier_output) == before and leftovers(earlier_output.parent) == []
 
 
+@pytest.mark.slow
 def test_cloning_into_the_current_directory_with_overwrite_is_refused(earlier_output):
     before = snapshot(earlier_output)
     code, _, err = run_cli("clone", BUILTIN, ".", "--overwrite", cwd=earlier_output)
@@ -127,12 +92,10 @@ def test_an_earlier_output_is_replaced_only_with_overwrite(src, earlier_output, 
     assert json.loads((earlier_output / PROVENANCE_FILE).read_text())["factor"] == 3
 
 
-def test_the_dashboard_names_its_own_overwrite_box(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+def test_the_dashboard_names_its_own_overwrite_box(tmp_path, runs):
+    from pages import open_page
 
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
-    at.run()
+    at = open_page()
     at.button(key="clone").click().run()
     at.session_state["tab"] = "Export"
     at.run()
@@ -151,6 +114,7 @@ def test_the_dashboard_names_its_own_overwrite_box(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- #
 # 10. An output that cannot be created is one line
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_an_output_under_a_file_is_one_line(tmp_path):
     (tmp_path / "a-file").write_text("x")
     code, _, err = run_cli("clone", BUILTIN, str(tmp_path / "a-file" / "out"))
@@ -246,6 +210,7 @@ def _start_and_kill_mid_clone(src: Path, out: Path, sig: int) -> tuple[int, str]
     return proc.returncode, err
 
 
+@pytest.mark.slow
 def test_sigterm_mid_clone_cleans_up_like_ctrl_c(slow_src, tmp_path):
     out = tmp_path / "out"
     code, err = _start_and_kill_mid_clone(slow_src, out, signal.SIGTERM)
@@ -253,6 +218,7 @@ def test_sigterm_mid_clone_cleans_up_like_ctrl_c(slow_src, tmp_path):
     assert not out.exists() and leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_sigkilled_clone_leaves_a_temp_dir_that_the_next_run_removes(slow_src, tmp_path):
     out = tmp_path / "out"
     code, _ = _start_and_kill_mid_clone(slow_src, out, signal.SIGKILL)
@@ -290,7 +256,7 @@ def test_outputs_follow_the_umask(src, tmp_path, mode):
 # --------------------------------------------------------------------------- #
 IMPORTS_TORCH = """
 import sys
-from hyperclone.cli import main
+from hyperclone.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as e:

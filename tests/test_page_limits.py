@@ -12,14 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from families import fast_first
+from pages import EXPLORER, LESSON, one_error, open_page, param
 from streamlit.testing.v1 import AppTest
 
-from hyperclone.classroom import CLASSROOM_ENV
-from hyperclone.errors import HyperCloneError
-
-ROOT = Path(__file__).resolve().parent.parent
-APP = str(ROOT / "app.py")
-LESSON = f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom dashboard import lesson\nlesson.render()\n"
+from hyperclone.core.errors import HyperCloneError
 
 # One absurd or malformed value per URL parameter (a value the page's controls could never send).
 GROWTH_LINKS = [("factor", "999"), ("factor", "two"), ("ffn_factor", "64"), ("variant", "x" * 300),
@@ -31,10 +28,8 @@ EXPLORER_LINKS = [*GROWTH_LINKS, ("tab", "Everything"), ("run", "../outside")]
 
 
 @pytest.fixture
-def runs(tmp_path, monkeypatch) -> Path:
-    """Races saved under tmp_path/runs; beside it a run directory that no link may reach."""
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    monkeypatch.delenv(CLASSROOM_ENV, raising=False)
+def runs(runs, tmp_path) -> Path:
+    """Races saved under tmp_path/runs (tests/conftest.py); beside it a run directory that no link may reach."""
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "run.json").write_text('{"config": {}}')
     return tmp_path / "runs"
@@ -47,9 +42,9 @@ def plans(monkeypatch) -> list:
     import importlib
 
     import hyperclone
-    from dashboard import lesson
+    from hyperclone.dashboard import lesson_page as lesson
 
-    clone_module = importlib.import_module("hyperclone.clone")  # hyperclone.clone is the function
+    clone_module = importlib.import_module("hyperclone.core.clone")  # hyperclone.core.clone is the function
     real, made = clone_module.make_plan, []
 
     def recording(config, growth=None):
@@ -65,41 +60,27 @@ def plans(monkeypatch) -> list:
     return made
 
 
-def opened(script: str, params: dict[str, str], from_file: bool = False) -> AppTest:
-    at = (AppTest.from_file if from_file else AppTest.from_string)(script, default_timeout=180)
-    for key, value in params.items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def param(at: AppTest, key: str) -> str | None:
-    value = at.query_params.get(key)
-    return value[0] if isinstance(value, list) and value else value or None
-
-
 def refused_once(at: AppTest, key: str) -> str:
     """The one error line on the page, which names the refused link parameter."""
-    lines = [e.value for e in at.error]
-    assert len(lines) == 1 and f"{key}=" in lines[0] and "\n" not in lines[0], lines
-    assert len(lines[0]) < 400, lines[0]  # the value is cut short, never echoed whole
-    return lines[0]
+    line = one_error(at)
+    assert f"{key}=" in line and len(line) < 400, line  # the value is cut short, never echoed whole
+    return line
 
 
-@pytest.mark.parametrize("key, value", LESSON_LINKS, ids=[f"{k}={v[:12]}" for k, v in LESSON_LINKS])
+@pytest.mark.parametrize("key, value", fast_first(LESSON_LINKS, 4), ids=[f"{k}={v[:12]}" for k, v in LESSON_LINKS])
 def test_a_bad_lesson_link_is_one_line_and_nothing_is_built(runs, plans, key, value):
     params = {"chapter": "1", key: value}  # chapter 1 clones as soon as it opens
-    at = opened(LESSON, params)
+    at = open_page(LESSON, **params)
     assert "nothing was built" in refused_once(at, key)
     assert plans == []  # no clone, no size count, no timed step
     assert at.subheader and at.button(key="lesson_next")  # the lesson still opens
     assert param(at, key) != value  # the link now holds the lesson's own settings
 
 
-@pytest.mark.parametrize("key, value", EXPLORER_LINKS, ids=[f"{k}={v[:12]}" for k, v in EXPLORER_LINKS])
+@pytest.mark.parametrize("key, value", fast_first(EXPLORER_LINKS, 4),
+                         ids=[f"{k}={v[:12]}" for k, v in EXPLORER_LINKS])
 def test_a_bad_explorer_link_is_one_line_and_the_sidebar_keeps_its_own_settings(runs, plans, key, value):
-    at = opened(APP, {key: value}, from_file=True)
+    at = open_page(EXPLORER, **{key: value})
     refused_once(at, key)
     assert all(g.factor == 2 and g.depth == 1 and g.seed == 0 for g in plans)  # only the sidebar's own growth
     assert at.sidebar.slider(key="factor").value == 2 and at.session_state["tab"] == "Compare"
@@ -107,7 +88,7 @@ def test_a_bad_explorer_link_is_one_line_and_the_sidebar_keeps_its_own_settings(
 
 
 def test_a_good_lesson_link_still_opens_its_view(runs, plans):
-    at = opened(LESSON, {"chapter": "2", "factor": "3", "variant": "diagonal", "presenter": "0"})
+    at = open_page(LESSON, chapter="2", factor="3", variant="diagonal", presenter="0")
     assert not at.error and at.slider(key="lesson_factor").value == 3
     assert plans and all(g.factor == 3 for g in plans)
 
@@ -115,17 +96,17 @@ def test_a_good_lesson_link_still_opens_its_view(runs, plans):
 @pytest.fixture
 def race_tab(runs, monkeypatch) -> AppTest:
     """The Explorer's race tab; timing a step larger than a race may take trips at once."""
-    import hyperclone.lesson
+    import hyperclone.teach.lesson
 
-    real = hyperclone.lesson.step_seconds
+    real = hyperclone.teach.lesson.step_seconds
 
     def guarded(source, growth, batch_size, seq_len):
         if batch_size * seq_len > 2**15:
             raise RuntimeError(f"tripwire: a step of {batch_size} x {seq_len} tokens was timed")
         return real(source, growth, batch_size, seq_len)
 
-    monkeypatch.setattr(hyperclone.lesson, "step_seconds", guarded)
-    return opened(APP, {"tab": "Training race"}, from_file=True)
+    monkeypatch.setattr(hyperclone.teach.lesson, "step_seconds", guarded)
+    return open_page(EXPLORER, tab="Training race")
 
 
 def test_race_tab_refuses_a_batch_times_sequence_over_the_limit_and_times_nothing(race_tab):
@@ -150,9 +131,9 @@ def test_race_tab_refuses_an_absurd_contestant_depth_before_building_it(race_tab
 
 
 def test_race_tab_refuses_contestants_that_do_not_fit_in_free_memory(race_tab, monkeypatch):
-    import hyperclone.resources
+    import hyperclone.core.resources
 
-    monkeypatch.setattr(hyperclone.resources, "free_bytes", lambda device: 2**20)
+    monkeypatch.setattr(hyperclone.core.resources, "free_bytes", lambda device: 2**20)
     race_tab.number_input(key="race_steps").set_value(20).run()
     assert not race_tab.exception, race_tab.exception
     lines = [e.value for e in race_tab.error if "race" in e.value]
@@ -163,18 +144,18 @@ def test_race_tab_refuses_contestants_that_do_not_fit_in_free_memory(race_tab, m
 @pytest.fixture
 def nothing_built(monkeypatch):
     """Building any contestant trips at once."""
-    import hyperclone.contestants
+    import hyperclone.training.contestants
 
     def tripwire(*args, **kwargs):
         raise RuntimeError("tripwire: a contestant was built")
 
-    monkeypatch.setattr(hyperclone.contestants, "starting_model", tripwire)
+    monkeypatch.setattr(hyperclone.training.contestants, "starting_model", tripwire)
 
 
 def test_race_refuses_an_absurd_depth_before_building_any_contestant(kit, nothing_built):
     from racekit import TINY, one_line_refusal
 
-    from hyperclone.train import race
+    from hyperclone.training.loop import race
 
     model, tok, corpus = kit
     one_line_refusal("depth", race, model, tokenizer=tok, data=corpus,
@@ -185,10 +166,10 @@ def test_race_refuses_contestants_that_do_not_fit_in_free_memory_before_building
                                                                                        monkeypatch):
     from racekit import TINY, one_line_refusal
 
-    import hyperclone.resources
-    from hyperclone.train import race
+    import hyperclone.core.resources
+    from hyperclone.training.loop import race
 
-    monkeypatch.setattr(hyperclone.resources, "free_bytes", lambda device: 2**20)
+    monkeypatch.setattr(hyperclone.core.resources, "free_bytes", lambda device: 2**20)
     model, tok, corpus = kit
     message = one_line_refusal("needs .* but only 1.0 MiB is free", race, model, tokenizer=tok, data=corpus,
                                contestants=("noisy_symmetric", "random@depth=4"), **TINY)
@@ -200,7 +181,7 @@ def test_the_estimate_refuses_more_tokens_a_step_than_the_dashboard_races(kit, b
     """The dashboard's cap on batch x sequence (a class shares one server); the CLI and the API are bounded by
     the race's memory check instead, so a GPU user may train larger batches."""
     from hyperclone import Growth
-    from hyperclone.lesson import step_seconds
+    from hyperclone.teach.lesson import step_seconds
 
     model, _, _ = kit
     with pytest.raises(HyperCloneError, match="tokens per step"):
@@ -211,7 +192,7 @@ def test_the_estimate_times_a_small_step_and_scales_it(kit, monkeypatch):
     import torch
 
     from hyperclone import Growth
-    from hyperclone.lesson import TIMED_TOKENS, step_seconds
+    from hyperclone.teach.lesson import TIMED_TOKENS, step_seconds
 
     shapes = []
     real = torch.randint

@@ -5,9 +5,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 import pytest
 
-from hyperclone import plots
-from hyperclone.results import RaceResult
-from hyperclone.speedups import speedup
+from hyperclone.views import plots
+from hyperclone.training.results import RaceResult
+from hyperclone.training.speedups import speedup
 
 RANDOM = [(0, 8.0), (100, 6.0), (200, 5.0), (300, 4.5)]
 CLONE = [(0, 5.0), (100, 4.6), (200, 4.4), (300, 4.3)]

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from streamlit.testing.v1 import AppTest
-
-APP = str(Path(__file__).resolve().parent.parent / "app.py")
+from pages import open_page
 
 
-def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.run()
+def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(runs):
+    at = open_page()
     at.session_state["tab"] = "Training race"
     at.run()
     assert not at.exception, at.exception

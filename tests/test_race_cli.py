@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from racekit import save_source
 
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-from hyperclone.runs import load_run
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.training.runs import load_run
 
 ARGS = ["--contestants", "noisy_symmetric,random", "--steps", "6", "--batch-size", "4", "--seq-len", "32",
         "--eval-every", "2", "--eval-windows", "4", "--lr", "3e-3", "--warmup", "2", "--device", "cpu",
@@ -20,15 +20,16 @@ ARGS = ["--contestants", "noisy_symmetric,random", "--steps", "6", "--batch-size
 
 
 @pytest.fixture(scope="module")
-def src(tmp_path_factory):
+def cli_source(tmp_path_factory):
+    """The tiny race model saved as a checkpoint, and its corpus file (one per module)."""
     folder = tmp_path_factory.mktemp("cli")
     return save_source(folder), folder / "corpus.txt"
 
 
 @pytest.fixture(scope="module")
-def single(src, tmp_path_factory):
+def single(cli_source, tmp_path_factory):
     """One single-process CLI run, the reference for the data-parallel one."""
-    source, text = src
+    source, text = cli_source
     run_dir = tmp_path_factory.mktemp("single") / "run"
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("HYPERCLONE_CACHE", str(run_dir.parent / "cache"))
@@ -56,15 +57,16 @@ def test_cli_resume_reads_the_stored_settings(single, capsys, monkeypatch):
     assert "cannot resume: steps was 6" in capsys.readouterr().err
 
 
-def test_data_parallel_on_two_processes_matches_one_process(src, single, tmp_path):
+@pytest.mark.slow
+def test_data_parallel_on_two_processes_matches_one_process(cli_source, single, tmp_path):
     """The global batch is split in two equal shards, so the run is the same up to float rounding."""
-    source, text = src
+    source, text = cli_source
     launcher = Path(sys.executable).parent / "accelerate"
     env = {**os.environ, "HYPERCLONE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     # On a CPU-only machine, accelerate starts several CPU processes through torchrun (--multi_gpu);
     # its --cpu launcher would start only one (it needs mpirun), which race refuses.
     cmd = [str(launcher), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hyperclone.cli", "race",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hyperclone", "race",
            "--source", str(source), "--data", str(text), "--run-dir", str(tmp_path / "run"), *ARGS]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -86,7 +88,7 @@ def test_data_parallel_on_two_processes_matches_one_process(src, single, tmp_pat
 
 
 def test_accelerate_cpu_launcher_starting_one_process_is_refused(monkeypatch):
-    from hyperclone.race_setup import make_accelerator
+    from hyperclone.training.setup import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")

@@ -14,9 +14,9 @@ import pytest
 import torch
 from racekit import PAIR, TINY, StopAfter, setup
 
-from hyperclone.errors import HyperCloneError
-from hyperclone.runs import load_run
-from hyperclone.train import race
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.training.runs import load_run
+from hyperclone.training.loop import race
 
 HERE = Path(__file__).resolve().parent
 LONG = TINY  # the settings of racekit's __main__ (the run that gets killed)
@@ -28,11 +28,7 @@ def comparable(records):
     return [{k: r[k] for k in SAME} for r in records]
 
 
-@pytest.fixture(scope="module")
-def unbroken(kit):
-    """The reference: the killed/stopped runs below must end exactly like this one."""
-    model, tok, corpus = kit
-    return race(model, tokenizer=tok, data=corpus, contestants=PAIR, **LONG)
+UNBROKEN = {"contestants": PAIR, **LONG}  # the reference (conftest's unbroken): the runs below end exactly like it
 
 
 def test_run_dir_holds_config_and_every_record_and_load_run_rebuilds_the_result(kit, tmp_path):
@@ -75,6 +71,7 @@ def test_a_used_run_dir_is_not_overwritten_and_resume_keeps_the_settings(kit, tm
         load_run(tmp_path / "empty")
 
 
+@pytest.mark.slow
 def test_a_killed_run_keeps_every_record_and_resumes_to_the_unbroken_result(tmp_path, unbroken):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
     child = subprocess.Popen([sys.executable, str(HERE / "racekit.py"), str(tmp_path)], stdout=subprocess.PIPE,
@@ -112,6 +109,7 @@ def test_a_killed_run_keeps_every_record_and_resumes_to_the_unbroken_result(tmp_
             assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_a_stopped_run_resumes_mid_interval_to_the_same_final_state(kit, tmp_path, unbroken):
     model, tok, corpus = kit
     stopped = race(model, tokenizer=tok, data=corpus, contestants=PAIR, run_dir=tmp_path, checkpoint_every=4,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hyperclone.recipe_stats import equal_loss_speed, keeps_head_start, rise_of
+from hyperclone.training.recipe_stats import equal_loss_speed, keeps_head_start, rise_of
 
 
 def test_a_clone_that_rises_and_comes_back():

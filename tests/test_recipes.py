@@ -8,16 +8,17 @@ import pytest
 import torch
 from racekit import TINY, StopAfter, one_line_refusal, save_source, setup
 
-from hyperclone.cli import main
-from hyperclone.clone import clone
-from hyperclone.contestants import divided_weights, make_optimizer, set_lr
-from hyperclone.errors import HyperCloneError
-from hyperclone.growth import Growth
-from hyperclone.race_config import ADOPTED_RECIPE, ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
-from hyperclone.race_setup import final_lr_of, source_card
-from hyperclone.runs import load_run
-from hyperclone.sources import read_card
-from hyperclone.train import race
+from hyperclone.cli.main import main
+from hyperclone.core.clone import clone
+from hyperclone.training.contestants import divided_weights, make_optimizer, set_lr
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.growth import Growth
+from hyperclone.training.runs import run_config
+from hyperclone.training.config import ADOPTED_RECIPE, ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
+from hyperclone.training.setup import final_lr_of, source_card
+from hyperclone.training.runs import load_run
+from hyperclone.io.sources import read_card
+from hyperclone.training.loop import race
 
 RECIPES = ("noisy_symmetric", "noisy_symmetric@clone-aware@lr=3e-3", "random@lr=1e-2")
 
@@ -218,6 +219,7 @@ def test_continue_without_a_card_is_refused_in_one_line(tmp_path):
 # --------------------------------------------------------------------------- #
 
 
+@pytest.mark.slow
 def test_recipes_round_trip_through_run_json_and_a_resumed_run_is_bit_exact(tmp_path):
     model, tok, corpus = setup(tmp_path)
     specs = [RECIPES[0], ContestantSpec.parse(RECIPES[1]), RECIPES[2]]
@@ -225,7 +227,7 @@ def test_recipes_round_trip_through_run_json_and_a_resumed_run_is_bit_exact(tmp_
     stopped = race(model, tokenizer=tok, data=corpus, contestants=specs, run_dir=tmp_path / "run",
                    checkpoint_every=2, stop_event=StopAfter(13), **TINY)
     assert {stopped.status(n)[0] for n in RECIPES} == {"stopped"}
-    cfg = RaceConfig.from_run(tmp_path / "run")
+    cfg = run_config(tmp_path / "run")
     assert cfg.contestants == RECIPES and [cfg.spec(n) for n in RECIPES][1].recipe == "clone-aware"
     resumed = race(model, tokenizer=tok, run_dir=tmp_path / "run", resume=True,
                    **{**cfg.race_arguments(), "data": corpus, "device": "cpu"})

@@ -8,8 +8,8 @@ import shutil
 import pytest
 from racekit import one_line_refusal
 
-from hyperclone.recorded import RECORD_FILE, RUNS_DIR, read_record, recorded_races, write_record
-from hyperclone.sources import BUILTIN_NAMES
+from hyperclone.training.recorded import RECORD_FILE, RUNS_DIR, read_record, recorded_races, write_record
+from hyperclone.io.sources import BUILTIN_NAMES
 
 SHIPPED = recorded_races()
 
@@ -36,8 +36,8 @@ def test_a_recorded_race_is_complete_fair_and_says_how_it_was_made(recorded):
 @pytest.mark.parametrize("recorded", SHIPPED, ids=[r.name for r in SHIPPED])
 def test_a_recorded_race_raced_the_source_that_ships_today(recorded):
     """A rebuilt source makes its old recordings stale: they must say the same training budget and final lr."""
-    from hyperclone.race_setup import final_lr_of
-    from hyperclone.sources import read_card
+    from hyperclone.training.setup import final_lr_of
+    from hyperclone.io.sources import read_card
 
     config = recorded.load().config
     card = read_card(config["source"])

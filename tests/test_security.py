@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from clirun import one_line, run_cli
 from families import LLAMA_KW, tiny_model
 from safetensors.torch import save_file
 
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-
-REPO = Path(__file__).resolve().parent.parent
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
 
 # Imported by transformers only if it runs the checkpoint's code: the marker file is the proof.
 CUSTOM_CODE = """
@@ -36,18 +32,6 @@ class TrojanModel(PreTrainedModel):
 """
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``python -m hyperclone.cli ARGS`` with no terminal and stdin closed, as a script would run it."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-    return subprocess.run([sys.executable, "-m", "hyperclone.cli", *args], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
-
-
-def one_error_line(run: subprocess.CompletedProcess) -> str:
-    assert "Traceback" not in run.stderr, run.stderr[-3000:]
-    lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), run.stderr[-3000:]
-    return lines[0]
 
 
 @pytest.fixture()
@@ -64,15 +48,17 @@ def custom_code_checkpoint(tmp_path):
     return path, marker
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", [[], ["--in-memory"]], ids=["streaming", "in-memory"])
 def test_cli_refuses_a_checkpoint_with_its_own_code_without_running_or_asking(custom_code_checkpoint, tmp_path,
                                                                               mode):
     src, marker = custom_code_checkpoint
     out = tmp_path / "out"
-    run = run_cli("clone", str(src), str(out), *mode)
-    assert run.returncode == 2
-    assert "--trust-remote-code" in one_error_line(run)
-    assert "[y/N]" not in run.stdout + run.stderr
+    code, stdout, err = run_cli("clone", str(src), str(out), *mode)
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("error: ") and "--trust-remote-code" in line
+    assert "[y/N]" not in stdout + err
     assert not marker.exists() and not out.exists()
 
 
@@ -115,6 +101,7 @@ def test_a_tokenizer_with_its_own_code_is_refused_like_a_model(tmp_path, monkeyp
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_pickle_that_the_safe_loader_blocks_is_one_line_and_nothing_runs(tmp_path):
     """--allow-pickle still loads with torch's weights_only: an object that would run a command is blocked."""
 
@@ -127,8 +114,9 @@ def test_a_pickle_that_the_safe_loader_blocks_is_one_line_and_nothing_runs(tmp_p
     src.mkdir()
     model.config.save_pretrained(src)
     torch.save(dict(model.state_dict(), extra=RunsACommand()), src / "pytorch_model.bin")
-    run = run_cli("clone", str(src), str(tmp_path / "out"), "--allow-pickle")
-    assert run.returncode == 2
-    line = one_error_line(run)
+    code, _, err = run_cli("clone", str(src), str(tmp_path / "out"), "--allow-pickle")
+    assert code == 2
+    line = one_line(err)
+    assert line.startswith("error: ")
     assert "pickle" in line and "nothing in them was run" in line
     assert not (tmp_path / "pickle-ran.txt").exists() and not (tmp_path / "out").exists()

@@ -6,11 +6,12 @@ import json
 
 import pytest
 import torch
+from clirun import one_line
 from safetensors.torch import save_file
 
-import hyperclone.sources as sources
-from hyperclone.errors import HyperCloneError, SourceError
-from hyperclone.sources import (
+import hyperclone.io.sources as sources
+from hyperclone.core.errors import HyperCloneError, SourceError
+from hyperclone.io.sources import (
     BUILTIN_NAMES,
     HUB_PRESETS,
     default_device,
@@ -22,10 +23,10 @@ from hyperclone.sources import (
 from hyperclone.specs import supported_families
 
 
-def one_line(excinfo) -> str:
-    msg = str(excinfo.value)
-    assert "\n" not in msg and isinstance(excinfo.value, HyperCloneError)
-    return msg
+def one_line_error(excinfo) -> str:
+    """The message of a ``HyperCloneError`` that ``pytest.raises`` caught: one line."""
+    assert isinstance(excinfo.value, HyperCloneError)
+    return one_line(str(excinfo.value))
 
 
 def test_default_device_prefers_an_accelerator():
@@ -78,7 +79,7 @@ def test_dtype_argument():
     assert next(model.parameters()).dtype == torch.bfloat16
     with pytest.raises(SourceError) as e:
         load_source("tiny-llama-stdlib", device="cpu", dtype="float7")
-    assert "unknown dtype" in one_line(e)
+    assert "unknown dtype" in one_line_error(e)
 
 
 def test_local_checkpoint_directory(tmp_path):
@@ -93,7 +94,7 @@ def test_local_checkpoint_directory(tmp_path):
 def test_missing_local_directory(tmp_path):
     with pytest.raises(FileNotFoundError) as e:
         load_source(str(tmp_path / "nowhere"))
-    msg = one_line(e)
+    msg = one_line_error(e)
     assert "not found" in msg and "tiny-gpt2-stdlib" in msg
 
 
@@ -105,7 +106,7 @@ def test_pickle_only_checkpoint_is_refused(tmp_path):
     torch.save(model.state_dict(), ckpt / "pytorch_model.bin")
     with pytest.raises(SourceError) as e:
         load_source(str(ckpt), device="cpu")
-    msg = one_line(e)
+    msg = one_line_error(e)
     assert "pickle" in msg and "--allow-pickle" in msg
     loaded, _ = load_source(str(ckpt), device="cpu", allow_pickle=True)
     ids = torch.tensor([[5, 6, 7]])
@@ -120,7 +121,7 @@ def test_unsupported_family_fails_before_loading_weights(tmp_path):
     save_file({"unused": torch.zeros(1)}, ckpt / "model.safetensors")  # never read
     with pytest.raises(SourceError) as e:
         load_source(str(ckpt), device="cpu")
-    msg = one_line(e)
+    msg = one_line_error(e)
     assert "'mamba'" in msg and "supported families" in msg
     assert all(f in msg for f in supported_families())
 
@@ -129,14 +130,14 @@ def test_directory_without_config(tmp_path):
     (tmp_path / "weights").mkdir()
     with pytest.raises(SourceError) as e:
         load_source(str(tmp_path / "weights"))
-    assert "no config.json" in one_line(e)
+    assert "no config.json" in one_line_error(e)
 
 
 def test_hub_unreachable_names_the_builtin_models(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(SourceError) as e:
         load_source("EleutherAI/pythia-70m")
-    msg = one_line(e)
+    msg = one_line_error(e)
     assert "could not reach the Hugging Face hub" in msg and "EleutherAI/pythia-70m" in msg
     assert all(name in msg for name in BUILTIN_NAMES)
 

@@ -11,9 +11,9 @@ from families import CASE_IDS, CASES, LLAMA_KW, MOE_CASES, tiny_model
 from transformers import AutoModelForCausalLM
 
 import hyperclone.specs as specs_package
-from hyperclone.clone import grow_state, make_plan
-from hyperclone.errors import HyperCloneError
-from hyperclone.growth import Growth
+from hyperclone.core.clone import grow_state, make_plan
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.growth import Growth
 from hyperclone.specs import REGISTRY, spec_for
 from hyperclone.specs.base import FamilySpec, embedding, head, linear
 

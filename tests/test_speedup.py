@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hyperclone.results import RaceResult
-from hyperclone.speedups import pick_baseline, readout, speedup, speedup_vs_horizon, tokens_to_reach
+from hyperclone.training.results import RaceResult
+from hyperclone.training.speedups import pick_baseline, readout, speedup, speedup_vs_horizon, tokens_to_reach
 
 RANDOM = [(0, 8.0), (100, 6.0), (200, 5.0), (300, 4.5), (400, 4.2)]
 

@@ -6,14 +6,15 @@ import pytest
 import torch
 from racekit import TINY, StopAfter, one_line_refusal
 
-from hyperclone.clone import clone
-from hyperclone.growth import Growth
-from hyperclone.plots import loss_figure, race_figure, race_report_html
-from hyperclone.race_config import ContestantSpec, RaceConfig
-from hyperclone.speedups import training_flops
-from hyperclone.runs import load_run, read_checkpoint
-from hyperclone.train import evaluate, race
-from hyperclone.verify import TOLERANCE, rounding_tolerance
+from hyperclone.core.clone import clone
+from hyperclone.core.growth import Growth
+from hyperclone.views.plots import loss_figure, race_figure, race_report_html
+from hyperclone.training.config import ContestantSpec, RaceConfig
+from hyperclone.training.runs import run_config
+from hyperclone.training.speedups import training_flops
+from hyperclone.training.runs import load_run, read_checkpoint
+from hyperclone.training.loop import evaluate, race
+from hyperclone.core.verify import TOLERANCE, rounding_tolerance
 
 GROW_AT = 4  # an evaluation step (TINY evaluates every 2), so the source has a record there too
 STAGED = f"staged@{GROW_AT}"
@@ -22,15 +23,12 @@ SETTINGS = {**TINY, "schedule": "constant"}
 KEYS = ("contestant", "step", "tokens", "flops", "lr", "train_loss", "val_loss", "val_accuracy", "data_sha1")
 
 
+UNBROKEN = {"contestants": ("source", STAGED), "steps_for": {"source": GROW_AT}, **SETTINGS}  # conftest's unbroken
+
+
 def staged_race(kit, **kw):
     model, tok, corpus = kit
-    return race(model, tokenizer=tok, data=corpus, contestants=("source", STAGED), steps_for={"source": GROW_AT},
-                **{**SETTINGS, **kw})
-
-
-@pytest.fixture(scope="module")
-def unbroken(kit):
-    return staged_race(kit)
+    return race(model, tokenizer=tok, data=corpus, **{**UNBROKEN, **kw})
 
 
 def by_step(result, name):
@@ -140,6 +138,7 @@ def test_the_loss_figure_and_the_report_mark_the_growth(unbroken):
 # --------------------------------------------------------------------------- #
 # Resuming across the growth
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after, grown", [(6, False), (14, True)])
 def test_a_run_stopped_before_or_after_the_growth_resumes_bit_exactly(kit, tmp_path, unbroken, stop_after, grown):
     model, tok, corpus = kit
@@ -148,7 +147,7 @@ def test_a_run_stopped_before_or_after_the_growth_resumes_bit_exactly(kit, tmp_p
     assert stopped.status(STAGED)[0] == "stopped"
     saved = read_checkpoint(run_dir, STAGED)
     assert saved["grown"] is grown and (saved["step"] >= GROW_AT) is grown
-    cfg = RaceConfig.from_run(run_dir)
+    cfg = run_config(run_dir)
     resumed = race(model, tokenizer=tok, run_dir=run_dir, resume=True, **{**cfg.race_arguments(), "data": corpus})
     rows = [sorted([r[k] for k in KEYS] for r in result.records) for result in (resumed, unbroken)]
     assert rows[0] == rows[1]

@@ -11,32 +11,23 @@ import textwrap
 
 import pytest
 import torch
-from families import CASES, tiny_model
+from families import CASES, stored, synthetic_llama, tiny_model
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM
 
-import hyperclone.checkpoint as checkpoint
-import hyperclone.shard_writer as shard_writer
+import hyperclone.io.checkpoint as checkpoint
+import hyperclone.io.shard_writer as shard_writer
 from hyperclone import Growth, clone
-from hyperclone.checkpoint import parse_size
-from hyperclone.cli import main
-from hyperclone.clone import ClonePlan
-from hyperclone.errors import HyperCloneError, SourceError
-from hyperclone.stream import stream_clone
-from hyperclone.verify import TOLERANCE
-from hyperclone.verify_sampled import verify_streamed
+from hyperclone.io.checkpoint import parse_size
+from hyperclone.cli.main import main
+from hyperclone.core.clone import ClonePlan
+from hyperclone.core.errors import HyperCloneError, SourceError
+from hyperclone.io.stream import stream_clone
+from hyperclone.core.verify import TOLERANCE
+from hyperclone.io.verify_sampled import verify_streamed
 
 BY_ID = {c[0]: c for c in CASES}
-
-
-def _stored(path) -> dict[str, torch.Tensor]:
-    """Every tensor of a saved checkpoint, by stored key."""
-    files = checkpoint.weight_files(path)
-    out = {}
-    for f in files:
-        out.update(load_file(f))
-    return out
 
 
 def _source(tmp_path, case_id, dtype=torch.float32, shard="6KB", layers=None):
@@ -57,7 +48,7 @@ def test_streamed_clone_is_bit_identical_to_the_in_memory_clone(tmp_path, case_i
     result = stream_clone(src, out, Growth(2, 3, "noisy_symmetric", seed=11), max_shard_size="20KB")
     wide = clone(model, 2, 3, variant="noisy_symmetric", seed=11)
     wide.save_pretrained(tmp_path / "mem")
-    streamed, saved = _stored(out), _stored(tmp_path / "mem")
+    streamed, saved = stored(out), stored(tmp_path / "mem")
     assert streamed.keys() == saved.keys()  # same stored names as save_pretrained (e.g. NeoX embed_out)
     for name, t in saved.items():
         assert torch.equal(streamed[name], t), name
@@ -75,7 +66,7 @@ def test_sharded_output_has_bounded_shards_and_the_index_transformers_expects(tm
     assert set(index["weight_map"].values()) == set(result.shards)
     assert index["metadata"]["total_size"] == result.n_bytes
     assert index["metadata"]["total_parameters"] == result.n_params
-    biggest_tensor = max(t.numel() * t.element_size() for t in _stored(out).values())
+    biggest_tensor = max(t.numel() * t.element_size() for t in stored(out).values())
     for shard in result.shards:
         with safe_open(out / shard, framework="pt") as f:
             assert f.metadata() == {"format": "pt"}
@@ -103,7 +94,7 @@ def test_bf16_source_stays_bf16_and_matches_the_in_memory_clone(tmp_path):
     result = stream_clone(src, out, Growth(3, 2, "noisy_diagonal", seed=4))
     assert result.dtype == "bfloat16"
     wide = clone(model, 3, 2, variant="noisy_diagonal", seed=4)
-    streamed = _stored(out)
+    streamed = stored(out)
     for name, t in wide.state_dict().items():
         assert streamed[name].dtype == torch.bfloat16 and torch.equal(streamed[name], t), name
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
@@ -114,7 +105,7 @@ def test_dtype_option_casts_like_loading_in_that_dtype(tmp_path):
     out = tmp_path / "out"
     stream_clone(src, out, Growth(2, variant="noisy_symmetric"), dtype="bfloat16")
     wide = clone(model.to(torch.bfloat16), 2, variant="noisy_symmetric")
-    streamed = _stored(out)
+    streamed = stored(out)
     for name, t in wide.state_dict().items():
         assert torch.equal(streamed[name], t), name
 
@@ -125,7 +116,7 @@ def test_tie_keep_streams_like_in_memory(tmp_path):
     stream_clone(src, out, Growth(2, tie="keep"))
     wide = clone(model, 2, tie="keep")
     wide.save_pretrained(tmp_path / "mem")
-    streamed, saved = _stored(out), _stored(tmp_path / "mem")
+    streamed, saved = stored(out), stored(tmp_path / "mem")
     assert streamed.keys() == saved.keys() and "lm_head.weight" not in streamed
     assert all(torch.equal(streamed[k], v) for k, v in saved.items())
 
@@ -151,7 +142,7 @@ def test_verify_full_when_it_fits_else_sampled_layers(tmp_path, monkeypatch):
     assert result.verification["method"] == "full" and result.report.passed
     assert len(result.report.layers) == 6
 
-    import hyperclone.resources as res
+    import hyperclone.core.resources as res
 
     monkeypatch.setattr(res, "free_bytes", lambda device: 200_000)
     result = stream_clone(src, tmp_path / "sampled", Growth(2), verify=True, device="cpu", force=True)
@@ -168,7 +159,7 @@ def test_sampled_verification_catches_a_corrupted_layer(tmp_path):
     state = load_file(out / "model.safetensors")
     state["model.layers.4.mlp.down_proj.weight"][0, 0] += 1.0
     save_file(state, out / "model.safetensors", metadata={"format": "pt"})
-    from hyperclone.clone import make_plan
+    from hyperclone.core.clone import make_plan
     from transformers import AutoConfig
 
     plan = make_plan(AutoConfig.from_pretrained(src), Growth(2))
@@ -185,7 +176,7 @@ def test_hub_style_keys_and_recomputed_buffers_are_mapped_like_from_pretrained(t
     save_file(legacy, src / "model.safetensors", metadata={"format": "pt"})
     stream_clone(src, tmp_path / "out", Growth(2))
     wide = clone(model, 2)
-    streamed = _stored(tmp_path / "out")
+    streamed = stored(tmp_path / "out")
     assert all(torch.equal(streamed[k], v) for k, v in wide.state_dict().items())
 
 
@@ -256,7 +247,7 @@ def test_cli_streams_by_default_and_keeps_the_in_memory_path(tmp_path, capsys):
                  "--variant", "noisy_symmetric"]) == 0
     assert "equivalence PASSED" in capsys.readouterr().out
     assert json.loads((tmp_path / "m" / "hyperclone.json").read_text()).get("mode") is None
-    streamed, saved = _stored(tmp_path / "s"), _stored(tmp_path / "m")
+    streamed, saved = stored(tmp_path / "s"), stored(tmp_path / "m")
     assert streamed.keys() == saved.keys() and all(torch.equal(streamed[k], v) for k, v in saved.items())
 
 
@@ -289,7 +280,7 @@ def test_parse_size():
 PEAK_SCRIPT = textwrap.dedent("""
     import json, resource, sys
     from hyperclone import Growth
-    from hyperclone.stream import stream_clone
+    from hyperclone.io.stream import stream_clone
     src, warm, out, shard = sys.argv[1:5]
     stream_clone(warm, out + "-warm", Growth(2), max_shard_size=shard)  # imports and allocator warm-up
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -299,33 +290,13 @@ PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _synthetic_llama(path, **sizes):
-    """A random Llama checkpoint written straight to sharded safetensors (no model in memory)."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(**sizes)
-    shapes = checkpoint.state_shapes(checkpoint.meta_model(config))
-    path.mkdir()
-    config.save_pretrained(path)
-    gen = torch.Generator().manual_seed(0)
-    shard, weight_map, n = {}, {}, 0
-    for i, (name, shape) in enumerate(shapes.items()):
-        shard[name] = torch.randn(shape, generator=gen) * 0.02
-        if sum(t.numel() for t in shard.values()) * 4 > 8_000_000 or i == len(shapes) - 1:
-            n += 1
-            save_file(shard, path / f"part-{n}.safetensors", metadata={"format": "pt"})
-            weight_map.update({k: f"part-{n}.safetensors" for k in shard})
-            shard = {}
-    (path / checkpoint.INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return n
-
-
+@pytest.mark.slow
 def test_peak_memory_of_streaming_is_bounded_by_one_shard(tmp_path):
     """Peak RSS grows by about one output shard, not by the model: measured in a fresh process."""
     big = dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2,
                num_hidden_layers=10, vocab_size=4096, tie_word_embeddings=False)
-    assert _synthetic_llama(tmp_path / "src", **big) > 3
-    _synthetic_llama(tmp_path / "warm", **dict(big, num_hidden_layers=1))
+    assert synthetic_llama(tmp_path / "src", shard_bytes=8_000_000, **big) > 3
+    synthetic_llama(tmp_path / "warm", shard_bytes=8_000_000, **dict(big, num_hidden_layers=1))
     shard = 16 * 10**6
     run = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "src"), str(tmp_path / "warm"),
                           str(tmp_path / "out"), str(shard)], capture_output=True, text=True, timeout=120)
@@ -341,7 +312,7 @@ def test_peak_memory_of_streaming_is_bounded_by_one_shard(tmp_path):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
 def test_one_pass_symmetric_growth_equals_dividing_in_fp32_then_tiling(dtype):
     """The streaming hot path writes W/b straight into the grid; bit for bit the reference formula."""
-    from hyperclone.grow import grow_matrix
+    from hyperclone.core.grow import grow_matrix
 
     gen = torch.Generator().manual_seed(0)
     w = (torch.randn(37, 53, generator=gen, dtype=torch.float64)
@@ -353,7 +324,7 @@ def test_one_pass_symmetric_growth_equals_dividing_in_fp32_then_tiling(dtype):
 
 
 def test_transposed_inputs_grow_to_the_same_values_in_transposed_layout():
-    from hyperclone.grow import grow_matrix
+    from hyperclone.core.grow import grow_matrix
 
     t = torch.randn(7, 5, dtype=torch.bfloat16)
     for a, b in ((2, 1), (3, 2), (2, 3)):
@@ -367,14 +338,14 @@ def test_growing_on_an_explicit_device_gives_the_same_clone_and_the_record_says_
     default = stream_clone(src, tmp_path / "default", growth)
     on_cpu = stream_clone(src, tmp_path / "cpu", growth, device="cpu")
     assert default.grown_on == on_cpu.grown_on == "cpu"
-    a, b = _stored(tmp_path / "default"), _stored(tmp_path / "cpu")
+    a, b = stored(tmp_path / "default"), stored(tmp_path / "cpu")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "cpu" / "hyperclone.json").read_text())["grown_on"] == "cpu"
 
 
 def test_growing_on_a_gpu_without_room_for_the_largest_tensor_is_one_line_before_any_work(tmp_path, monkeypatch):
-    import hyperclone.resources as res
-    import hyperclone.stream as stream
+    import hyperclone.core.resources as res
+    import hyperclone.io.stream as stream
 
     src, _ = _source(tmp_path, "llama-gqa")
     monkeypatch.setattr(stream, "check_device", lambda device: torch.device("cuda"))  # as on a machine with a GPU

@@ -7,16 +7,17 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
+from families import synthetic_llama
 from safetensors import safe_open
-from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
 from hyperclone import Growth, clone
-from hyperclone.checkpoint import INDEX_FILE, SINGLE_FILE, meta_model, state_shapes
-from hyperclone.pretrained import from_pretrained
-from hyperclone.shard_writer import plan_shards, safetensors_header
-from hyperclone.stream import stream_clone
+from hyperclone.io.checkpoint import INDEX_FILE, SINGLE_FILE
+from hyperclone.core.pretrained import from_pretrained
+from hyperclone.io.shard_writer import plan_shards, safetensors_header
+from hyperclone.io.stream import stream_clone
 
 # A Llama whose embedding and head are far larger than any other tensor (many small ones, one large pair).
 SMALL_WITH_LARGE_VOCAB = dict(hidden_size=64, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2,
@@ -24,32 +25,9 @@ SMALL_WITH_LARGE_VOCAB = dict(hidden_size=64, intermediate_size=128, num_attenti
                               tie_word_embeddings=False)
 
 
-def _synthetic_llama(path, dtype=torch.float32, shard_bytes=200_000, **sizes):
-    """A random Llama checkpoint written straight to sharded safetensors (no model in memory); its config."""
-    from transformers import LlamaConfig
-
-    config = LlamaConfig(**sizes)
-    shapes = state_shapes(meta_model(config))
-    path.mkdir()
-    config.save_pretrained(path)
-    gen = torch.Generator().manual_seed(0)
-    shard, weight_map, n, size = {}, {}, 0, 0
-    for i, (name, shape) in enumerate(shapes.items()):
-        t = torch.randn(shape, generator=gen) * 0.02 if len(shape) > 1 else 1 + torch.randn(shape, generator=gen) / 10
-        shard[name] = t.to(dtype)
-        size += shard[name].numel() * shard[name].element_size()
-        if size > shard_bytes or i == len(shapes) - 1:
-            n += 1
-            save_file(shard, path / f"part-{n}.safetensors", metadata={"format": "pt"})
-            weight_map.update({k: f"part-{n}.safetensors" for k in shard})
-            shard, size = {}, 0
-    (path / INDEX_FILE).write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
-    return config
-
-
 def test_streamed_bf16_clone_loads_with_from_pretrained_and_equals_the_in_memory_clone(tmp_path):
     src = tmp_path / "src"
-    _synthetic_llama(src, torch.bfloat16, **SMALL_WITH_LARGE_VOCAB)
+    synthetic_llama(src, torch.bfloat16, **SMALL_WITH_LARGE_VOCAB)
     assert len(list(src.glob("*.safetensors"))) > 3  # a sharded source
     growth = Growth(2, variant="noisy_symmetric", seed=5)
     source = from_pretrained(AutoModelForCausalLM, src, trust_remote_code=False)
@@ -98,7 +76,7 @@ def test_shards_are_split_like_save_pretrained_a_bigger_tensor_alone():
 PEAK_SCRIPT = textwrap.dedent("""
     import json, re, resource, sys
     from hyperclone import Growth
-    from hyperclone.stream import stream_clone
+    from hyperclone.io.stream import stream_clone
     src, warm, out = sys.argv[1:4]
 
     def hwm():
@@ -117,12 +95,13 @@ PEAK_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_streaming_peak_memory_is_one_tensor_not_one_shard(tmp_path):
     """With shards larger than the whole output, peak RSS grows by less than the largest tensor + 64 MiB."""
     big = dict(hidden_size=256, intermediate_size=1024, num_attention_heads=4, num_key_value_heads=2,
                num_hidden_layers=10, vocab_size=16384, tie_word_embeddings=False)
-    _synthetic_llama(tmp_path / "src", shard_bytes=8_000_000, **big)
-    _synthetic_llama(tmp_path / "warm", **dict(big, num_hidden_layers=1, vocab_size=256))
+    synthetic_llama(tmp_path / "src", shard_bytes=8_000_000, **big)
+    synthetic_llama(tmp_path / "warm", **dict(big, num_hidden_layers=1, vocab_size=256))
     run = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "src"), str(tmp_path / "warm"),
                           str(tmp_path / "out")], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -137,8 +116,8 @@ def test_streaming_peak_memory_is_one_tensor_not_one_shard(tmp_path):
 def test_writer_takes_tensors_in_any_order_and_refuses_a_wrong_or_missing_one(tmp_path):
     import pytest
 
-    from hyperclone.errors import HyperCloneError
-    from hyperclone.shard_writer import ShardWriter
+    from hyperclone.core.errors import HyperCloneError
+    from hyperclone.io.shard_writer import ShardWriter
 
     tensors = {f"t{i}": torch.full((i + 1, 3), float(i), dtype=torch.bfloat16) for i in range(6)}
     entries = [(k, tuple(t.shape), t.dtype) for k, t in tensors.items()]

@@ -7,8 +7,8 @@ import torch
 from families import CASE_IDS, CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone
-from hyperclone.symmetry import symmetry, symmetry_by_tensor
-from hyperclone.verify import rounding_tolerance
+from hyperclone.core.symmetry import symmetry, symmetry_by_tensor
+from hyperclone.core.verify import rounding_tolerance
 
 
 def cosine_tolerance(model) -> float:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hyperclone.verify import kl_tolerance, rounding_tolerance
+from hyperclone.core.verify import kl_tolerance, rounding_tolerance
 
 
 def test_the_worst_case_grows_linearly_and_the_typical_case_as_a_random_walk():

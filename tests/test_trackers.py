@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 from racekit import PAIR, TINY, one_line_refusal, save_source, setup
 
-from hyperclone.cli import main
-from hyperclone.errors import HyperCloneError
-from hyperclone.train import race
-from hyperclone.trackers import METRICS, PROJECT, tracker_names
+from hyperclone.cli.main import main
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.training.loop import race
+from hyperclone.training.trackers import METRICS, PROJECT, tracker_names
 
 pytest.importorskip("tensorboard")
 pytest.importorskip("trackio")
@@ -40,7 +40,7 @@ def tracked(tmp_path_factory):
     source = save_source(folder)
     run_dir, store = folder / "run", folder / "trackio"
     env = {**os.environ, "TRACKIO_DIR": str(store), "HYPERCLONE_CACHE": str(folder / "cache")}
-    done = subprocess.run([sys.executable, "-m", "hyperclone.cli", "race", "--source", str(source), "--data",
+    done = subprocess.run([sys.executable, "-m", "hyperclone", "race", "--source", str(source), "--data",
                            str(folder / "corpus.txt"), "--run-dir", str(run_dir), "--log-with", "tensorboard,trackio",
                            *ARGS], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -63,6 +63,7 @@ def expected_curves(records: list[dict]) -> dict[str, list[tuple[int, float]]]:
             for m in METRICS if any(r.get(m) is not None for r in records)}
 
 
+@pytest.mark.slow
 def test_tensorboard_holds_every_contestants_curve(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
@@ -88,6 +89,7 @@ def test_tensorboard_holds_every_contestants_curve(tracked):
         assert hparams["contestants"].string_value == json.dumps(list(CONTESTANTS))
 
 
+@pytest.mark.slow
 def test_trackio_store_holds_every_contestants_curve_and_the_settings(tracked):
     run_dir, store, out = tracked
     records = records_of(run_dir)
@@ -137,13 +139,11 @@ def test_all_means_every_installed_tracker_and_a_run_dir_is_needed(monkeypatch):
             tracker_names(log_with, None)
 
 
-def test_the_dashboards_race_settings_offer_the_trackers_and_refuse_a_missing_one(tmp_path, monkeypatch):
-    from streamlit.testing.v1 import AppTest
+def test_the_dashboards_race_settings_offer_the_trackers_and_refuse_a_missing_one(runs, monkeypatch):
+    from pages import open_page
 
-    monkeypatch.setenv("HYPERCLONE_RUNS", str(tmp_path / "runs"))
     monkeypatch.setitem(sys.modules, "mlflow", None)
-    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "app.py"), default_timeout=300)
-    at.run()
+    at = open_page()
     at.session_state["tab"] = "Training race"
     at.run()
     assert at.selectbox(key="race_log_with").options == ["none", "tensorboard", "trackio", "mlflow", "wandb", "all"]

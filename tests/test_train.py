@@ -10,13 +10,13 @@ import pytest
 import torch
 from racekit import TINY
 
-from hyperclone import train
-from hyperclone.errors import HyperCloneError
-from hyperclone.grow import split_blocks
-from hyperclone.symmetry import symmetry_by_tensor
-from hyperclone.contestants import flop_parameters
-from hyperclone.train import RaceConfig, lr_at, race
-from hyperclone.verify import TOLERANCE, rounding_tolerance
+from hyperclone.training import loop as train
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.grow import split_blocks
+from hyperclone.core.symmetry import symmetry_by_tensor
+from hyperclone.training.contestants import flop_parameters
+from hyperclone.training.loop import RaceConfig, lr_at, race
+from hyperclone.core.verify import TOLERANCE, rounding_tolerance
 
 ALL = ("symmetric", "noisy_symmetric", "random", "source")
 
@@ -115,6 +115,7 @@ def test_table_and_curves_name_every_contestant(full_race):
 # --------------------------------------------------------------------------- #
 # Faults
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_nan_loss_stops_that_contestant_and_the_others_finish(kit, monkeypatch):
     model, tok, corpus = kit
     real = train.loss_on
@@ -165,6 +166,7 @@ def test_stop_event_stops_everyone_cleanly_between_steps(kit):
     assert not result.complete
 
 
+@pytest.mark.slow
 def test_a_longer_budget_for_random_lets_speedup_a_be_measured(kit):
     model, tok, corpus = kit
     result = race(model, tokenizer=tok, data=corpus, contestants=("source", "random"),
@@ -215,7 +217,7 @@ def test_flop_parameters_leave_out_lookups_but_count_a_tied_head(kit):
 
 
 def test_a_source_named_as_built_in_takes_its_training_tokens_from_the_card(kit, monkeypatch):
-    import hyperclone.sources as sources
+    import hyperclone.io.sources as sources
 
     model, tok, corpus = kit
     monkeypatch.setattr(sources, "BUILTIN_NAMES", ("tiny-test",))
@@ -229,6 +231,7 @@ def test_a_source_named_as_built_in_takes_its_training_tokens_from_the_card(kit,
     assert not math.isnan(result.source_flops())
 
 
+@pytest.mark.slow
 def test_bf16_autocast_and_then_fp32_in_the_same_process(kit):
     """A notebook or the dashboard may race in bf16, then in fp32: accelerate's settings must follow."""
     model, tok, corpus = kit

@@ -1,6 +1,6 @@
 """Shipped assets: a byte-level BPE tokenizer and two small pretrained source models.
 
-Everything in this folder is produced by ``python -m hyperclone.assets.build``
+Everything in this folder is produced by ``python -m hyperclone.cli.build_assets``
 (see ``build.py``) from the built-in corpus, on CPU, with fixed seeds.
 """
 

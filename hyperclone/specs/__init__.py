@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..errors import HyperCloneError
-from .base import SPACE_FACTORS, FamilySpec, Rule
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.specs.base import SPACE_FACTORS, FamilySpec, Rule
 
 
 def _registry() -> dict[str, FamilySpec]:

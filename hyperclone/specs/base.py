@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from ..errors import HyperCloneError
+from hyperclone.core.errors import HyperCloneError
 
 # Space -> which user factor multiplies it. "n" = hidden factor, "m" = FFN factor.
 SPACE_FACTORS: dict[str, str | int] = {

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import FamilySpec, conv1d, embedding, head, norm, vector
+from hyperclone.specs.base import FamilySpec, conv1d, embedding, head, norm, vector
 
 H = "transformer.h.*."
 

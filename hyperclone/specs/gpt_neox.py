@@ -6,7 +6,7 @@ with the heads copy-major, which is exactly head replication: no split needed.
 
 from __future__ import annotations
 
-from .base import FamilySpec, embedding, head, linear, norm, vector
+from hyperclone.specs.base import FamilySpec, embedding, head, linear, norm, vector
 
 L = "gpt_neox.layers.*."
 

@@ -6,7 +6,7 @@ and differ only in a few norms and special cases, listed per family below.
 
 from __future__ import annotations
 
-from .base import FamilySpec, embedding, head, linear, norm, vector
+from hyperclone.specs.base import FamilySpec, embedding, head, linear, norm, vector
 
 L = "model.layers.*."
 

@@ -15,9 +15,9 @@ expert (``experts.0.w1.weight``...); ``checkpoint.read_layout`` merges them as
 
 from __future__ import annotations
 
-from ..errors import SourceError
-from .base import FamilySpec, linear, norm, router
-from .llama import CONFIG, DECODER, DEFAULTS, PER_HEAD_QK_NORM
+from hyperclone.core.errors import SourceError
+from hyperclone.specs.base import FamilySpec, linear, norm, router
+from hyperclone.specs.llama import CONFIG, DECODER, DEFAULTS, PER_HEAD_QK_NORM
 
 L = "model.layers.*."
 

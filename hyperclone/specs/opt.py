@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import FamilySpec, embedding, head, linear, norm, vector
+from hyperclone.specs.base import FamilySpec, embedding, head, linear, norm, vector
 
 D = "model.decoder."
 L = D + "layers.*."

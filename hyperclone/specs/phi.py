@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from .base import FamilySpec, embedding, head, linear, norm, vector
-from .llama import CONFIG, DEFAULTS
+from hyperclone.specs.base import FamilySpec, embedding, head, linear, norm, vector
+from hyperclone.specs.llama import CONFIG, DEFAULTS
 
 L = "model.layers.*."
 

@@ -1,0 +1,321 @@
+"""The guided lesson: five chapters, one idea each, one live figure each, Back and Next.
+
+Every figure comes from the ``hyperclone`` package (``lesson``, ``heatmaps``, ``plots``,
+``verify``, ``compare``); this file only lays them out. The view lives in the URL
+(``?chapter=3&factor=2&variant=symmetric...``), so a copied link reopens it.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import streamlit as st
+
+from hyperclone.dashboard.common import (apply_presenter_style, error_line, growth_from_params, growth_params, owner_id, past_runs,
+                              query_link, runs_dir, write_params)
+from hyperclone import clone, Growth, verify
+from hyperclone.core.errors import HyperCloneError
+from hyperclone.core.growth import VARIANT_HELP, VARIANTS
+from hyperclone.core.resources import check_clone_fits
+from hyperclone.io.sources import BUILTIN_NAMES
+from hyperclone.training.config import growth_settings
+from hyperclone.training.loop import race
+from hyperclone.training.recorded import recorded_races, RecordedRace
+from hyperclone.training.results import RaceResult
+from hyperclone.training.runs import is_run_dir, load_run
+from hyperclone.views.compare import encode, greedy, logits_pair
+from hyperclone.views.heatmaps import clone_heatmaps
+from hyperclone.views.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
+from hyperclone.teach.classroom import shared_queue
+from hyperclone.teach.lesson import (QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds,
+                                     vector_figure)
+from hyperclone.dashboard.common import (LESSON_LIMITS, ONLY_TEACHER_RACES, SWITCHES, check_growth_limits,
+                                         is_teacher_page, link_choice, link_run, link_source, note_left_out,
+                                         require_teacher, shared_source, teacher_stop_button)
+
+TEXT = "import os\n\n\ndef read_config(path):\n"
+TITLES = (
+    "1 · A vector becomes [x, x]",
+    "2 · A layer becomes a grid of blocks",
+    "3 · The whole model, the same logits",
+    "4 · The race",
+    "5 · Why the copies must drift apart",
+)
+
+
+def lesson_source(name: str):
+    """The built-in model on the CPU: the same cached copy the explorer uses (one per server)."""
+    return shared_source(name, "cpu")
+
+
+@st.cache_resource(max_entries=8, show_spinner="Cloning…")
+def lesson_clone(name: str, growth: Growth):
+    """The clone the lesson shows, checked first as its controls check theirs (ranges, free memory)."""
+    source = lesson_source(name)[0]
+    check_clone_fits(source, check_growth_limits(growth, LESSON_LIMITS))
+    return clone(source, growth=growth)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Checking the logits…")
+def lesson_report(name: str, growth: Growth):
+    source, tokenizer = lesson_source(name)
+    return verify(source, lesson_clone(name, growth), input_ids=encode(tokenizer, TEXT, source.config))
+
+
+def presenting() -> bool:
+    return bool(st.session_state.get("presenter"))
+
+
+def show(fig, key: str, height: int | None = None, where=st) -> None:
+    """Draw a figure; in presenter view with large text everywhere (titles and ticks too, no Streamlit theme)."""
+    if height:
+        fig.update_layout(height=height)
+    if presenting():  # Streamlit's chart theme keeps its own small fonts: draw without it, with room for large ticks
+        fig.update_layout(font=dict(size=18), title_font_size=20, template="plotly_white",
+                          margin=dict(l=90, r=30, t=100, b=80))
+        fig.update_annotations(font_size=16)
+        fig.update_xaxes(automargin=True)
+        fig.update_yaxes(automargin=True)
+    where.plotly_chart(fig, key=key, width="stretch", theme=None if presenting() else "streamlit")
+
+
+def chapter_vector(name: str, growth: Growth) -> None:
+    st.markdown("Inside the model, every token is a vector of numbers: the *residual stream*. HyperCloning makes "
+                "the wide model carry **the same vector, repeated**: where the small model holds x, the clone "
+                f"holds [x, x] (for factor {growth.factor}: {growth.factor} copies). If that stays true after "
+                "every layer, the wide model computes exactly what the small one did.")
+    source, tokenizer = lesson_source(name)
+    ids = encode(tokenizer, TEXT, source.config)
+    x, x_wide = hidden_vectors(source, lesson_clone(name, growth), ids)
+    show(vector_figure(x, x_wide, growth.factor), "lesson_vector", 330)
+    st.caption(f"Largest difference between x and any of its copies: {copies_agree(x, x_wide, growth.factor):.1e} "
+               "(float32 rounding; the colours are the same number).")
+
+
+def chapter_layer(name: str, growth: Growth) -> Growth:
+    st.markdown("A linear layer computes y = W x. Fed [x, x], the wide matrix must give [y, y]: so it is a grid "
+                "of blocks, and **each row of blocks sums to W**. *Symmetric* puts W/n in every block; "
+                "*diagonal* puts W on the diagonal; the *noisy* variants add noise that cancels along each row.")
+    c1, c2 = st.columns([1, 3])
+    factor = c1.slider("Factor n", *LESSON_LIMITS["factor"], growth.factor, key="lesson_factor")
+    variant = c2.radio("Variant", VARIANTS, index=VARIANTS.index(growth.variant), key="lesson_variant",
+                       horizontal=True, captions=None)
+    growth = Growth(factor, None, variant, growth.snr_db, growth.seed)
+    st.caption(VARIANT_HELP[variant])
+    source, _ = lesson_source(name)
+    tensor = next(n for n, t in source.state_dict().items() if t.dim() == 2 and ".0." in n and "mlp" in n)
+    show(clone_heatmaps(source, lesson_clone(name, growth), tensor, factor, max_side=96), "lesson_heatmap", 470)
+    st.caption(f"`{tensor}` of layer 0: the source, the clone with its block grid, and one row of blocks summed "
+               "(it equals W).")
+    return growth
+
+
+def chapter_model(name: str, growth: Growth) -> None:
+    st.markdown("Now every weight of the built-in model grows by the same rules. Run both models on the same "
+                "text: the wide model's logits match the small model's, layer after layer, and so does the text "
+                "it writes.")
+    source, tokenizer = lesson_source(name)
+    wide = lesson_clone(name, growth)
+    report = lesson_report(name, growth)
+    verdict = "match" if report.passed else "DO NOT match"
+    st.markdown(f"**The logits {verdict}**: largest relative difference {report.max_rel_diff:.1e} (tolerance "
+                f"{report.tolerance:g}), top-1 agreement {report.top1_agreement:.0%}, "
+                f"{source.num_parameters() / 1e6:.2f}M → {wide.num_parameters() / 1e6:.2f}M parameters.")
+    ids = encode(tokenizer, TEXT, source.config)
+    left, right = st.columns(2)
+    for col, fig, key in ((left, logit_scatter(*logits_pair(source, wide, ids)), "lesson_scatter"),
+                          (right, layer_diff_bars(report), "lesson_bars")):
+        show(fig, key, 360, col)
+    a, b = greedy(source, tokenizer, ids, 16), greedy(wide, tokenizer, ids, 16)
+    st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
+
+
+def recorded_runs(shipped: list[RecordedRace] | None = None) -> dict[str, Path]:
+    """Races to show before a live one, by the name a link keeps: the long races shipped with HyperClone
+    (``recorded/NAME``; ``shipped``: as ``recorded_races()`` read them), then this server's finished runs,
+    longest first."""
+    finished = []
+    for path in past_runs():
+        try:
+            result = load_run(path)
+        except HyperCloneError:
+            continue
+        if result.complete and result.records:
+            finished.append((int(result.config.get("steps") or 0), path.name, path))
+    return {**{f"recorded/{r.name}": r.path for r in (recorded_races() if shipped is None else shipped)},
+            **{p.name: p for _, _, p in sorted(finished, reverse=True)}}
+
+
+def chapter_race(name: str, growth: Growth) -> None:
+    st.markdown("A head start is only useful if it lasts. Train the clone and the same wide model from random "
+                "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
+                "tokens. A recorded race shows the long run; a quick live one shows it happening.")
+    shipped = recorded_races()
+    note_left_out(shipped.skipped, "recorded race")
+    labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in shipped}
+    runs = recorded_runs(shipped)
+    names = list(runs)
+    chosen = st.session_state.get("lesson_run", st.query_params.get("run"))
+    if runs:
+        pick = st.selectbox("Recorded race", names, index=names.index(chosen) if chosen in names else 0,
+                            key="lesson_run", format_func=lambda n: labels.get(n, f"this server · {n}"))
+        show_curves(readable_run(runs[pick]), "lesson_recorded")
+    else:
+        start = "start the quick race below" if is_teacher_page() else "the teacher can start the quick race below"
+        st.info(f"No recorded race on this server yet: {start}; it is kept for next time.")
+    live_race(name, growth)
+
+
+def live_race(name: str, growth: Growth) -> None:
+    """Start (or stop) this page's quick race; watch it, or the race training on this server for another page."""
+    queue, owner = shared_queue(), owner_id()
+    job = queue.latest(owner)
+    c1, c2 = st.columns([1, 3])
+    if job is None or not job.active:
+        teacher = is_teacher_page()
+        if c1.button("Start the quick race", key="lesson_race_start", type="primary", disabled=not teacher,
+                     help=None if teacher else ONLY_TEACHER_RACES):
+            start_quick_race(name, growth, queue, owner)
+            st.rerun()
+        c2.caption(f"{len(QUICK.contestants)} contestants ({', '.join(QUICK.contestants)}), {QUICK.steps} steps of "
+                   f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {estimate_text(name, growth)}.")
+        if not teacher:
+            st.caption(ONLY_TEACHER_RACES)
+    else:
+        if c1.button("Stop", key="lesson_race_stop"):
+            queue.stop(job, by=owner)
+        ahead = queue.position(job)
+        c2.caption(f"waiting: {ahead} race(s) ahead of yours" if ahead else "training…")
+    teacher_stop_button(queue, owner, "lesson_stop_any")
+    if job is not None and job.error:
+        st.error(job.error, icon=":material/error:")
+    watching = queue.running()
+
+    @st.fragment(run_every=3.0 if watching is not None else None)
+    def board() -> None:
+        running = queue.running()
+        if watching is not None and running is not watching:
+            st.rerun()  # the race being watched has ended: redraw the page (buttons, recorded races)
+        shown = job if job is not None and (job.active or running is None) else running
+        if shown is not None and is_run_dir(shown.run_dir):
+            mine = shown.owner == owner
+            st.markdown("**Your race**" if mine else "**Live on this server** (started from another page)")
+            show_curves(readable_run(shown.run_dir), "lesson_live")
+
+    board()
+
+
+@st.cache_data(max_entries=16, show_spinner="Timing one training step…")
+def estimate_text(name: str, growth: Growth) -> str:
+    step_s = step_seconds(lesson_source(name)[0], growth, QUICK.batch_size, QUICK.seq_len)
+    seconds = race_seconds(step_s, len(QUICK.contestants), QUICK.steps, QUICK.eval_every)
+    return f"about {format_duration(seconds)} here (timed from one training step of the wide model)"
+
+
+def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
+    require_teacher("starting a race")
+    source, tokenizer = lesson_source(name)
+    run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-lesson-{name}-x{growth.factor}-{owner[:6]}"
+    settings = growth_settings(growth)
+    queue.submit(owner, run_dir, lambda stop: race(name, QUICK, tokenizer=tokenizer, run_dir=run_dir, stop_event=stop,
+                                                   device="cpu", **settings))
+
+
+def readable_run(path: Path) -> RaceResult | None:
+    """The race logged in ``path``; None, with one line on the page, when its log cannot be read (damaged since it
+    was listed)."""
+    try:
+        return load_run(path)
+    except HyperCloneError as e:
+        st.warning(error_line(e, "reading a race"), icon=":material/warning:")
+        return None
+
+
+def show_curves(result: RaceResult | None, key: str) -> None:
+    if result is None:
+        return
+    left, right = st.columns([3, 2])
+    show(loss_figure(result), f"{key}_loss", 380, left)
+    if any(r.get("symmetry") is not None for r in result.records):
+        show(symmetry_figure(result), f"{key}_symmetry", 380, right)
+    st.caption(f"{Path(result.run_dir).name if result.run_dir else 'run'}: {result.config.get('steps')} steps, "
+               f"contestants {', '.join(result.contestants)}.")
+
+
+def chapter_symmetry(name: str, growth: Growth) -> None:
+    st.markdown("An exact symmetric clone has a catch: every copy of a unit gets **the same gradient**, so the "
+                "copies stay identical forever and the wide model can only ever compute what the small one could. "
+                "The copies must drift apart. Noise that cancels along each row of blocks (the *noisy* variants) "
+                "keeps the logits and breaks the tie. The curve shows how alike the copies stay during the race "
+                "(1 = identical).")
+    job = shared_queue().latest(owner_id())
+    runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else list(recorded_runs().values())[:1]
+    result = readable_run(runs[0]) if runs else None
+    if result is None or not any(r.get("symmetry") is not None for r in result.records):
+        st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "
+                "drift apart here.")
+        return
+    show(symmetry_figure(result), "lesson_symmetry_curve", 430)
+
+
+CHAPTERS = (chapter_vector, chapter_layer, chapter_model, chapter_race, chapter_symmetry)
+
+
+def render() -> None:
+    """The lesson page: the chapter in the URL, its figure, Back/Next, the presenter toggle and a link."""
+    is_teacher_page()  # a ?token= is read once and leaves the address bar
+    params = st.query_params
+    try:
+        (name, growth), refused = lesson_view(params), None
+    except HyperCloneError as e:  # nothing the link asks for is built: one line, and the lesson's own settings
+        (name, growth), refused = (BUILTIN_NAMES[0], Growth(2, None, "symmetric")), e
+    chapter = chapter_in_url()
+    top = st.columns([6, 1])
+    presenter = top[1].toggle("Presenter", key="presenter", value=params.get("presenter") == "1")
+    apply_presenter_style(presenter)
+    top[0].subheader(TITLES[chapter - 1])
+    if refused is not None:
+        st.error(f"{error_line(refused, 'reading the link')}; nothing was built (the link now holds the lesson's own "
+                 "settings: reload or press Back or Next)", icon=":material/error:")
+    else:
+        try:
+            shown = CHAPTERS[chapter - 1](name, growth)
+            growth = shown if isinstance(shown, Growth) else growth
+        except Exception as e:  # noqa: BLE001 - one line, never a traceback
+            st.error(error_line(e, "the lesson"), icon=":material/error:")
+    nav = st.columns([1, 1, 6])
+    nav[0].button("◀ Back", key="lesson_back", disabled=chapter == 1, on_click=step_chapter, args=(-1,))
+    nav[1].button("Next ▶", key="lesson_next", disabled=chapter == 5, on_click=step_chapter, args=(1,))
+    state = {"source": name, **growth_params(growth), "chapter": str(chapter),
+             "presenter": "1" if presenter else None, "run": st.session_state.get("lesson_run")}
+    write_params(state)
+    if not presenter:
+        with nav[2].popover("Link to this view"):
+            st.code(query_link(state), language=None)
+
+
+def lesson_view(params) -> tuple[str, Growth]:
+    """The built-in model and growth a lesson link names, every parameter checked as the lesson's controls
+    check theirs, before any work (the memory check comes with each clone); one line for the first bad one."""
+    name = link_source(params) or BUILTIN_NAMES[0]
+    growth = growth_from_params(params, LESSON_LIMITS)
+    link_choice(params, "chapter", [str(c) for c in range(1, len(CHAPTERS) + 1)])
+    link_choice(params, "presenter", SWITCHES)
+    run = params.get("run")
+    if run is not None and run not in {f"recorded/{r.name}" for r in recorded_races()}:
+        link_run(run)
+    return name, growth
+
+
+def chapter_in_url() -> int:
+    """The chapter the URL names, 1 to 5 (anything else: the nearest; not a number: 1)."""
+    text = str(st.query_params.get("chapter", "1"))
+    if not (text.isascii() and text.isdigit()):
+        return 1
+    return min(max(int(text) if len(text) < 5 else len(CHAPTERS), 1), len(CHAPTERS))
+
+
+def step_chapter(step: int) -> None:
+    """Back or Next, from the chapter the URL holds now (not the one a button was drawn in)."""
+    st.query_params["chapter"] = str(min(max(chapter_in_url() + step, 1), len(CHAPTERS)))

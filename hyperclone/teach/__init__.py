@@ -1,0 +1,4 @@
+"""The guided lesson, the notebooks' exercise checks and the classroom server's rules.
+
+Imports the layers below (``views``, ``race``, ``io``, ``core``, ``specs``).
+"""
