@@ -107,3 +107,20 @@ def test_in_classroom_mode_a_race_needs_the_teacher_token(runs, monkeypatch):
     at.session_state["tab"] = "Export"
     at.run()
     assert at.text_input(key="export_name").value  # a name, saved in the page's own folder (test_classroom_guards)
+
+
+def test_a_link_to_a_complete_view_opens_with_its_clone_made(runs):
+    """A shared link (a built-in source and growth settings) shows the clone at once, not an empty page."""
+    at = open_page(source="tiny-gpt2-stdlib", factor="3", variant="diagonal", tab="Compare")
+    key = at.session_state["clone_key"]
+    assert key.source == "tiny-gpt2-stdlib" and key.growth.factor == 3 and key.growth.variant == "diagonal"
+    assert not at.error and any("equivalence PASSED" in s.label for s in at.status)
+
+
+def test_a_link_with_one_bad_part_uses_the_rest_and_says_once_what_was_ignored(runs):
+    at = open_page(source="tiny-gpt2-stdlib", factor="3", tab="Everything")
+    (line,) = [e.value for e in at.error]
+    assert "tab=" in line and "the rest of the link was used" in line and "factor" not in line
+    assert at.sidebar.slider(key="factor").value == 3 and at.session_state["clone_key"].growth.factor == 3
+    at.run()  # said once: a rerun of the page does not repeat it
+    assert not at.error

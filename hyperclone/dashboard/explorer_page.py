@@ -133,29 +133,43 @@ def main() -> None:
     page.run()
 
 
+def link_parts(params) -> tuple[dict, list[str]]:
+    """What a link names, each part checked as its control checks it: ({part: value} for the parts that passed,
+    one line per part that did not: what was ignored and why). A bad part never stops the good ones."""
+    readers = {"source": lambda: link_source(params), "growth": lambda: growth_from_params(params),
+               "tab": lambda: link_choice(params, "tab", [t.label for t in TABS]),
+               "run": lambda: link_run(params.get("run"))}
+    parts, ignored = {}, []
+    for part, read in readers.items():
+        try:
+            parts[part] = read()
+        except HyperCloneError as e:
+            ignored.append(str(e))
+    return parts, ignored
+
+
 def restore_view() -> None:
     """Once per session: the widgets take the view a link describes (source, growth, tab, run), every value
-    checked as the controls check theirs; a link with a bad value is not used, and one line says which."""
+    checked as the controls check theirs. What was ignored is said once, in one line; a link that names a built-in
+    source with valid growth settings is cloned on open, so its recipient sees the view, not an empty page."""
     state, params = st.session_state, st.query_params
     if state.get("view_restored"):
         return
     state.view_restored = True
-    try:
-        source, growth = link_source(params), growth_from_params(params)
-        tab, run = link_choice(params, "tab", [t.label for t in TABS]), link_run(params.get("run"))
-    except HyperCloneError as e:
-        show_error(HyperCloneError(f"{e}; the page opened with its own settings, nothing was built from the link"),
-                   "reading the link")
-        return
-    if source:
-        state.source_kind, state.builtin = "Built-in", source
+    parts, ignored = link_parts(params)
+    if ignored:
+        show_error(HyperCloneError("; ".join(ignored) + "; the rest of the link was used"), "reading the link")
+    if parts.get("source"):
+        state.source_kind, state.builtin = "Built-in", parts["source"]
+    growth = parts.get("growth")
     for name, param in GROWTH_URL.items():  # each Growth field's link name and control key, declared with it
-        if params.get(param) and name in GROWTH_WIDGETS:
+        if growth is not None and params.get(param) and name in GROWTH_WIDGETS:
             state[GROWTH_WIDGETS[name]] = getattr(growth, name)
-    if tab:
-        state.tab = tab
-    if run:
-        state.race_view = str(run)
+    if parts.get("tab"):
+        state.tab = parts["tab"]
+    if parts.get("run"):
+        state.race_view = str(parts["run"])
+    state.clone_on_open = bool(parts.get("source")) and growth is not None
 
 
 def view_state(name: str | None, growth: Growth) -> dict[str, str | None]:
@@ -196,6 +210,7 @@ def explorer() -> None:
     if fits is None:
         return
     clicked = st.button("Clone", type="primary", key="clone", disabled=not fits)
+    clicked = clicked or (bool(st.session_state.pop("clone_on_open", False)) and bool(fits))  # a link's view
     if clicked:
         try:
             run_clone(key, st.session_state.get("check_text", DEFAULT_TEXT))
