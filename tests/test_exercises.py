@@ -72,8 +72,8 @@ def test_diagonal_prediction_check():
 def test_grade_checks_the_solution_until_there_is_an_answer(capsys):
     assert grade(check_exact_asymmetric_grid, None, first_row_diagonal).ok
     assert "checking the hidden solution" in capsys.readouterr().out
-    with pytest.raises(WrongAnswer, match="your answer is wrong"):
-        grade(check_exact_asymmetric_grid, swap_invariant, first_row_diagonal)
+    verdict = grade(check_exact_asymmetric_grid, swap_invariant, first_row_diagonal)  # a hint, not a traceback
+    assert not verdict.ok and capsys.readouterr().out.startswith("Not yet: your answer is wrong")
     with pytest.raises(WrongAnswer, match="the solution is wrong"):
         grade(check_exact_asymmetric_grid, None, swap_invariant)
 
@@ -223,8 +223,10 @@ def test_cosine_prediction_check():
     assert not check_cosine_prediction(lambda v, n, s: cosine(v, n, s) ** (n - 1), source, FFN_IN).ok
 
 
-def test_grade_passes_the_check_its_arguments():
+def test_grade_passes_the_check_its_arguments(capsys):
     source = tiny_model("gpt2", GPT2)
     assert grade(check_parameter_prediction, predict_parameters, None, source, factors=(2,)).ok
-    with pytest.raises(WrongAnswer, match=r"x2: you predict"):
-        grade(check_parameter_prediction, lambda m, n: 0, predict_parameters, source, factors=(2,))
+    assert not grade(check_parameter_prediction, lambda m, n: 0, predict_parameters, source, factors=(2,)).ok
+    assert "x2: you predict" in capsys.readouterr().out
+    with pytest.raises(WrongAnswer, match=r"the solution is wrong: x2: you predict"):
+        grade(check_parameter_prediction, None, lambda m, n: 0, source, factors=(2,))

@@ -4,7 +4,7 @@ whether the student's answer matches it.
 A notebook exercise is three cells: the student's answer (``None`` until written), a collapsed
 solution, and a check cell calling :func:`grade`. ``grade`` checks the student's answer when there
 is one and the solution otherwise (so the notebooks run top to bottom with the solutions in place);
-a wrong answer raises :class:`WrongAnswer` with one line saying what differs.
+a wrong answer is one printed line saying what differs (a wrong solution raises :class:`WrongAnswer`).
 """
 
 from __future__ import annotations
@@ -40,16 +40,18 @@ def grade(check: Callable[..., Verdict], answer: Any, solution: Any, *args: Any,
     """``check(answer, *args, **kwargs)`` on the student's ``answer`` (or on ``solution`` while ``answer`` is
     None), and say which was checked.
 
-    Raises WrongAnswer when the answer checked is wrong, so a broken solution fails the notebook.
+    A wrong answer of the student's is said in one line ("Not yet: ...", no traceback: it is a hint, not a crash)
+    and its verdict returned; a wrong *solution* raises WrongAnswer, so a broken notebook fails its run.
     """
     whose = "your answer"
     if answer is None:
         print("No answer yet (it is still None): checking the hidden solution instead.")
         answer, whose = solution, "the solution"
     verdict = check(answer, *args, **kwargs)
-    if not verdict.ok:
+    if not verdict.ok and whose == "the solution":
         raise WrongAnswer(f"Not yet: {whose} is wrong: {verdict.message}")
-    print(f"Right: {whose} passes: {verdict.message}")
+    print(f"{'Right' if verdict.ok else 'Not yet'}: {whose} {'passes' if verdict.ok else 'is wrong'}: "
+          f"{verdict.message}")
     return verdict
 
 
