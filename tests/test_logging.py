@@ -55,3 +55,15 @@ def test_the_library_logs_instead_of_printing(path):
     if rel.parts[0] in PRINTS_ALLOWED or str(rel) in NOTEBOOK_TALK:
         return
     assert not _prints(path), f"{rel} prints (lines {_prints(path)}): use logging.getLogger(__name__)"
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_loading_a_local_checkpoint_shows_no_progress_bar_unless_verbose(verbose, capsys, restore_logger):
+    from transformers import AutoModelForCausalLM
+
+    from hyperclone.core.pretrained import from_pretrained
+    from hyperclone.io.sources import resolve_source
+
+    configure_logging(build_parser().parse_args([*(["-v"] if verbose else []), "families"]))
+    from_pretrained(AutoModelForCausalLM, resolve_source("tiny-gpt2-stdlib")[1])
+    assert ("Loading weights" in capsys.readouterr().err) == verbose

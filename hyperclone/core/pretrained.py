@@ -11,6 +11,7 @@ flag. Importing this module is cheap (no torch, no transformers).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,25 @@ def needs_remote_code(where: str | os.PathLike) -> SourceError:
     )
 
 
+@contextlib.contextmanager
+def quiet_weight_loading():
+    """No "Loading weights" progress bar while a local checkpoint loads (downloads happen before, with their own
+    bars): it is noise beside HyperClone's one-line output. Under ``MODEL_BUILDING``, so no other load races it;
+    transformers' setting is put back afterwards. ``hyperclone -v`` keeps the bar."""
+    import logging
+
+    from transformers.utils import logging as hf_logging
+
+    if logging.getLogger("hyperclone").isEnabledFor(logging.DEBUG) or not hf_logging.is_progress_bar_enabled():
+        yield
+        return
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.enable_progress_bar()
+
+
 def from_pretrained(auto_class: Any, where: str | os.PathLike, trust_remote_code: bool = False, **kwargs: Any) -> Any:
     """``auto_class.from_pretrained(where, **kwargs)`` with ``trust_remote_code`` always an explicit bool.
 
@@ -44,7 +64,7 @@ def from_pretrained(auto_class: Any, where: str | os.PathLike, trust_remote_code
     """
     trust = bool(trust_remote_code)  # never None: None is what makes transformers prompt
     try:
-        with MODEL_BUILDING:
+        with MODEL_BUILDING, quiet_weight_loading():
             return auto_class.from_pretrained(where, trust_remote_code=trust, **kwargs)
     except ValueError as e:
         if not trust and "trust_remote_code" in str(e):
