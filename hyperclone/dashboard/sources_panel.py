@@ -98,12 +98,15 @@ def pick_source() -> str | None:
         except HyperCloneError as e:  # a partial install: the models that are there still load
             catalogue = {}
             st.sidebar.warning(error_line(e, "listing built-in models"), icon=":material/warning:")
-        return st.sidebar.selectbox(
+        name = st.sidebar.selectbox(  # the name alone: longer options are cut in the sidebar's width
             "Built-in model", list(catalogue) or list(BUILTIN_NAMES), key="builtin",
-            format_func=lambda n: f"{n}  ({catalogue[n]['params'] / 1e6:.2f}M params, "
-                                  f"val loss {catalogue[n]['val_loss']:.2f})" if n in catalogue else n,
-            help="Small models trained on Python sources (the standard library and the pinned packages); they ship with the package and work offline.",
+            help="Small models trained on Python sources (the standard library and the pinned packages); they "
+                 "ship with the package and work offline.",
         )
+        if name in catalogue:
+            st.sidebar.caption(f"{catalogue[name]['params'] / 1e6:.2f}M parameters, validation loss "
+                               f"{catalogue[name]['val_loss']:.2f}")
+        return name
     if origin == "Hub preset":
         presets = {s.name: s for s in HUB_PRESETS}
         name = st.sidebar.selectbox(
@@ -151,9 +154,9 @@ def pick_growth() -> Growth:
     snr = st.sidebar.slider("Noise SNR (dB)", *LIMITS["snr_db"], 10.0, 0.5, key=key["snr_db"],
                             disabled=not variant.startswith("noisy"), help=growth_help("snr_db"))
     seed = int(st.sidebar.number_input("Seed", *LIMITS["seed"], 0, key=key["seed"], help=growth_help("seed")))
-    c1, c2 = st.sidebar.columns(2)
-    depth = c1.select_slider("Depth x (layers)", span("depth"), value=1, key=key["depth"], help=growth_help("depth"))
-    stack = c2.checkbox("Stack layers", key=key["stack"], disabled=depth == 1, help=growth_help("stack"))
+    depth = st.sidebar.select_slider("Depth x (layers)", span("depth"), value=1, key=key["depth"],
+                                     help=growth_help("depth"))  # full width: in half a sidebar the labels were cut
+    stack = st.sidebar.checkbox("Stack layers", key=key["stack"], disabled=depth == 1, help=growth_help("stack"))
     return Growth(factor, None if ffn == "= n" else int(ffn), variant, float(snr), seed, depth=depth,
                   stack=bool(stack and depth > 1))
 
