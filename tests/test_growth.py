@@ -14,7 +14,6 @@ import torch
 from families import LLAMA_KW, tiny_model
 from safetensors.torch import load_file
 
-import hyperclone
 from hyperclone import Growth, clone, make_plan, stream_clone
 from hyperclone.cli.main import main
 from hyperclone.core.clone import ClonePlan
