@@ -22,6 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from st_protocol import Session  # noqa: E402
 
+from hyperclone.dashboard.lesson_page import BOARD_SECONDS  # noqa: E402
+
 HANG_GUARD_S = 300.0  # per wait: far above a busy 2-core machine's, so only a hang fails it
 
 
@@ -45,9 +47,16 @@ def server(tmp_path):
         log.close()
 
 
+async def poll_until(done) -> None:
+    while not done():
+        await asyncio.sleep(0.2)
+
+
 async def three_students(url: str) -> list[Session]:
     sessions = [Session(url, query="chapter=4", timeout=HANG_GUARD_S) for _ in range(3)]
     await asyncio.gather(*(s.open() for s in sessions))
+    watcher = sessions[1]  # no race trains: its board still polls (it will show the next race without a reload)
+    await asyncio.wait_for(poll_until(lambda: watcher.stats.fragment_runs >= 2), HANG_GUARD_S)
     await sessions[0].click("Next ▶")
     slider = Session(url, query="chapter=2", timeout=HANG_GUARD_S)
     await slider.open()
@@ -64,6 +73,8 @@ def test_three_protocol_students_open_the_lesson_click_next_and_move_the_factor(
         assert s.stats.full_runs >= 1 and s.stats.messages > 0 and s.stats.bytes > 0
         assert s.stats.by_type["script_finished"] >= 1
     assert all("4 · The race" in s.texts() for s in students[1:])  # the two that did not click
+    assert students[1].stats.fragment_runs >= 2  # the board polled with no race training (issue 26)
+    assert [interval for interval, _ in students[1].timers.values()] == [BOARD_SECONDS]
     assert "5 · Why the copies must drift apart" in students[0].texts()
     assert "4 · The race" not in students[0].texts()  # the chapter 4 elements are gone from the page
     assert "chapter=5" in students[0].query  # the server rewrote the URL, as a browser's address bar shows

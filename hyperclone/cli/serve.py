@@ -36,6 +36,9 @@ STREAMLIT_SETTINGS: dict[str, str | int | bool] = {
     "client.toolbarMode": "minimal",
     "logger.level": "warning",
     "global.disableWidgetStateDuplicationWarning": True,  # the explorer keeps tab widgets' state on purpose
+    # No full gc.collect() after every script run: with the models loaded one took 0.25 s of the server's one
+    # (GIL) core, and a lesson page's board reruns every 3 s, so about 12 students filled it (issue 26).
+    "runner.postScriptGC": False,
 }
 
 

@@ -94,6 +94,33 @@ def run_problem(path: str, stamp: tuple) -> str | None:
     return None
 
 
+FIGURES = 64  # built figures kept for every page together (live races' latest states, recorded races)
+
+
+@functools.lru_cache(maxsize=FIGURES)
+def _result_at(path: str, stamp: tuple):
+    return load_run(Path(path))
+
+
+def shared_result(path: Path):
+    """``load_run(path)``, read once per state of its log (``run_stamp``) for every page of this server; the same
+    object is handed to every page, so callers must not change it (a damaged log: its one-line error)."""
+    return _result_at(str(path), run_stamp(Path(path)))
+
+
+@functools.lru_cache(maxsize=FIGURES)
+def _figure_at(build: Any, path: str, stamp: tuple, options: tuple):
+    return build(_result_at(path, stamp), **dict(options))
+
+
+def shared_figure(build: Any, path: Path, /, **options: Any):
+    """``build(result, **options)`` for the run logged in ``path``, built once per state of its log and shared by
+    every page and both pages: a class watching one race costs one figure per new evaluation, not one per page
+    per fragment run (the stamp is read before the log, so a figure is never older than its key). Callers must
+    not change the figure (``st.plotly_chart`` copies it)."""
+    return _figure_at(build, str(path), run_stamp(Path(path)), tuple(sorted(options.items())))
+
+
 def loads_unchanged(path: Path) -> bool:
     """``load_run``'s verdict on ``path`` (a one-line error when damaged), remembered until its files change."""
     problem = run_problem(str(path), run_stamp(path))
