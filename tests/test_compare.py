@@ -7,7 +7,7 @@ from families import CASES, LLAMA_KW, tiny_model
 
 from hyperclone import clone, verify
 from hyperclone.views.compare import config_diff, describe, ffn_size, greedy, logits_pair
-from hyperclone.views.plots import LOG_FLOOR, layer_diff_bars, logit_scatter
+from hyperclone.views.plots import PASS_FAIL, LOG_FLOOR, layer_diff_bars, logit_scatter
 
 
 def test_describe_reads_sizes_of_both_families():
@@ -52,4 +52,4 @@ def test_layer_bars_floor_exact_zeros_and_colour_by_verdict():
     fig = layer_diff_bars(report)
     assert len(fig.data[0].x) == len(report.layers)
     assert min(fig.data[0].y) >= LOG_FLOOR
-    assert set(fig.data[0].marker.color) == {"#2ca02c"}
+    assert set(fig.data[0].marker.color) == {PASS_FAIL[True]} != {PASS_FAIL[False]}

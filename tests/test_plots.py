@@ -89,3 +89,53 @@ def test_recipes_get_colours_of_their_own():
     names = ["noisy_symmetric", "noisy_symmetric@lr=3e-4", "random@lr=3e-3"]
     colours = [plots.color_of(n, names) for n in names]
     assert len(set(colours)) == 3 and colours[0] == plots.COLORS["noisy_symmetric"]
+
+
+def test_every_contestant_is_in_the_horizon_legend_and_bounds_are_labelled_bounds():
+    """A contestant with bounds only (random never reaches its loss) still has a legend entry, named a bound; the
+    figure says under its title that open triangles are bounds; one trace alone still shows its legend."""
+    flat = [(0, 4.0), (100, 3.9), (200, 3.8), (300, 3.7)]  # always below random's best (4.5): (a) only bounds
+    recs = [dict(event="metrics", contestant=name, step=step, tokens=tokens, val_loss=loss)
+            for name, curve in (("symmetric", flat), ("noisy_symmetric", CLONE), ("random", RANDOM))
+            for step, (tokens, loss) in enumerate(curve)]
+    result = RaceResult(config={"contestants": ["symmetric", "noisy_symmetric", "random"], "source": "tiny",
+                                "factor": 2}, info={"contestants": {"random": {"params": 100}}}, records=recs)
+    fig = plots.horizon_figure(result)
+    legend = [t.name for t in fig.data if t.showlegend is not False]
+    assert "symmetric (a): bound (not reached)" in legend and "noisy_symmetric (a)" in legend
+    assert {t.legendgroup for t in fig.data} == {"symmetric", "noisy_symmetric"}
+    assert fig.layout.showlegend is True and "bounds, not measurements" in fig.layout.title.text
+    assert "not a shrinking speed-up" in fig.layout.title.text
+    short = RaceResult(config={"contestants": ["noisy_symmetric", "random"], "source": "tiny", "factor": 2},
+                       info={"contestants": {"random": {"params": 100}}},
+                       records=[r for r in recs if r["contestant"] != "symmetric" and r["step"] == 0])
+    fig = plots.horizon_figure(short)  # before any horizon: the contestant named all the same
+    assert [t.name for t in fig.data] == ["noisy_symmetric: no horizon yet"] and fig.layout.showlegend is True
+
+
+def test_no_negative_tokens_before_the_first_evaluation_or_at_it():
+    empty = plots.loss_figure([])
+    assert tuple(empty.layout.xaxis.range) == (0, 1) and "no evaluation yet" in empty.layout.annotations[0].text
+    first = plots.loss_figure([r for r in records() if r["step"] == 0])  # every point at 0 tokens
+    assert first.layout.xaxis.range[0] > -0.5 and list(first.layout.xaxis.tickvals) == [0]
+    assert plots.loss_figure(records()).layout.xaxis.rangemode == "nonnegative"
+
+
+def test_log_axes_write_powers_of_ten_not_si_prefixes():
+    from types import SimpleNamespace as NS
+
+    layers = [NS(layer=i, max_rel_diff=d, max_abs_diff=d, passed=True) for i, d in enumerate((0.0, 1e-9, 1e-7))]
+    fig = plots.layer_diff_bars(NS(layers=layers, tolerance=1e-5))
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.exponentformat == "power"
+
+
+def test_a_clone_and_its_source_differ_in_colour_whatever_their_recipes():
+    names = ["noisy_symmetric@gentle", "noisy_symmetric", "random", "source@gentle"]  # the shipped race
+    colours = {n: plots.color_of(n, names) for n in names}
+    assert len(set(colours.values())) == 4
+    assert colours["source@gentle"] == plots.COLORS["source"] and colours["noisy_symmetric"] == plots.COLORS[
+        "noisy_symmetric"]
+    quick = ["symmetric@gentle", "noisy_symmetric@gentle", "random"]  # one of each kind: the kind's colour
+    assert [plots.color_of(n, quick) for n in quick] == [plots.COLORS[k] for k in ("symmetric", "noisy_symmetric",
+                                                                                    "random")]
+    assert plots.COLORS["symmetric"] != plots.COLORS["noisy_symmetric"]

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 from racekit import one_line_refusal
 
 from hyperclone.training.recorded import RECORD_FILE, RUNS_DIR, read_record, recorded_races, write_record
@@ -25,12 +26,29 @@ def test_a_recorded_race_is_complete_fair_and_says_how_it_was_made(recorded):
     result = recorded.load()
     assert result.complete and result.same_batches
     names = [n.partition("@")[0] for n in result.contestants]
-    assert {"random", "source"} <= set(names) and sum(n == "noisy_symmetric" for n in names) >= 2  # paper + best
+    if "symmetric" in names:  # chapter 5's race: the exact clone against the noisy one, random init as the baseline
+        assert {"symmetric", "noisy_symmetric", "random"} <= set(names)
+    else:  # a speed-up race: the paper's recipe and the best one, random init and the source
+        assert {"random", "source"} <= set(names) and sum(n == "noisy_symmetric" for n in names) >= 2
     assert len({result.config.get("steps")} | {result.final(n)["step"] for n in result.contestants}) == 1
     assert result.config["schedule"] == "constant"  # every evaluation is a fair horizon
     assert recorded.command.startswith("python benchmarks/record_races.py ")
     assert recorded.machine and recorded.date[:4].isdigit() and recorded.label.startswith("recorded · ")
     assert result.horizon(result.contestants[0])  # the speed-up-vs-horizon figure has points
+
+
+def test_a_recorded_race_shows_the_symmetric_clone_stay_identical_and_the_noisy_one_drift_apart():
+    """Chapter 5's race: symmetric's copies stay identical (cosine 1 up to float32 rounding) at every evaluation,
+    noisy_symmetric's fall clearly below where they started."""
+    races = [r.load() for r in SHIPPED if {"symmetric", "noisy_symmetric"} <= set(r.load().contestants)]
+    assert races, "no recorded race has both symmetric and noisy_symmetric"
+    eps = torch.finfo(torch.float32).eps
+    for result in races:
+        exact = [r["symmetry"] for r in result.records if r["contestant"] == "symmetric"]
+        noisy = [r["symmetry"] for r in result.records if r["contestant"] == "noisy_symmetric"]
+        assert len(exact) == len(noisy) > 10
+        assert all(abs(s - 1.0) <= 8 * eps for s in exact), max(abs(s - 1.0) for s in exact)
+        assert noisy[-1] < noisy[0] - 0.05 and noisy == sorted(noisy, reverse=True)  # falls, steadily
 
 
 @pytest.mark.parametrize("recorded", SHIPPED, ids=[r.name for r in SHIPPED])
@@ -42,7 +60,11 @@ def test_a_recorded_race_raced_the_source_that_ships_today(recorded):
     config = recorded.load().config
     card = read_card(config["source"])
     assert config["source_train_tokens"] == card["training"]["tokens_seen"]
-    assert config["source_final_lr"] == final_lr_of(card)
+    from hyperclone.training.config import FROM_SOURCE, RaceConfig
+
+    cfg = RaceConfig.from_dict(config)  # the race reads the card's final lr only for a recipe that starts at it
+    uses_it = any(cfg.spec(n).recipe in FROM_SOURCE and cfg.spec(n).lr is None for n in cfg.contestants)
+    assert config["source_final_lr"] == (final_lr_of(card) if uses_it else None)
 
 
 def test_a_directory_without_a_record_or_with_a_bad_one_is_refused_in_one_line_and_skipped(tmp_path):

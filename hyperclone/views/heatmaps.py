@@ -1,9 +1,12 @@
 """Tiled weight heatmaps: a source matrix beside its clone, with the block grid drawn.
 
 Shared by the dashboard and the notebooks. Matrices are shown as [out, in]
-(GPT-2 Conv1D and embedding tables are transposed for display); large ones are
-average-pooled for display, but every axis counts the matrix's real rows and
-columns, so the block grid and the ticks mean the same thing at any size.
+(GPT-2 Conv1D and embedding tables are transposed for display); of a large one,
+every k-th row and column is drawn (real entries, never averages, so equal weights
+have equal colours on every panel, whatever each panel's size), and every axis counts
+the matrix's real rows and columns, so the block grid and the ticks mean the same
+thing at any size. One colour scale for all panels, compressed (asinh) so that the
+W/n blocks of a large factor still show.
 A stack of MoE experts [experts, out, in] is shown one expert at a time.
 """
 
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import plotly.colors as pcolors
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
@@ -19,10 +23,15 @@ from hyperclone.core.clone import ClonePlan
 from hyperclone.core.grow import split_blocks
 from hyperclone.specs import spec_for
 
-# Subplot titles: three panels share a figure 700 px wide (plotly's default), about 200 px each; at 12 px a
-# character is about 6.5 px wide, so a title line stays within 30 characters (tests/test_heatmaps.py checks it).
-TITLE_FONT = 12
-TITLE_CHARS = 30
+# Subplot titles at 14 px (readable on a projector): a character is about 7.5 px wide, so a line of 28 characters
+# takes ~210 px, one panel of a figure ~760 px wide or wider (the dashboard stretches it to the page); checked
+# by tests/test_heatmaps.py.
+TITLE_FONT = 14
+TITLE_CHARS = 28
+# The colour scale: colour at value v is RdBu at asinh(COMPRESS·v/scale)/asinh(COMPRESS), the same for every panel;
+# a block of W/12 then shows about a fifth of W's colour instead of a twelfth (near-white on a projector).
+COMPRESS = 50.0
+COLOR_STOPS = 41
 
 
 def matrix_names(model) -> list[str]:
@@ -73,13 +82,24 @@ def block_edges(plan: ClonePlan, name: str, wide_shape: tuple[int, int]) -> tupl
     return row_edges[1:], [i * cols // b for i in range(1, b)]
 
 
-def downsample(m: torch.Tensor, max_side: int) -> tuple[torch.Tensor, int]:
-    """Average-pool a matrix so neither side exceeds ``max_side``; returns (matrix, pooling factor)."""
+def subsample(m: torch.Tensor, max_side: int) -> tuple[torch.Tensor, int]:
+    """Rows and columns 0, k, 2k, … of ``m``, with k the smallest step that keeps both sides within ``max_side``;
+    returns (entries, k). Real entries, never averages; panels drawn at different steps share the entries at
+    multiples of both steps."""
     k = max(1, math.ceil(max(m.shape) / max_side))
-    if k == 1:
-        return m, 1
-    pooled = torch.nn.functional.avg_pool2d(m[None, None], k, ceil_mode=True)[0, 0]
-    return pooled, k
+    return m[::k, ::k], k
+
+
+def compressed_colorscale() -> list[list]:
+    """RdBu stretched so that small values get visible colours: stop at position p (value (2p-1)·scale) has RdBu's
+    colour at (1 + asinh(COMPRESS·(2p-1))/asinh(COMPRESS)) / 2; monotone, so equal values stay equal colours."""
+    positions = [i / (COLOR_STOPS - 1) for i in range(COLOR_STOPS)]
+    at = [(1 + math.asinh(COMPRESS * (2 * p - 1)) / math.asinh(COMPRESS)) / 2 for p in positions]
+    return [[p, c] for p, c in zip(positions, pcolors.sample_colorscale("RdBu", at))]
+
+
+def ordinal(k: int) -> str:
+    return f"{k}" + ("th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th"))
 
 
 def row_block_sums(plan: ClonePlan, name: str, stored: torch.Tensor) -> torch.Tensor:
@@ -124,18 +144,17 @@ def grid_description(plan: ClonePlan, name: str) -> str:
 
 
 def panel_title(title: str, detail: str, shape: tuple[int, int], k: int) -> str:
-    """Two short lines: what the panel is, then its real shape and how it is pooled for display."""
-    size = f"{shape[0]}×{shape[1]}" + (f", {k}×{k} pooled" if k > 1 else "")
+    """Short lines: what the panel is, then its real shape and which rows and columns are drawn."""
+    size = f"{shape[0]}×{shape[1]}" + (f", every {ordinal(k)} row/col" if k > 1 else "")
     return f"{title}<br>{size}" + (f"<br>{detail}" if detail else "")
 
 
 def add_heatmap(fig: go.Figure, col: int, m: torch.Tensor, k: int, shape: tuple[int, int], scale: float) -> None:
-    """One panel: pooled cell i covers real indices [i·k, (i+1)·k), so the axes count real rows and columns."""
-    centre = (k - 1) / 2
-    fig.add_trace(go.Heatmap(z=m.numpy(), x0=centre, dx=k, y0=centre, dy=k, zmin=-scale, zmax=scale,
-                             colorscale="RdBu", showscale=False, coloraxis=None,
-                             hovertemplate=(f"{k}×{k} entries around row %{{y}}, column %{{x}}: mean %{{z:.3g}}"
-                                            if k > 1 else "row %{y}, column %{x}: %{z:.3g}") + "<extra></extra>"),
+    """One panel: cell i is the real entry i·k (see ``subsample``), so the axes count real rows and columns and
+    the hover names the entry shown."""
+    fig.add_trace(go.Heatmap(z=m.numpy(), x0=0, dx=k, y0=0, dy=k, zmin=-scale, zmax=scale,
+                             colorscale=compressed_colorscale(), showscale=False, coloraxis=None,
+                             hovertemplate="row %{y}, column %{x}: %{z:.3g}<extra></extra>"),
                   row=1, col=col)
     fig.update_xaxes(range=[-0.5, shape[1] - 0.5], title_text="column (input)", row=1, col=col)
     fig.update_yaxes(range=[shape[0] - 0.5, -0.5], row=1, col=col)
@@ -154,13 +173,15 @@ def clone_heatmaps(source, wide, name: str, factor: int, ffn_factor: int | None 
     panels = [("source W", "", w_src), (f"clone: {grid_description(plan, name)}", "", w_wide),
               ("sum of a block row" + (", per part" if fused else ""), f"max |diff| vs W: {err:.1e}",
                row_block_sums(plan, name, wide_t))]
-    shown = [downsample(m, max_side) for _, _, m in panels]
+    shown = [subsample(m, max_side) for _, _, m in panels]
     scale = max(float(m.abs().max()) for m, _ in shown) or 1.0
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.07, subplot_titles=[
         panel_title(t, d, tuple(m.shape), k) for (t, d, m), (_, k) in zip(panels, shown)])
     for col, ((_, _, m), (pooled, k)) in enumerate(zip(panels, shown), start=1):
         add_heatmap(fig, col, pooled, k, tuple(m.shape), scale)
-    fig.data[-1].update(showscale=True, colorbar=dict(thickness=12))
+    ticks = [v * scale for v in (-1, -0.5, 0, 0.5, 1)]  # the bar is linear in value; its colours are stretched
+    fig.data[-1].update(showscale=True, colorbar=dict(thickness=12, tickvals=ticks,
+                                                      ticktext=[f"{v:.2g}" for v in ticks]))
     fig.update_yaxes(title_text="row (output)", row=1, col=1)
     rows, cols = block_edges(plan, name, tuple(w_wide.shape))
     for r in rows:
@@ -181,10 +202,11 @@ def heatmap_caption(wide, name: str, factor: int, ffn_factor: int | None = None,
     """What :func:`clone_heatmaps` shows for ``name``, in words (the dashboard's caption under the figure)."""
     plan = ClonePlan.over_wide(wide.config, factor, ffn_factor)
     factors = plan.factors_of(plan.spec.rule_for(name))
-    k = downsample(torch.empty(as_out_in(plan, name, pick_expert(wide.state_dict()[name], 0)).shape), max_side)[1]
-    text = ("One colour scale for the three panels; each shows the matrix as [out, in], and its axes count real "
-            "rows (outputs) and columns (inputs)" + (f"; a cell of the clone averages {k}×{k} entries"
-                                                     if k > 1 else "") + ". ")
+    k = subsample(torch.empty(as_out_in(plan, name, pick_expert(wide.state_dict()[name], 0)).shape), max_side)[1]
+    text = ("One colour scale for the three panels (stretched so small weights show; equal weights, equal colours); "
+            "each shows the matrix as [out, in], and its axes count real rows (outputs) and columns (inputs)"
+            + (f"; the clone shows every {ordinal(k)} row and column (real entries, not averages)"
+               if k > 1 else "") + ". ")
     (a, b) = factors[0]
     if len(factors) == 1:
         return text + (f"Middle: the clone's {a}×{b} grid of blocks; row of blocks i computes output copy i from "

@@ -21,30 +21,44 @@ from hyperclone.training.speedups import Speedup, pick_baseline, speedup
 
 Records = Union[RaceResult, Sequence[dict]]
 
-# One colour per contestant wherever it is drawn: random init grey, the source black.
+# One colour per contestant wherever it is drawn, from the Okabe–Ito palette (told apart with any colour vision and
+# on a washed-out projector): random init grey and dashed, the source black and dotted.
 COLORS = {
-    "noisy_symmetric": "#1f77b4",
-    "symmetric": "#2ca02c",
-    "noisy_diagonal": "#9467bd",
-    "diagonal": "#ff7f0e",
-    "random": "#7f7f7f",
-    "source": "#111111",
+    "noisy_symmetric": "#0072B2",  # blue
+    "symmetric": "#D55E00",  # vermillion
+    "noisy_diagonal": "#CC79A7",  # reddish purple
+    "diagonal": "#E69F00",  # orange
+    "random": "#7F7F7F",
+    "source": "#000000",
 }
 DASH = {"random": "dash", "source": "dot"}
-EXTRA_COLORS = ("#d62728", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#843c39")
+# Further recipes of a kind already drawn: the rest of Okabe–Ito, then Paul Tol's colour-blind-safe muted set.
+EXTRA_COLORS = ("#009E73", "#56B4E9", "#882255", "#117733", "#332288", "#AA4499", "#44AA99", "#999933")
+
+
+def _has_kind_colour(name: str, names: Sequence[str]) -> bool:
+    """Whether ``name`` is drawn in its kind's colour: the plain name, else the first of its kind listed."""
+    kind = name.partition("@")[0]
+    if kind not in COLORS:
+        return False
+    same = [n for n in names if n.partition("@")[0] == kind]
+    return name == kind or not same or (kind not in same and same[0] == name)
 
 
 def color_of(name: str, names: Sequence[str] = ()) -> str:
-    """A contestant's colour: its kind's for the plain name, another per recipe (``noisy_symmetric@lr=3e-4``)."""
-    if name in COLORS:
-        return COLORS[name]
-    extra = [n for n in names if n not in COLORS]
+    """A contestant's colour: its kind's (``symmetric@gentle``: symmetric's) unless another contestant of the same
+    kind has it already (the plain name first, else the first listed); each further recipe gets one of its own."""
+    if _has_kind_colour(name, names):
+        return COLORS[name.partition("@")[0]]
+    extra = [n for n in names if not _has_kind_colour(n, names)]
     return EXTRA_COLORS[(extra.index(name) if name in extra else len(extra)) % len(EXTRA_COLORS)]
+
+
 LABELS = {
     "val_loss": "validation loss (nats/token)",
     "val_accuracy": "next-token accuracy",
     "train_loss": "training loss (mean over the interval)",
-    "symmetry": "symmetry (cosine between copies; 1 = identical)",
+    "symmetry": "cosine (1 = identical)",  # short: a presenter-view chart 380 px high has ~200 px for it
     "tokens": "training tokens",
     "flops": "estimated training FLOPs",
     "step": "step",
@@ -94,10 +108,32 @@ def metric_figure(data: Records, metric: str = "val_loss", x: str = "tokens", lo
             fig.add_trace(_trace(name, xs, ys, names=names))
     fig.update_layout(title=title, template="plotly_white", hovermode="x unified",
                       xaxis_title=LABELS.get(x, x), yaxis_title=LABELS.get(metric, metric),
-                      legend_title="contestant")
+                      legend_title="contestant", showlegend=True)
     if log_x:
         fig.update_xaxes(type="log")
     add_growth_markers(fig, records, names, metric, x)
+    return empty_state(fig, x)
+
+
+COUNTS = ("tokens", "flops", "step", "seconds")  # x axes that start at 0 and never go below it
+
+
+def empty_state(fig: go.Figure, x: str = "tokens", message: str = "no evaluation yet") -> go.Figure:
+    """No negative counts on the x axis (plotly draws a lone point at 0 tokens on −1…1); with no point at all,
+    an empty 0…1 frame without ticks and ``message`` in its middle (before a race's first evaluation)."""
+    if x in COUNTS:
+        fig.update_xaxes(rangemode="nonnegative")
+    xs = [v for t in fig.data if t.x is not None for v in t.x if v is not None]
+    if xs and x in COUNTS and max(xs) == 0:  # only the evaluation before training: one tick, at 0, no fractions
+        fig.update_xaxes(range=[-0.03, 1], tickvals=[0])
+        fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", text="before training; the curves follow",
+                           showarrow=False, font=dict(color="#666666", size=14))
+    if xs:
+        return fig
+    fig.update_xaxes(range=[0, 1], showticklabels=False)
+    fig.update_yaxes(range=[0, 1], showticklabels=False)
+    fig.add_annotation(x=0.5, y=0.5, xref="paper", yref="paper", text=message, showarrow=False,
+                       font=dict(color="#666666", size=14))
     return fig
 
 
@@ -143,7 +179,7 @@ def loss_figure(data: Records, x: str = "tokens", log_x: bool = False, speedups:
 
 
 def symmetry_figure(data: Records, x: str = "tokens", log_x: bool = False,
-                    title: str | None = "Symmetry between the clone's copies") -> go.Figure:
+                    title: str | None = "Symmetry of the clone's copies") -> go.Figure:
     """Symmetry of each cloned contestant: 1.0 while its copies are identical (it trains like the small model)."""
     fig = metric_figure(data, "symmetry", x, log_x, title)
     fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
@@ -165,7 +201,7 @@ def add_speedup(fig: go.Figure, s: Speedup, row: int | None = None, col: int | N
         sub = fig.get_subplot(row, col)
         xref = sub.xaxis.plotly_name.replace("axis", "")
         yref = sub.yaxis.plotly_name.replace("axis", "")
-    color = color_of(s.contestant)
+    color = color_of(s.contestant, [t.legendgroup for t in fig.data if t.legendgroup])
     fig.add_annotation(x=slow, y=s.target_loss, ax=fast, ay=s.target_loss, axref=xref, ayref=yref,
                        showarrow=True, arrowhead=2, arrowsize=1, arrowwidth=1.5, arrowcolor=color, text="", **kw)
     fig.add_annotation(x=(fast + slow) / 2, y=s.target_loss, yshift=10, showarrow=False,
@@ -205,7 +241,8 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
             xs, ys = _series(records, name, metric, "tokens")
             if xs:
                 fig.add_trace(_trace(name, xs, ys, showlegend=(i == 0), names=names), row=row, col=col)
-        fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, row=row, col=col)
+        fig.update_xaxes(title_text=LABELS["tokens"], type="log" if log_x else None, rangemode="nonnegative",
+                         row=row, col=col)
         add_growth_markers(fig, records, names, metric, "tokens", row=row, col=col)
     for s in sp:
         if s.definition == "a":
@@ -220,44 +257,71 @@ def race_figure(result: Records, log_x: bool = False) -> go.Figure:
 ABOVE_START = "(open: the clone was not below its own start here; head start, not faster learning)"
 
 
+BOUNDS_NOTE = ("△ ▽ open triangles: bounds, not measurements (that loss was not reached before the race ended)"
+               "<br>a falling lower bound is not a shrinking speed-up: the race was too short to measure it")
+
+
 def horizon_figure(result: RaceResult, title: str | None = "Speed-up against horizon") -> go.Figure:
     """Speed-ups (a) and (b) at every horizon of the run, x: training tokens per parameter of the wide model.
 
     (a), solid: at each evaluation of a contestant, tokens the baseline needed for
     the same loss ÷ the contestant's tokens; (b), dashed: at each evaluation of the
     baseline, its tokens ÷ tokens the contestant needed for its loss. Not reached:
-    an open triangle at the bound (up: more than, down: less than); nothing extrapolated.
-    An open circle on (a): the contestant was not below its own step-0 loss there, so
-    the ratio is the source's head start, not faster learning.
+    an open triangle at the bound (up: more than, down: less than), a legend entry of
+    its own and a note under the axes; nothing extrapolated. An open circle on (a):
+    the contestant was not below its own step-0 loss there, so the ratio is the
+    source's head start, not faster learning. Every contestant is in the legend, with
+    "no horizon yet" when it has no point.
     """
     fig = go.Figure()
     base = result.baseline
+    any_bound = False
     for name in (n for n in result.contestants if n != base):
-        color = color_of(name, result.contestants)
+        drawn = 0
         for definition, dash in (("a", "solid"), ("b", "dash")):
-            points = result.horizon(name, definition)
-            measured = [p for p in points if p.value is not None]
-            bounds = [p for p in points if p.value is None and p.bound is not None]
-            label = f"{name} ({definition})"
-            fig.add_trace(go.Scatter(
-                x=[p.tokens_per_param for p in measured], y=[p.value for p in measured], mode="lines+markers",
-                name=label, legendgroup=label, line=dict(color=color, dash=dash, width=2),
-                marker=dict(symbol=["circle-open" if p.above_start else "circle" for p in measured], size=7),
-                text=[ABOVE_START if p.above_start else "" for p in measured],
-                hovertemplate="%{x:.3g} tokens/param: %{y:.2f}x %{text}<extra>" + label + "</extra>"))
-            if bounds:
-                fig.add_trace(go.Scatter(
-                    x=[p.tokens_per_param for p in bounds], y=[p.bound[1] for p in bounds], mode="markers",
-                    name=f"{label}: not reached (bound)", legendgroup=label, showlegend=False,
-                    marker=dict(color=color, size=9, symbol=[
-                        "triangle-up-open" if p.bound[0] == ">" else "triangle-down-open" for p in bounds]),
-                    hovertemplate="%{x:.3g} tokens/param: " + "%{text}<extra>" + label + "</extra>",
-                    text=[f"{p.bound[0]}{p.bound[1]:.2f}x (not reached)" for p in bounds]))
+            traces = _horizon_traces(name, definition, dash, result)
+            any_bound |= any(t.name.endswith("bound (not reached)") for t in traces)
+            drawn += len(traces)
+            for trace in traces:
+                fig.add_trace(trace)
+        if not drawn:  # a legend entry all the same, saying why there is nothing to draw
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"{name}: no horizon yet",
+                                     legendgroup=name, marker=dict(color=color_of(name, result.contestants))))
     fig.add_hline(y=1.0, line=dict(color="#bbbbbb", width=1, dash="dot"))
-    fig.update_layout(title=title, template="plotly_white", legend_title=f"vs {base}",
+    fig.update_layout(title=title, template="plotly_white", legend_title=f"vs {base}", showlegend=True,
                       xaxis_title="training tokens per parameter of the wide model",
                       yaxis_title="speed-up over random init (x)")
-    return fig
+    if any_bound:  # under the title, where a presenter view's margins and fonts leave it readable
+        fig.update_layout(title=dict(text=f"{title or ''}<br><span style='font-size:14px;color:#444444'>"
+                                          f"{BOUNDS_NOTE}</span>"))
+    return empty_state(fig, "tokens_per_param", "no horizon yet: it needs evaluations of both contestants")
+
+
+def _horizon_traces(name: str, definition: str, dash: str, result: RaceResult) -> list[go.Scatter]:
+    """The measured line of one speed-up of ``name`` and its bounds (open triangles), each its own legend entry."""
+    color = color_of(name, result.contestants)
+    points = result.horizon(name, definition)
+    measured = [p for p in points if p.value is not None]
+    bounds = [p for p in points if p.value is None and p.bound is not None]
+    label = f"{name} ({definition})"
+    traces = []
+    if measured:
+        traces.append(go.Scatter(
+            x=[p.tokens_per_param for p in measured], y=[p.value for p in measured], mode="lines+markers",
+            name=label, legendgroup=name, line=dict(color=color, dash=dash, width=2),
+            marker=dict(symbol=["circle-open" if p.above_start else "circle" for p in measured], size=7),
+            text=[ABOVE_START if p.above_start else "" for p in measured],
+            hovertemplate="%{x:.3g} tokens/param: %{y:.2f}x %{text}<extra>" + label + "</extra>"))
+    if bounds:
+        traces.append(go.Scatter(
+            x=[p.tokens_per_param for p in bounds], y=[p.bound[1] for p in bounds], mode="markers",
+            name=f"{label}: bound (not reached)", legendgroup=name,
+            marker=dict(color=color, size=9, symbol=[
+                "triangle-up-open" if p.bound[0] == ">" else "triangle-down-open" for p in bounds]),
+            hovertemplate="%{x:.3g} tokens/param: %{text}<extra>" + label + "</extra>",
+            text=[f"a bound, not a measurement: speed-up {p.bound[0]} {p.bound[1]:.2f}x (that loss was not "
+                  "reached before the race ended)" for p in bounds]))
+    return traces
 
 
 def race_report_html(result: RaceResult, log_x: bool = False) -> str:
@@ -276,6 +340,7 @@ def race_report_html(result: RaceResult, log_x: bool = False) -> str:
 # The equivalence check (numbers from ``verify`` and ``compare.logits_pair``)
 # --------------------------------------------------------------------------- #
 LOG_FLOOR = 1e-12  # exact zeros are drawn here on log axes (hover shows the true value)
+PASS_FAIL = {True: "#009E73", False: "#D55E00"}  # Okabe–Ito bluish green and vermillion
 
 
 def logit_scatter(source_logits: torch.Tensor, clone_logits: torch.Tensor, max_points: int = 4000,
@@ -303,7 +368,7 @@ def layer_diff_bars(report) -> go.Figure:
     layers = report.layers
     names = ["embeddings" if c.layer == 0 else f"layer {c.layer}" for c in layers]
     values = [max(c.max_rel_diff, LOG_FLOOR) for c in layers]
-    colours = ["#2ca02c" if c.passed else "#d62728" for c in layers]
+    colours = [PASS_FAIL[c.passed] for c in layers]
     fig = go.Figure(go.Bar(
         x=names, y=values, marker_color=colours,
         customdata=[[c.max_abs_diff, c.max_rel_diff] for c in layers],
@@ -311,7 +376,7 @@ def layer_diff_bars(report) -> go.Figure:
     ))
     fig.add_hline(y=report.tolerance, line=dict(color="black", dash="dash", width=1),
                   annotation_text=f"tolerance {report.tolerance:g}", annotation_position="top left")
-    fig.update_yaxes(type="log", title="max relative difference")
+    fig.update_yaxes(type="log", title="max relative difference", exponentformat="power")  # 10⁻¹², not SI's "1p"
     fig.update_layout(title="Hidden states: clone vs source repeated (green = within tolerance)", height=340,
                       margin=dict(l=20, r=20, t=50, b=20))
     return fig
