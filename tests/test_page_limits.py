@@ -98,14 +98,14 @@ def race_tab(runs, monkeypatch) -> AppTest:
     """The Explorer's race tab; timing a step larger than a race may take trips at once."""
     import hyperclone.teach.lesson
 
-    real = hyperclone.teach.lesson.step_seconds
+    real = hyperclone.teach.lesson.time_steps
 
-    def guarded(source, growth, batch_size, seq_len):
+    def guarded(source, growth, batch_size, seq_len, *args, **kwargs):
         if batch_size * seq_len > 2**15:
             raise RuntimeError(f"tripwire: a step of {batch_size} x {seq_len} tokens was timed")
-        return real(source, growth, batch_size, seq_len)
+        return real(source, growth, batch_size, seq_len, *args, **kwargs)
 
-    monkeypatch.setattr(hyperclone.teach.lesson, "step_seconds", guarded)
+    monkeypatch.setattr(hyperclone.teach.lesson, "time_steps", guarded)
     return open_page(EXPLORER, tab="Training race")
 
 
