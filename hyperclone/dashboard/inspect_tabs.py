@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from hyperclone.views.compare import config_diff, describe, encode, greedy, logits_pair
+from hyperclone.views.compare import config_diff, describe, encode, greedy, logits_pair, token_counts
 from hyperclone.views.heatmaps import clone_heatmaps, expert_count, heatmap_caption, matrices_by_layer
 from hyperclone.views.plots import layer_diff_bars, logit_scatter
 from hyperclone.dashboard.common import remembered
@@ -47,7 +47,8 @@ def show_heatmaps(key: CloneKey) -> None:
         state.hm_tensor = next(iter(groups[group]))
     tensor = groups[group][c2.selectbox("Tensor", list(groups[group]), key="hm_tensor")]
     side = c3.select_slider("Display size", [48, 96, 160, 256], value=96, key="hm_side",
-                            help="Larger matrices are average-pooled to this many cells per side")
+                            help="Of a larger matrix, every k-th row and column is drawn (real entries, not averages), "
+                                 "k the smallest step that keeps it within this many cells per side")
     experts = expert_count(wide, tensor)  # a stack of MoE experts is shown one expert at a time
     expert = int(st.number_input(f"Expert (0-{experts - 1})", 0, experts - 1, 0, key="hm_expert")) if experts else 0
     fig = clone_heatmaps(source, wide, tensor, key.growth.factor, key.growth.ffn_factor, max_side=side, expert=expert)
@@ -93,11 +94,20 @@ def show_equivalence(key: CloneKey) -> None:
         st.caption(note)
     if tokenizer is None:
         return
+    kept, total = token_counts(tokenizer, text, source.config)
+    if kept < total:
+        st.caption(f"The text has {total} tokens; the models read at most {kept} at once, so the check uses its "
+                   f"last {kept} (the first {total - kept} are left out).")
     ids = encode(tokenizer, text, source.config)
     s_logits, c_logits = logits_pair(source, wide, ids)
     left, right = st.columns(2)
     left.plotly_chart(logit_scatter(s_logits, c_logits), key="logit_scatter", width="stretch")
-    right.plotly_chart(layer_diff_bars(report), key="layer_bars", width="stretch")
+    if report.layers:
+        right.plotly_chart(layer_diff_bars(report), key="layer_bars", width="stretch")
+    else:
+        right.info("No hidden-state comparison: a stacked clone's layers run the source's blocks one after another "
+                   "instead of repeating its hidden states, so there is no source layer for each wide layer to "
+                   "match. Its logits (left) show how far it starts from the source.", icon=":material/info:")
     st.markdown("**Greedy continuations** (the same text means the same function)")
     n_new = st.slider("New tokens", 8, 128, 40, 8, key="gen_tokens")
     gid = encode(tokenizer, text, source.config, reserve=n_new)

@@ -66,6 +66,17 @@ def recipe_lines(result: RaceResult) -> list[str]:
 ALL_DIVERGED = "no speed-up can be measured: every contestant diverged (why: above)"
 
 
+def result_sentence(result: RaceResult) -> str | None:
+    """What a race shows, in one sentence made from its numbers: the clone that ended lowest against the baseline,
+    at equal tokens (None before the first evaluation past 0 tokens, or without a clone and a baseline)."""
+    readouts = [r for r in result.readouts()
+                if r.tokens > 0 and r.loss is not None and not r.contestant.startswith("source")]
+    if not readouts:
+        return None
+    best = min(readouts, key=lambda r: r.loss)
+    return f"What this race shows: {best.words}."
+
+
 def readout_lines(result: RaceResult) -> list[str]:
     """Every contestant against the baseline at the tokens both have trained, in words."""
     if result.all_diverged:

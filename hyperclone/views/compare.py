@@ -78,6 +78,13 @@ def encode(tokenizer: Any, text: str, config: Any, reserve: int = 0) -> torch.Te
     return ids[:, -keep:]
 
 
+def token_counts(tokenizer: Any, text: str, config: Any, reserve: int = 0) -> tuple[int, int]:
+    """(tokens ``encode`` keeps, tokens in ``text``): fewer kept than written when the text is longer than the
+    model's context (its first tokens are left out)."""
+    total = len(tokenizer(text)["input_ids"])
+    return min(total, max(1, context_length(config) - reserve)), total
+
+
 @torch.no_grad()
 def logits_pair(source, wide, input_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Both models' logits on the same ids, as float32 CPU tensors of shape [T, vocab]."""
