@@ -29,7 +29,7 @@ def test_every_chapter_shows_its_idea_and_a_figure_or_what_to_do(runs, chapter, 
         picker = at.selectbox(key="lesson_run")
         assert picker.value.startswith("recorded/") and all(o.startswith("recorded · ") for o in picker.options)
         assert at.get("plotly_chart") and at.button(key="lesson_race_start")
-        assert any("about" in c.value and "timed from one training step" in c.value for c in at.caption)
+        assert any("about" in c.value and "here now (timed just now" in c.value for c in at.caption)
     else:  # chapter 5: the symmetry curve of the recorded race
         assert at.get("plotly_chart")
     if chapter == 3:
@@ -124,3 +124,16 @@ def test_a_link_with_one_bad_part_uses_the_rest_and_says_once_what_was_ignored(r
     assert at.sidebar.slider(key="factor").value == 3 and at.session_state["clone_key"].growth.factor == 3
     at.run()  # said once: a rerun of the page does not repeat it
     assert not at.error
+
+
+def test_chapter_4_says_what_the_race_shows_in_a_sentence_from_its_numbers(runs):
+    from hyperclone import load_run
+    from hyperclone.training.recorded import recorded_races
+    from hyperclone.training.report import result_sentence
+
+    at = open_page(LESSON, chapter="4")
+    shown = [m.value for m in at.markdown if m.value.startswith("What this race shows:")]
+    assert len(shown) == 1, shown
+    first = load_run(recorded_races()[0].path)  # the race chapter 4 opens with
+    best = min((r for r in first.readouts() if not r.contestant.startswith("source")), key=lambda r: r.loss)
+    assert shown[0] == result_sentence(first) and f"{best.loss:.3f}" in shown[0] and best.contestant in shown[0]

@@ -7,6 +7,7 @@ Every figure comes from the ``hyperclone`` package (``lesson``, ``heatmaps``, ``
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -23,16 +24,18 @@ from hyperclone.training.config import growth_settings
 from hyperclone.training.loop import race
 from hyperclone.training.recorded import recorded_races, RecordedRace
 from hyperclone.training.results import RaceResult
+from hyperclone.training.report import result_sentence
 from hyperclone.training.runs import is_run_dir, load_run
 from hyperclone.views.compare import encode, greedy, logits_pair
 from hyperclone.views.heatmaps import clone_heatmaps
 from hyperclone.views.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.teach.classroom import shared_queue
-from hyperclone.teach.lesson import (QUICK, copies_agree, format_duration, hidden_vectors, race_seconds, step_seconds,
+from hyperclone.teach.lesson import (QUICK, copies_agree, estimate_race, hidden_vectors, remaining_words,
                                      vector_figure)
 from hyperclone.dashboard.common import (LESSON_LIMITS, ONLY_TEACHER_RACES, SWITCHES, check_growth_limits,
                                          is_teacher_page, link_choice, link_run, link_source, note_left_out,
-                                         require_teacher, shared_source, teacher_stop_button)
+                                         require_teacher, shared_figure, shared_result, shared_source,
+                                         teacher_stop_button)
 
 TEXT = "import os\n\n\ndef read_config(path):\n"
 TITLES = (
@@ -69,15 +72,32 @@ def presenting() -> bool:
 
 def show(fig, key: str, height: int | None = None, where=st) -> None:
     """Draw a figure; in presenter view with large text everywhere (titles and ticks too, no Streamlit theme)."""
+    style(fig, height, presenting())
+    draw(fig, key, where)
+
+
+def draw(fig, key: str, where=st) -> None:
+    """Draw a figure already styled (``style``) for this page's view; ``fig`` is not changed (it may be shared)."""
+    where.plotly_chart(fig, key=key, width="stretch", theme=None if presenting() else "streamlit")
+
+
+def style(fig, height: int | None, presenter: bool):
+    """``fig`` with the page's height, and in presenter view large text (Streamlit's chart theme keeps its own small
+    fonts: drawn without it, with room for large ticks)."""
     if height:
         fig.update_layout(height=height)
-    if presenting():  # Streamlit's chart theme keeps its own small fonts: draw without it, with room for large ticks
+    if presenter:
         fig.update_layout(font=dict(size=18), title_font_size=20, template="plotly_white",
                           margin=dict(l=90, r=30, t=100, b=80))
         fig.update_annotations(font_size=16)
         fig.update_xaxes(automargin=True)
         fig.update_yaxes(automargin=True)
-    where.plotly_chart(fig, key=key, width="stretch", theme=None if presenting() else "streamlit")
+    return fig
+
+
+def styled(result: RaceResult, build, height: int | None, presenter: bool):
+    """``build(result)`` styled for a page: what ``shared_figure`` builds once for every page in the same view."""
+    return style(build(result), height, presenter)
 
 
 def chapter_vector(name: str, growth: Growth) -> None:
@@ -124,9 +144,10 @@ def chapter_model(name: str, growth: Growth) -> None:
                 f"{source.num_parameters() / 1e6:.2f}M → {wide.num_parameters() / 1e6:.2f}M parameters.")
     ids = encode(tokenizer, TEXT, source.config)
     left, right = st.columns(2)
+    height = 600 if presenting() else 420  # presenter view at 1920x1080: the figures fill the screen below the text
     for col, fig, key in ((left, logit_scatter(*logits_pair(source, wide, ids)), "lesson_scatter"),
                           (right, layer_diff_bars(report), "lesson_bars")):
-        show(fig, key, 360, col)
+        show(fig, key, height, col)
     a, b = greedy(source, tokenizer, ids, 16), greedy(wide, tokenizer, ids, 16)
     st.markdown(f"Greedy continuation: source `{a!r}` · clone `{b!r}` ({'identical' if a == b else 'different'})")
 
@@ -160,57 +181,103 @@ def chapter_race(name: str, growth: Growth) -> None:
     if runs:
         pick = st.selectbox("Recorded race", names, index=names.index(chosen) if chosen in names else 0,
                             key="lesson_run", format_func=lambda n: labels.get(n, f"this server · {n}"))
-        show_curves(readable_run(runs[pick]), "lesson_recorded")
+        show_curves(runs[pick], "lesson_recorded")
     else:
         start = "start the quick race below" if is_teacher_page() else "the teacher can start the quick race below"
         st.info(f"No recorded race on this server yet: {start}; it is kept for next time.")
     live_race(name, growth)
 
 
+BOARD_SECONDS = 3.0  # how often a lesson page looks for a new state of the race it shows (also when none trains)
+
+
 def live_race(name: str, growth: Growth) -> None:
-    """Start (or stop) this page's quick race; watch it, or the race training on this server for another page."""
+    """Start (or stop) this page's quick race; watch it, or the race training on this server for another page.
+
+    The board polls every ``BOARD_SECONDS`` whether or not a race trains, so a page follows one race after another
+    and redraws inside its fragment; only the page whose own race ended reruns in full (its list of races)."""
     queue, owner = shared_queue(), owner_id()
-    job = queue.latest(owner)
+    mine = queue.latest(owner)
+    mine_active = mine is not None and mine.active
+    estimate = functools.cache(lambda: estimate_text(name, growth))  # once a full run, not every board tick
+
+    @st.fragment(run_every=BOARD_SECONDS)
+    def board() -> None:
+        job = queue.latest(owner)
+        if mine_active and not job.active:
+            st.rerun()  # this page's own race has ended: redraw the page (its finished race joins the list)
+        race_controls(name, growth, queue, owner, job, estimate)
+        running = queue.running()
+        shown = job if job is not None and (job.active or running is None) else running
+        if shown is not None and is_run_dir(shown.run_dir):
+            st.markdown("**Your race**" if shown.owner == owner else "**Live on this server** (started from another "
+                        "page)")
+            show_curves(shown.run_dir, "lesson_live")
+
+    board()
+
+
+def race_controls(name: str, growth: Growth, queue, owner: str, job, estimate=None) -> None:
+    """Start (the teacher's) or Stop, what the race is doing, the teacher's stop-any, and the race's error
+    (``estimate``: the estimate's words, when the caller keeps them; else ``estimate_text``)."""
     c1, c2 = st.columns([1, 3])
     if job is None or not job.active:
         teacher = is_teacher_page()
         if c1.button("Start the quick race", key="lesson_race_start", type="primary", disabled=not teacher,
                      help=None if teacher else ONLY_TEACHER_RACES):
+            time_at_start(name, growth)  # re-timed now, at the load the race starts under
             start_quick_race(name, growth, queue, owner)
             st.rerun()
+        words = estimate() if estimate else estimate_text(name, growth)
         c2.caption(f"{len(QUICK.contestants)} contestants ({', '.join(QUICK.contestants)}), {QUICK.steps} steps of "
-                   f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {estimate_text(name, growth)}.")
+                   f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {words}.")
         if not teacher:
             st.caption(ONLY_TEACHER_RACES)
     else:
         if c1.button("Stop", key="lesson_race_stop"):
             queue.stop(job, by=owner)
-        ahead = queue.position(job)
-        c2.caption(f"waiting: {ahead} race(s) ahead of yours" if ahead else "training…")
+        with c2:
+            race_clock(job, queue)  # the time left, at the pace measured so far
     teacher_stop_button(queue, owner, "lesson_stop_any")
     if job is not None and job.error:
         st.error(job.error, icon=":material/error:")
-    watching = queue.running()
-
-    @st.fragment(run_every=3.0 if watching is not None else None)
-    def board() -> None:
-        running = queue.running()
-        if watching is not None and running is not watching:
-            st.rerun()  # the race being watched has ended: redraw the page (buttons, recorded races)
-        shown = job if job is not None and (job.active or running is None) else running
-        if shown is not None and is_run_dir(shown.run_dir):
-            mine = shown.owner == owner
-            st.markdown("**Your race**" if mine else "**Live on this server** (started from another page)")
-            show_curves(readable_run(shown.run_dir), "lesson_live")
-
-    board()
 
 
-@st.cache_data(max_entries=16, show_spinner="Timing one training step…")
+@st.cache_data(ttl=60, max_entries=16, show_spinner="Timing a few training steps…")
 def estimate_text(name: str, growth: Growth) -> str:
-    step_s = step_seconds(lesson_source(name)[0], growth, QUICK.batch_size, QUICK.seq_len)
-    seconds = race_seconds(step_s, len(QUICK.contestants), QUICK.steps, QUICK.eval_every)
-    return f"about {format_duration(seconds)} here (timed from one training step of the wide model)"
+    """The quick race's time here, timed at most a minute ago (at the load of now, not of the server's start);
+    pressing Start times it again (``time_at_start``)."""
+    return quick_estimate(name, growth)
+
+
+def quick_estimate(name: str, growth: Growth) -> str:
+    """The quick race's time here, in words, from a few training steps timed now (``estimate_race``)."""
+    return estimate_race(lesson_source(name)[0], growth, len(QUICK.contestants), QUICK.steps, QUICK.batch_size,
+                         QUICK.seq_len, QUICK.eval_every).words()
+
+
+def time_at_start(name: str, growth: Growth) -> None:
+    """Time the quick race again as it starts, kept for the page to show beside the remaining time."""
+    try:
+        st.session_state["lesson_estimate"] = quick_estimate(name, growth)
+    except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
+        st.session_state["lesson_estimate"] = f"no estimate ({error_line(e, 'timing a step')})"
+
+
+def race_clock(job, queue) -> None:
+    """While this page's race waits or trains: its place in the queue, or the time left at the pace measured so far
+    (the board redraws it as the records arrive), beside the estimate made when it started."""
+    ahead = queue.position(job)
+    if ahead:
+        st.caption(f"waiting: {ahead} race(s) ahead of yours")
+        return
+    try:
+        ready = is_run_dir(job.run_dir)
+        left = remaining_words(shared_result(job.run_dir), time.time()) if ready else "preparing the race"
+    except HyperCloneError:  # a log being written can be read again at the next tick
+        left = "reading the race's log"
+    estimate = st.session_state.get("lesson_estimate")
+    st.caption(f"training… {left}" + (f"; estimated at the start: {estimate}" if estimate else ""))
 
 
 def start_quick_race(name: str, growth: Growth, queue, owner: str) -> None:
@@ -226,21 +293,28 @@ def readable_run(path: Path) -> RaceResult | None:
     """The race logged in ``path``; None, with one line on the page, when its log cannot be read (damaged since it
     was listed)."""
     try:
-        return load_run(path)
+        return shared_result(path)
     except HyperCloneError as e:
         st.warning(error_line(e, "reading a race"), icon=":material/warning:")
         return None
 
 
-def show_curves(result: RaceResult | None, key: str) -> None:
+def show_curves(path: Path, key: str) -> None:
+    """The loss and symmetry curves of the race logged in ``path``: figures built once per state of its log and view,
+    shared by every page (a class watching one race costs one figure per evaluation, not one per page)."""
+    result = readable_run(path)
     if result is None:
         return
     left, right = st.columns([3, 2])
-    show(loss_figure(result), f"{key}_loss", 380, left)
+    view = dict(height=380, presenter=presenting())
+    draw(shared_figure(styled, path, build=loss_figure, **view), f"{key}_loss", left)
     if any(r.get("symmetry") is not None for r in result.records):
-        show(symmetry_figure(result), f"{key}_symmetry", 380, right)
+        draw(shared_figure(styled, path, build=symmetry_figure, **view), f"{key}_symmetry", right)
     st.caption(f"{Path(result.run_dir).name if result.run_dir else 'run'}: {result.config.get('steps')} steps, "
                f"contestants {', '.join(result.contestants)}.")
+    sentence = result_sentence(result)
+    if sentence:
+        st.markdown(sentence)
 
 
 def chapter_symmetry(name: str, growth: Growth) -> None:
@@ -250,13 +324,50 @@ def chapter_symmetry(name: str, growth: Growth) -> None:
                 "keeps the logits and breaks the tie. The curve shows how alike the copies stay during the race "
                 "(1 = identical).")
     job = shared_queue().latest(owner_id())
-    runs = [job.run_dir] if job is not None and is_run_dir(job.run_dir) else list(recorded_runs().values())[:1]
-    result = readable_run(runs[0]) if runs else None
-    if result is None or not any(r.get("symmetry") is not None for r in result.records):
+    own = readable_run(job.run_dir) if job is not None and is_run_dir(job.run_dir) else None
+    panels = []  # (race, title, words): the recorded race that shows the drift, then this page's own race
+    recorded = symmetry_race()
+    if recorded is not None:
+        race_, result = recorded
+        panels.append((result, "Copies' symmetry: recorded race", symmetry_words(result) + f" Recorded, not live: "
+                       f"{race_.title}, {race_.date}, on {race_.machine}."))
+    if own is None and not panels:  # no race with both: this server's longest finished race, as before
+        runs = list(recorded_runs().values())[:1]
+        own = readable_run(runs[0]) if runs else None
+    if own is not None and any(r.get("symmetry") is not None for r in own.records):
+        panels.append((own, "Copies' symmetry: " + ("your quick race" if job is not None else "a finished race"),
+                       symmetry_words(own)))
+    if not panels:
         st.info("Run the quick race in chapter 4 (it races symmetric against noisy_symmetric) to see the copies "
                 "drift apart here.")
         return
-    show(symmetry_figure(result), "lesson_symmetry_curve", 430)
+    for i, (col, (result, title, words)) in enumerate(zip(st.columns(len(panels)), panels)):
+        show(symmetry_figure(result, title=title), "lesson_symmetry_curve" + ("" if i == 0 else f"_{i}"), 430, col)
+        col.caption(words)
+
+
+def symmetry_race():
+    """The first shipped race with both symmetric and noisy_symmetric (chapter 5's point), loaded; None if none."""
+    for r in recorded_races():
+        try:
+            result = r.load()
+        except HyperCloneError:
+            continue
+        if {"symmetric", "noisy_symmetric"} <= {n.partition("@")[0] for n in result.contestants}:
+            return r, result
+    return None
+
+
+def symmetry_words(result: RaceResult) -> str:
+    """What the symmetry curves show, from the numbers: each clone's symmetry at the start and at the end."""
+    parts = []
+    for name in result.contestants:
+        values = [(r["step"], r["symmetry"]) for r in result.records
+                  if r["contestant"] == name and r.get("symmetry") is not None]
+        if values:
+            (start, a), (end, b) = min(values), max(values)
+            parts.append(f"{name}: {a:.3f} at step {start}, {b:.3f} at step {end}")
+    return "; ".join(parts) + "."
 
 
 CHAPTERS = (chapter_vector, chapter_layer, chapter_model, chapter_race, chapter_symmetry)

@@ -18,15 +18,16 @@ from hyperclone.training.config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM
 from hyperclone.training.loop import race
 from hyperclone.training.recorded import RUNS_DIR, recorded_races
 from hyperclone.training.report import recipe_lines
-from hyperclone.training.runs import load_run, run_config
+from hyperclone.training.runs import is_run_dir, run_config
 from hyperclone.training.setup import check_race_fits
 from hyperclone.training.trackers import TRACKERS, tracker_names
 from hyperclone.views.plots import horizon_figure, loss_figure, symmetry_figure
 from hyperclone.teach.classroom import shared_queue
-from hyperclone.teach.lesson import QUICK, format_duration, race_seconds, step_seconds
+from hyperclone.teach import lesson
+from hyperclone.teach.lesson import QUICK, estimate_from, remaining_words
 from hyperclone.dashboard.common import (LIMITS, ONLY_TEACHER_RACES, SEQ_LENS, error_line, is_teacher_page,
                                          note_left_out, owner_id, past_runs, require_teacher, runs_dir, safe_name,
-                                         teacher_stop_button)
+                                         shared_figure, shared_result, teacher_stop_button)
 from hyperclone.dashboard.sources_panel import CloneKey, show_error, source_of
 
 RACE_WIDGETS = setting_names(RaceConfig, "widget")  # the race controls' keys, declared with RaceConfig's fields
@@ -180,14 +181,14 @@ def show_live_race(key: CloneKey) -> None:
         st.caption(ONLY_TEACHER_RACES)
     teacher_stop_button(queue, owner, "race_stop_any")
 
-    on_server = queue.running()  # watched live by every page, not only the one that started it
-
-    @st.fragment(run_every=1.0 if mine_active or on_server is not None else None)
+    # Polls also while no race trains, so a page follows one race after another (watched live by every page,
+    # not only the one that started it); only the page whose own race ended reruns in full (its buttons).
+    @st.fragment(run_every=1.0)
     def board() -> None:
         active = job is not None and job.active
         running = queue.running()
-        if (mine_active and not active) or (on_server is not None and running is not on_server):
-            st.rerun()  # a race has ended: redraw the whole page (buttons, run list)
+        if mine_active and not active:
+            st.rerun()  # this page's race has ended: redraw the whole page (Start and Stop)
         if job is not None and job.error:
             st.error(job.error, icon=":material/error:")
         ahead = queue.position(job) if active else 0
@@ -232,26 +233,52 @@ def start_race(key: CloneKey, queue, owner: str, settings: dict[str, Any]):
 
 
 def show_estimate(key: CloneKey, settings: dict[str, Any], problem: str | None = None) -> None:
-    """How long the race will take here (from timed small steps), and a preset that fits a lecture; nothing is
-    timed for settings the race would refuse (``problem``, shown above)."""
+    """How long the race will take here (from small steps timed at most a minute ago, and again as Start is
+    pressed), the time left of the race training now, and a preset that fits a lecture; nothing is timed for
+    settings the race would refuse (``problem``, shown above)."""
     c1, c2 = st.columns([4, 1])
     n, steps = len(settings["contestants"]), settings["steps"]
     try:
         if not problem:
-            step_s = step_seconds_of(key, settings["batch_size"], settings["seq_len"])
-            c1.caption(f"Estimated time here: about "
-                       f"{format_duration(race_seconds(step_s, n, steps, settings['eval_every']))} ({n} contestants x "
-                       f"{steps} steps, from timed training steps of the wide model).")
+            starting = bool(st.session_state.get("race_start"))  # Start was pressed: time it again, now
+            timings = (step_timings if starting else step_seconds_of)(key, settings["batch_size"], settings["seq_len"])
+            words = estimate_from(timings, n, steps, settings["eval_every"]).words()
+            c1.caption(f"Estimated time: {words}; {n} contestants x {steps} steps.")
+            if starting:
+                st.session_state["race_estimate"] = words
     except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
         c1.caption(f"No time estimate: {error_line(e, 'timing a step')}")
     c2.button("Quick preset", key="race_quick", on_click=use_quick_preset,
               help=f"{QUICK.steps} steps of {QUICK.batch_size}x{QUICK.seq_len} tokens: fits a lecture")
+    with c1:
+        race_clock()
 
 
-@st.cache_data(max_entries=32, show_spinner="Timing one training step…")
-def step_seconds_of(key: CloneKey, batch: int, seq_len: int) -> float:
+@st.fragment(run_every=2.0)
+def race_clock() -> None:
+    """The time left of the race training on this server, at the pace measured so far (redrawn as its records
+    arrive); beside it, for the page that started it, the estimate made at its start."""
+    running = shared_queue().running()
+    if running is None or not is_run_dir(running.run_dir):
+        return
+    try:
+        left = remaining_words(shared_result(running.run_dir), time.time())
+    except HyperCloneError:  # a log being written can be read again at the next tick
+        return
+    mine = running.owner == owner_id() and st.session_state.get("race_estimate")
+    st.caption(f"Race training now: {left}" + (f"; estimated at its start: {mine}" if mine else "") + ".")
+
+
+@st.cache_data(ttl=60, max_entries=32, show_spinner="Timing a few training steps…")
+def step_seconds_of(key: CloneKey, batch: int, seq_len: int) -> list[float]:
+    """``step_timings``, timed at most a minute ago (at the load of now, not of the server's start)."""
+    return step_timings(key, batch, seq_len)
+
+
+def step_timings(key: CloneKey, batch: int, seq_len: int) -> list[float]:
+    """Seconds of a few training steps of the wide model at this batch, timed now (``time_steps``)."""
     source, _ = source_of(key)
-    return step_seconds(source, key.growth, batch, seq_len)
+    return lesson.time_steps(source, key.growth, batch, seq_len)
 
 
 def use_quick_preset() -> None:
@@ -259,17 +286,24 @@ def use_quick_preset() -> None:
         st.session_state[RACE_WIDGETS[name]] = getattr(QUICK, name)
 
 
+def loss_with_speedups(result, log_x: bool):
+    """The loss curves with the clones' speed-ups (definition a) marked: one figure per state of the run's log."""
+    return loss_figure(result, log_x=log_x, speedups=[s for s in result.speedups() if s.definition == "a"])
+
+
 def show_run(run_dir: Path, log_x: bool, running: bool, key: str = "race") -> None:
     """Curves, symmetry, speed-up and table of one run, read from its directory (``key``: its charts' prefix)."""
     try:
-        result = load_run(run_dir)
+        result = shared_result(run_dir)
     except HyperCloneError as e:
         show_error(e, "reading the run")
         return
     steps = int(result.config.get("steps") or 1)
     done = min((result.final(n) or {"step": 0})["step"] for n in result.contestants)
-    if running:
-        st.progress(min(1.0, done / steps), f"training… every contestant has done {done} of {steps} steps")
+    if running:  # contestants train in turn, an interval each: say where each one is, not only the slowest
+        at = {n: (result.final(n) or {"step": 0})["step"] for n in result.contestants}
+        st.progress(min(1.0, sum(at.values()) / (steps * len(at))),
+                    "training… " + ", ".join(f"{n} at step {s}" for n, s in at.items()) + f" of {steps}")
     elif result.complete:
         st.success(f"Race finished: {len(result.contestants)} contestants, {result.config.get('steps')} steps "
                    f"({', '.join(result.contestants)}).", icon=":material/sports_score:")
@@ -291,7 +325,6 @@ def show_run(run_dir: Path, log_x: bool, running: bool, key: str = "race") -> No
     if not result.records:
         st.caption("Waiting for the first evaluation…")
         return
-    speedups = [s for s in result.speedups() if s.definition == "a"]
     readouts = [r for r in result.readouts() if r.tokens > 0]
     if readouts:
         cols = st.columns(len(readouts))
@@ -302,11 +335,12 @@ def show_run(run_dir: Path, log_x: bool, running: bool, key: str = "race") -> No
         st.caption("Read-out at equal tokens: each pair is compared only over the tokens both have trained "
                    "(+ means random init is behind). Speed-ups both ways are in the table below.")
     left, right = st.columns([3, 2])
-    left.plotly_chart(loss_figure(result, log_x=log_x, speedups=speedups), key=f"{key}_loss", width="stretch")
+    left.plotly_chart(shared_figure(loss_with_speedups, run_dir, log_x=log_x), key=f"{key}_loss", width="stretch")
     if any(r.get("symmetry") is not None for r in result.records):
-        right.plotly_chart(symmetry_figure(result, log_x=log_x), key=f"{key}_symmetry", width="stretch")
+        right.plotly_chart(shared_figure(symmetry_figure, run_dir, log_x=log_x), key=f"{key}_symmetry",
+                           width="stretch")
     if readouts:
-        st.plotly_chart(horizon_figure(result), key=f"{key}_horizon", width="stretch")
+        st.plotly_chart(shared_figure(horizon_figure, run_dir), key=f"{key}_horizon", width="stretch")
         st.caption("Speed-up against horizon: solid (a) at each evaluation of a clone, dashed (b) at each of "
                    "random init's. An open circle: the clone was not below its own start there, so the ratio "
                    "is the source's head start, not faster learning; an open triangle: a bound (not reached).")
