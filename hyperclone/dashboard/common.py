@@ -83,23 +83,23 @@ def run_stamp(path: Path) -> tuple:
     return tuple(stats)
 
 
-@functools.lru_cache(maxsize=1024)
-def run_problem(path: str, stamp: tuple) -> str | None:
-    """Why the run at ``path`` does not load (None: it loads), read once per ``stamp`` of its files: the pages list
-    runs every second while a race trains, and reading every log each time would take the CPU from the race."""
-    try:
-        load_run(Path(path))
-    except HyperCloneError as e:
-        return str(e)
-    return None
-
-
 FIGURES = 64  # built figures kept for every page together (live races' latest states, recorded races)
 
 
 @functools.lru_cache(maxsize=FIGURES)
 def _result_at(path: str, stamp: tuple):
     return load_run(Path(path))
+
+
+@functools.lru_cache(maxsize=1024)
+def run_problem(path: str, stamp: tuple) -> str | None:
+    """Why the run at ``path`` does not load (None: it loads), read once per ``stamp`` of its files: the pages list
+    runs every second while a race trains, and reading every log each time would take the CPU from the race."""
+    try:
+        _result_at(path, stamp)  # a run that loads is then shown from the same cache, not read again
+    except HyperCloneError as e:
+        return str(e)
+    return None
 
 
 def shared_result(path: Path):

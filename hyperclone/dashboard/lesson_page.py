@@ -25,7 +25,7 @@ from hyperclone.training.loop import race
 from hyperclone.training.recorded import recorded_races, RecordedRace
 from hyperclone.training.results import RaceResult
 from hyperclone.training.report import result_sentence
-from hyperclone.training.runs import is_run_dir, load_run
+from hyperclone.training.runs import is_run_dir
 from hyperclone.views.compare import encode, greedy, logits_pair
 from hyperclone.views.heatmaps import clone_heatmaps
 from hyperclone.views.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
@@ -159,7 +159,7 @@ def recorded_runs(shipped: list[RecordedRace] | None = None) -> dict[str, Path]:
     finished = []
     for path in past_runs():
         try:
-            result = load_run(path)
+            result = shared_result(path)  # read once per state of its log, for every page
         except HyperCloneError:
             continue
         if result.complete and result.records:
