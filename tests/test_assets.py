@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -64,12 +65,12 @@ def test_model_reproduces_its_card_validation_loss(models, name):
     if card["data"]["python"].rsplit(".", 1)[0] != ".".join(map(str, sys.version_info[:2])):
         pytest.skip(f"card measured on Python {card['data']['python']}: another stdlib, another split")
     model, _ = models[name]
-    windows = builtin_corpus().validation_windows(card["data"]["eval_windows"])
+    windows = builtin_corpus().validation_windows(card["data"]["eval_windows"], card["data"]["eval_window_tokens"])
     assert card["data"]["eval_windows"] == EVAL_WINDOWS
     loss, accuracy = evaluate(model, windows)
     assert loss == pytest.approx(card["val_loss"], abs=0.05)
     assert accuracy == pytest.approx(card["val_accuracy"], abs=0.01)
-    assert loss < 4.0  # it learnt something (uniform would be ln 2048 = 7.6)
+    assert loss < 0.6 * math.log(card["config"]["vocab_size"])  # it learnt something (uniform: ln 2048 = 7.6)
 
 
 @pytest.mark.slow
@@ -107,7 +108,9 @@ def test_card_says_where_and_how_long_the_source_trained(name):
     assert training["epochs"] == round(training["tokens_seen"] / data["train_tokens"], 2)
     assert card["curve"][-1]["step"] == training["steps"]
     assert plateau_of(card["curve"], training["steps"]) == card["plateau"]  # the card's verdict is its curve's
-    assert card["plateau"]["from_step"] == round(0.8 * training["steps"])  # measured over exactly the last 20 %
+    evaluated = [p["step"] for p in card["curve"]]
+    assert card["plateau"]["from_step"] == max(s for s in evaluated if s <= 0.8 * training["steps"])  # the last 20 %
+    assert 0.8 * training["steps"] - card["plateau"]["from_step"] < evaluated[1] - evaluated[0]  # (to an evaluation)
     verdict = "trained to its plateau" if card["plateau"]["met"] else "**not** at its plateau"
     assert verdict in (builtin_dir(name) / "README.md").read_text()  # and the README says it plainly
     assert final_lr_of(card) == training["final_lr"] == pytest.approx(3e-4)  # what the gentle recipe continues from

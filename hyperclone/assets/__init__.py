@@ -9,7 +9,7 @@ from pathlib import Path
 
 ASSETS_DIR = Path(__file__).resolve().parent
 TOKENIZER_DIR = ASSETS_DIR / "tokenizer"
-MODEL_KEYS = ("gpt2", "llama")  # the keys of build.MODELS, here so the CLI parses without importing torch
+MODEL_KEYS = ("gpt2", "llama", "micro-gpt2", "micro-llama")  # the keys of build.MODELS, here so the CLI parses without importing torch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

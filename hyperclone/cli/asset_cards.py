@@ -93,7 +93,8 @@ float32 safetensors.
   {card['val_loss_all_windows']:.4f} nats, {card['val_accuracy_all_windows']:.2%}.{training_corpus_line(card)}
 - Training: {t['steps']} steps × {t['batch_size']} × {t['seq_len']} tokens of `{d.get('corpus_spec', 'builtin')}`
   ({t['tokens_seen']:,} tokens, {t['epochs']} epochs of its train split,
-  {t['tokens_seen'] / card['params']:.0f} tokens per parameter),
+  {t['tokens_seen'] / card['params']:.0f} tokens per parameter; the paper's sources had about 86 (OPT-350M)
+  to 2400 (OLMo-1B)),
   {t['optimizer']}, {t['schedule']} (final lr {t.get('final_lr', 'see schedule')}),
   gradient clipping 1.0, seed {t['seed']}, no dropout.
 {plateau_line(card)}

@@ -52,6 +52,7 @@ from hyperclone.cli.asset_cards import CORPUS_NAMES, REBUILD, plateau_of, readme
 
 VOCAB_SIZE = 2048
 SEQ_LEN = 256
+MICRO_SEQ_LEN = 128  # the micro sources' context
 EVAL_WINDOWS = 64  # the fixed validation windows of the built-in corpus behind each card's figures
 CURVE_WINDOWS = 128  # validation windows of the training corpus behind the loss curve
 SEED = 0
@@ -123,6 +124,8 @@ class Recipe:
     # Attention kernel used for training only (the saved config keeps the
     # default): GPT-2's sdpa path is ~2x slower than eager on CPU here.
     train_attn: str | None = None
+    seq_len: int = SEQ_LEN  # the context it trains on (and ships as its max positions)
+    purpose: str = ""  # one line on what it is for, shown beside it in the dashboard
     prompts: list[str] = field(
         default_factory=lambda: ["def read_lines(path):\n", 'The "with" statement']
     )
@@ -155,6 +158,36 @@ MODELS: dict[str, Recipe] = {
         ),
         steps=DEFAULT_STEPS,
     ),
+    # The micro sources: small enough that the paper's whole comparison (20-50 tokens per wide parameter,
+    # lr sweeps, seeds, variants) fits a 2-core machine (``hyperclone reproduce``). Each trains ~100 tokens
+    # per parameter, like the paper's sources (OPT-350M ~86 ... OLMo-1B ~2400).
+    "micro-gpt2": Recipe(
+        name="micro-gpt2-stdlib",
+        summary="GPT-2 at micro scale: hidden 32, 4 layers, 2 heads of 16, context 128, tied embeddings",
+        family="gpt2",
+        config=dict(n_embd=32, n_layer=4, n_head=2, n_positions=MICRO_SEQ_LEN, **NO_DROPOUT_GPT2),
+        steps=3000,
+        seq_len=MICRO_SEQ_LEN,
+        purpose="the paper's experiment in minutes: hyperclone reproduce and the 'reproduce the paper' race",
+    ),
+    "micro-llama": Recipe(
+        name="micro-llama-stdlib",
+        summary="Llama at micro scale: hidden 32, 4 layers, 2 query / 1 KV heads of 16, SwiGLU 88, context 128",
+        family="llama",
+        config=dict(
+            hidden_size=32,
+            intermediate_size=88,
+            num_hidden_layers=4,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=MICRO_SEQ_LEN,
+            tie_word_embeddings=False,
+            attention_dropout=0.0,
+        ),
+        steps=4400,
+        seq_len=MICRO_SEQ_LEN,
+        purpose="the paper's experiment in minutes on the Llama family (RMSNorm, SwiGLU, RoPE, GQA)",
+    ),
 }
 assert tuple(MODELS) == MODEL_KEYS, "keep MODEL_KEYS in hyperclone/assets/__init__.py in step with MODELS"
 
@@ -185,7 +218,7 @@ def train(model: torch.nn.Module, corpus: Any, recipe: Recipe, eval_windows: tor
     for step in range(recipe.steps):
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, recipe.steps, recipe)
-        x, y = corpus.get_batch("train", recipe.batch_size, SEQ_LEN, step=step, seed=SEED)
+        x, y = corpus.get_batch("train", recipe.batch_size, recipe.seq_len, step=step, seed=SEED)
         loss = loss_on(model, x.to(device), y.to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -233,18 +266,22 @@ def build_builtin(recipe: Recipe, tokenizer: Any, corpora: dict[str, Any], out_r
           flush=True)
 
     t0, c0 = time.perf_counter(), time.process_time()
-    curve = train(model, train_corpus, recipe, train_corpus.validation_windows(CURVE_WINDOWS, SEQ_LEN))
+    curve = train(model, train_corpus, recipe, train_corpus.validation_windows(CURVE_WINDOWS, recipe.seq_len))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
 
     model.to("cpu").set_attn_implementation("sdpa")  # what a plain from_pretrained gives users
     measured = measured_figures(model, tokenizer, recipe, race_corpus,
-                                race_corpus.validation_windows(EVAL_WINDOWS, SEQ_LEN))
+                                race_corpus.validation_windows(EVAL_WINDOWS, recipe.seq_len))
 
     out = out_root / recipe.name
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out)
     for name in ("tokenizer.json", "tokenizer_config.json"):  # the tokenizer, byte for byte
         shutil.copyfile(Path(tokenizer.name_or_path) / name, out / name)
+    if recipe.seq_len != SEQ_LEN:  # the same tokenizer, saying the model's own context
+        settings = json.loads((out / "tokenizer_config.json").read_text())
+        (out / "tokenizer_config.json").write_text(json.dumps({**settings, "model_max_length": recipe.seq_len},
+                                                              indent=2) + "\n")
     card = {
         "name": recipe.name,
         "family": recipe.family,
@@ -252,7 +289,8 @@ def build_builtin(recipe: Recipe, tokenizer: Any, corpora: dict[str, Any], out_r
         "summary": recipe.summary,
         "params": params,
         "size_mb": round((out / "model.safetensors").stat().st_size / 2**20, 2),
-        "config": {"vocab_size": model.config.vocab_size, "context": SEQ_LEN, **recipe.config},
+        "config": {"vocab_size": model.config.vocab_size, "context": recipe.seq_len, **recipe.config},
+        **({"purpose": recipe.purpose} if recipe.purpose else {}),
         "data": data_facts(train_corpus, race_corpus, recipe),
         "training": training_facts(recipe, train_corpus, wall, cpu, device),
         **measured,
@@ -272,7 +310,7 @@ def measured_figures(model: torch.nn.Module, tokenizer: Any, recipe: Recipe, cor
                      eval_windows: torch.Tensor) -> dict:
     """The card's validation figures (fixed windows and all windows) and greedy samples."""
     val_loss, val_accuracy = evaluate(model, eval_windows)
-    all_loss, all_accuracy = evaluate(model, corpus.validation_windows(None, SEQ_LEN))
+    all_loss, all_accuracy = evaluate(model, corpus.validation_windows(None, recipe.seq_len))
     return {
         "val_loss": round(val_loss, 4),
         "val_accuracy": round(val_accuracy, 4),
@@ -294,7 +332,7 @@ def data_facts(train_corpus: Any, race_corpus: Any, recipe: Recipe) -> dict:
         "eval_corpus": "builtin",
         "eval_validation_tokens": race_corpus.num_tokens("validation"),
         "eval_windows": EVAL_WINDOWS,
-        "eval_window_tokens": SEQ_LEN,
+        "eval_window_tokens": recipe.seq_len,
     }
 
 
@@ -302,11 +340,11 @@ def training_facts(recipe: Recipe, corpus: Any, wall: float, cpu: float, device:
     """The card's ``training`` section: budget, optimizer, schedule, time and machine."""
     import transformers
 
-    tokens_seen = recipe.steps * recipe.batch_size * SEQ_LEN
+    tokens_seen = recipe.steps * recipe.batch_size * recipe.seq_len
     return {
         "steps": recipe.steps,
         "batch_size": recipe.batch_size,
-        "seq_len": SEQ_LEN,
+        "seq_len": recipe.seq_len,
         "tokens_seen": tokens_seen,
         "epochs": round(tokens_seen / corpus.num_tokens("train"), 2),
         "final_lr": float(f"{recipe.lr * recipe.min_lr_ratio:.12g}"),

@@ -105,7 +105,8 @@ def pick_source() -> str | None:
         )
         if name in catalogue:
             st.sidebar.caption(f"{catalogue[name]['params'] / 1e6:.2f}M parameters, validation loss "
-                               f"{catalogue[name]['val_loss']:.2f}")
+                               f"{catalogue[name]['val_loss']:.2f}"
+                               + (f". For {catalogue[name]['purpose']}." if catalogue[name]["purpose"] else ""))
         return name
     if origin == "Hub preset":
         presets = {s.name: s for s in HUB_PRESETS}

@@ -28,7 +28,7 @@ from hyperclone.core.pretrained import from_pretrained
 from hyperclone.assets import ASSETS_DIR
 from hyperclone.specs.moe import check_expert_counts
 
-BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib")
+BUILTIN_NAMES = ("tiny-gpt2-stdlib", "tiny-llama-stdlib", "micro-gpt2-stdlib", "micro-llama-stdlib")
 
 
 # --------------------------------------------------------------------------- #
@@ -46,6 +46,7 @@ class SourceInfo:
     val_accuracy: float | None = None
     builtin: bool = True
     note: str = ""
+    purpose: str = ""  # what a built-in model is for, in one line (its card's)
 
 
 def builtin_dir(name: str) -> Path:
@@ -78,6 +79,7 @@ def list_sources() -> list[SourceInfo]:
                 val_loss=card["val_loss"],
                 val_accuracy=card["val_accuracy"],
                 note=card.get("summary", ""),
+                purpose=card.get("purpose", ""),
             )
         )
     return out
