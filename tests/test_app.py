@@ -118,7 +118,7 @@ def test_ten_step_race_yields_a_curve_for_every_contestant_and_persists(app, tmp
     app.run()  # the page as it stays once the race is over
     assert not app.exception and not errors(app), (app.exception, errors(app))
     loss = chart(app, "race_loss")
-    raced = ["noisy_symmetric@gentle", "random", "source@gentle"]  # the adopted recipe by default, random at its lr
+    raced = ["noisy_symmetric@gentle", "random", "source@gentle"]  # auto: gentle for a short race; random at its lr
     assert sorted(t["name"] for t in loss["data"] if t.get("name") in raced) == raced
     assert all(shape(t["x"]) == (3,) for t in loss["data"] if t.get("name") in raced)  # steps 0, 5, 10
     sym = chart(app, "race_symmetry")

@@ -11,7 +11,7 @@ def test_the_race_panel_builds_recipes_and_refuses_a_bad_spec_in_one_line(runs):
     at.run()
     assert not at.exception, at.exception
     racing = lambda: next(c.value for c in at.caption if c.value.startswith("Racing "))  # noqa: E731
-    assert racing().startswith("Racing noisy_symmetric@gentle, random, source@gentle;")  # the adopted recipe
+    assert racing().startswith("Racing noisy_symmetric@auto, random, source@auto;")  # follows the horizon
     at.selectbox(key="race_recipe").set_value("paper").run()  # no lr of its own: the shared one
     assert racing().startswith("Racing noisy_symmetric, random, source;")
     at.number_input(key="race_clone_lr").set_value(1e-3).run()

@@ -14,7 +14,7 @@ from hyperclone.training.contestants import divided_weights, make_optimizer, set
 from hyperclone.core.errors import HyperCloneError
 from hyperclone.core.growth import Growth
 from hyperclone.training.runs import run_config
-from hyperclone.training.config import ADOPTED_RECIPE, ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
+from hyperclone.training.config import ADOPTED_RECIPE, AUTO_SWITCH, ContestantSpec, RaceConfig, Schedule, format_lr, lr_at
 from hyperclone.training.setup import final_lr_of, source_card
 from hyperclone.training.runs import load_run
 from hyperclone.io.sources import read_card
@@ -201,9 +201,34 @@ def test_gentle_without_a_card_uses_the_races_lr_and_says_so_and_is_refused_for_
 
 def test_the_default_race_uses_the_adopted_recipe_for_the_clone_and_randoms_best_lr():
     cfg = RaceConfig()
-    assert cfg.contestants == (f"noisy_symmetric@{ADOPTED_RECIPE}", "random") and ADOPTED_RECIPE == "gentle"
+    assert cfg.contestants == (f"noisy_symmetric@{ADOPTED_RECIPE}", "random") and ADOPTED_RECIPE == "auto"
     assert cfg.lr == 3e-3  # random init's best of {1e-3, 3e-3, 1e-2} in benchmarks/recipe_sweep.py
     assert cfg.schedule_for("noisy_symmetric").chosen == "paper recipe: shared"  # the paper's recipe, by name
+
+
+@pytest.mark.parametrize("steps, chosen, name", [(10, "gentle", "noisy_symmetric@gentle"),
+                                                 (int(AUTO_SWITCH * 1000 / 64) + 1, "paper", "noisy_symmetric")])
+def test_the_auto_recipe_follows_the_races_horizon(steps, chosen, name):
+    cfg = RaceConfig(contestants=("noisy_symmetric@auto", "random"), steps=int(steps), batch_size=4, seq_len=16,
+                     steps_for={"noisy_symmetric@auto": 5})
+    cfg.resolve_auto(wide_params=1000)  # 64 tokens a step: 10 steps = 0.64 tokens per wide parameter
+    assert cfg.contestants == (name, "random") and cfg.steps_for == {name: 5}
+    assert cfg.auto_recipe.startswith(f"auto chose {chosen}: ") and name in cfg.auto_recipe
+    with pytest.raises(HyperCloneError, match="auto recipe is chosen when the race starts"):
+        RaceConfig().schedule_for("noisy_symmetric@auto")
+    with pytest.raises(HyperCloneError, match="random init has no training to continue"):
+        ContestantSpec.parse("random@auto")
+
+
+def test_a_race_records_what_auto_chose_and_why(tmp_path):
+    folder = tmp_path / "auto"
+    folder.mkdir()
+    source = save_source(folder)
+    result = race(str(source), data=str(folder / "corpus.txt"), contestants=("noisy_symmetric@auto", "random"),
+                  run_dir=tmp_path / "run", **TINY)
+    assert result.contestants == ["noisy_symmetric@gentle", "random"]  # a few steps: far below 5 per parameter
+    assert result.config["auto_recipe"].startswith("auto chose gentle: ")
+    assert result.config["auto_recipe"] in result.table()
 
 
 def test_continue_without_a_card_is_refused_in_one_line(tmp_path):

@@ -21,7 +21,7 @@ RUN_RACE = loop.run_race  # the real one (the tests below capture race()'s call 
 
 # Settings with no CLI flag, and why: the race measures them and stores them in run.json; nobody chooses them
 # (run_config drops them again on resume). race() refuses them by name for the same reason.
-NOT_ON_CLI = {"source_sha1", "source_final_lr"}
+NOT_ON_CLI = {"source_sha1", "source_final_lr", "auto_recipe"}
 
 # A value other than the default for every setting: (as typed on the command line, as Python holds it).
 RACE_EXAMPLES = {

@@ -29,12 +29,16 @@ STAGED_VARIANT = "noisy_symmetric"  # the clone a staged contestant grows into u
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("fp32", "bf16")
 RESUME_MAY_DIFFER = {"checkpoint_every"}  # settings a resumed run may change
-MEASURED = ("source_sha1", "source_final_lr")  # stored with the settings, but measured by the race, not chosen
-RECIPES = ("paper", "continue", "clone-aware", "gentle")
+MEASURED = ("source_sha1", "source_final_lr", "auto_recipe")  # stored with the settings, measured by the race
+RECIPES = ("paper", "continue", "clone-aware", "gentle", "auto")
 MAX_TOKENS_PER_STEP = 2**15  # batch x sequence of a dashboard race step (a shared server); CLI/API: the memory check
-# The recipe benchmarks/recipe_sweep.py found to keep a clone's head start (benchmarks/README.md): the default
-# contestants use it for the clone; the paper's recipe stays available as a plain name or @paper.
-ADOPTED_RECIPE = "gentle"
+# The default clone recipe follows the race's horizon (``resolve_auto``): ``gentle`` (benchmarks/recipe_sweep.py:
+# keeps the head start of a short demo race) below AUTO_SWITCH tokens per wide parameter, the paper's recipe (every
+# setting shared with random init) from there on. Why 5: at micro scale ``gentle`` was overtaken by random init at
+# ~9-10 tokens per wide parameter while the paper's recipe passed ``gentle`` between 3.5 and 7 (PAPER-NOTES, the
+# pilot of issue 24), and ``hyperclone reproduce`` measures the paper's recipe at 5, 20 and 50 (its report ships).
+ADOPTED_RECIPE = "auto"
+AUTO_SWITCH = 5.0  # tokens per wide parameter where ``auto`` turns from gentle to the paper's recipe
 FROM_SOURCE = ("continue", "gentle")  # recipes that start at the source's final lr (from its model card)
 RECIPE_HELP = ("KIND[@RECIPE][@lr=X][@warmup=N][@schedule=S], e.g. noisy_symmetric@lr=3e-4 or source@continue "
                f"(recipes: {', '.join(RECIPES)}; default paper); staged@STEP[@VARIANT] grows the source at STEP, "
@@ -128,7 +132,7 @@ class ContestantSpec:
         if self.recipe == "clone-aware" and self.kind in ("random", "source"):
             raise HyperCloneError(f"{where}: clone-aware scales the lr of weights a clone divided by n, and "
                                   f"{self.kind} has none; use it with a clone variant")
-        if self.recipe in FROM_SOURCE and self.kind == "random":
+        if self.recipe in (*FROM_SOURCE, "auto") and self.kind == "random":
             raise HyperCloneError(f"{where}: random init has no training to continue; use paper or give an lr")
         if self.lr is not None and not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise HyperCloneError(f"{where}: lr must be a positive number, got {self.lr!r}")
@@ -281,6 +285,8 @@ class RaceConfig:
                                                                         "it was passed as a model")
     source_final_lr: float | None = setting(None, no_flag=MEASURED_WHY, help="the source's last lr (from its "
                                                                              "card), when a recipe continues it")
+    auto_recipe: str | None = setting(None, no_flag=MEASURED_WHY, help="what the auto recipe chose, and why "
+                                                                         "(the race's tokens per wide parameter)")
 
     def __post_init__(self) -> None:
         self.contestants = tuple(contestant_name(c) for c in self.contestants)
@@ -325,12 +331,32 @@ class RaceConfig:
                                  if self.source_final_lr else "the race's lr (no model card states the source's "
                                  "final lr)") + ", re-warmed" + ("" if spec.kind == "source" else
                                                                "; lr/k on weights divided by k")
+        elif spec.recipe == "auto":
+            raise HyperCloneError(f"{name}: the auto recipe is chosen when the race starts (resolve_auto); "
+                                  "give gentle or paper to see its schedule now")
         elif spec.recipe == "clone-aware":
             head = "clone-aware: lr/k on weights divided by k when cloned"
         else:
             head = "given" if given else "paper recipe: shared"
         return Schedule(float(lr), self.warmup if warmup is None else warmup, spec.schedule or self.schedule,
                         self.min_lr_ratio, spec.recipe, head + (f" ({', '.join(given)})" if given else ""))
+
+    def resolve_auto(self, wide_params: int) -> None:
+        """Give each ``@auto`` contestant its recipe for this race's horizon (tokens per wide parameter):
+        ``gentle`` below ``AUTO_SWITCH``, the paper's from there; ``auto_recipe`` says which and why."""
+        autos = [n for n in self.contestants if self.spec(n).recipe == "auto"]
+        if not autos:
+            return
+        per_param = self.steps * self.batch_size * self.seq_len / max(1, wide_params)
+        chosen = "gentle" if per_param < AUTO_SWITCH else "paper"
+        renamed = {n: dataclasses.replace(self.spec(n), recipe=chosen).name for n in autos}
+        self.contestants = tuple(renamed.get(n, n) for n in self.contestants)
+        self.steps_for = {renamed.get(n, n): v for n, v in self.steps_for.items()}
+        self.auto_recipe = (f"auto chose {chosen}: {per_param:.3g} tokens per wide parameter is "
+                            f"{'below' if chosen == 'gentle' else 'at or above'} {AUTO_SWITCH:g} ("
+                            + ("a short race: gentle keeps the clone's head start" if chosen == "gentle" else
+                               "a long race: the paper's recipe, shared with random init, gains more")
+                            + f"); for {', '.join(renamed.values())}")
 
     def budget(self, name: str) -> int:
         """How many steps contestant ``name`` trains."""

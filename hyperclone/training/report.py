@@ -60,6 +60,8 @@ def recipe_lines(result: RaceResult) -> list[str]:
         schedule = Schedule(**{k: stored[k] for k in keys}) if stored else cfg.schedule_for(name)
         divided = f"; lr/k on {stored['lr_divided_weights']} weights" if stored and stored["lr_divided_weights"] else ""
         lines.append(f"  {recipe_words(name, schedule)}{divided}")
+    if result.config.get("auto_recipe"):
+        lines.append(f"  {result.config['auto_recipe']}")
     return lines
 
 

@@ -199,6 +199,10 @@ def load_race_source(cfg: RaceConfig, source, tokenizer,
     """(source model, tokenizer, where its training tokens came from); fills in ``cfg.source`` and friends."""
     model, tokenizer, cfg.source, cfg.source_train_tokens, tokens_origin = resolve_source(
         source, tokenizer, cfg.source_train_tokens, trust_remote_code)
+    if any(cfg.spec(n).recipe == "auto" for n in cfg.contestants):
+        from hyperclone.core.resources import wide_parameters
+
+        cfg.resolve_auto(wide_parameters(model.config, cfg.growth()))
     if not isinstance(source, (str, os.PathLike)):
         cfg.source_sha1 = weights_sha1(model)
     elif any(cfg.spec(n).recipe in FROM_SOURCE and cfg.spec(n).lr is None for n in cfg.contestants):
