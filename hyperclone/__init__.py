@@ -27,6 +27,8 @@ _WHERE = {
     "load_source": ".io.sources",
     "make_plan": ".core.clone",
     "race": ".training.loop",
+    "reproduce": ".training.paper_report",
+    "load_report": ".training.paper_report",
     "stream_clone": ".io.stream",
     "supported_families": ".specs",
     "symmetry": ".core.symmetry",

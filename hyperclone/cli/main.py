@@ -287,10 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from hyperclone.cli.eval import add_eval_parser
     from hyperclone.cli.race import add_race_parser
+    from hyperclone.cli.reproduce import add_reproduce_parser
     from hyperclone.cli.serve import add_serve_parser
     from hyperclone.cli.notebooks import add_notebooks_parser
 
     add_race_parser(sub)
+    add_reproduce_parser(sub)
     add_serve_parser(sub)
     add_notebooks_parser(sub)
     add_eval_parser(sub)
