@@ -362,3 +362,33 @@ def apply_presenter_style(on: bool) -> None:
     """For a projector: no sidebar or header, larger text (figures take ``font_size`` themselves)."""
     if on:
         st.html(PRESENTER_CSS)
+
+
+PAPER_REPORT = "paper-micro-gpt2"  # the shipped ``hyperclone reproduce`` report both pages show first
+
+
+def paper_report_of(reports: Mapping[str, Path]) -> dict | None:
+    """The shipped paper report (``PAPER_REPORT``, else the first of ``reports``: ``shipped_reports()``), loaded;
+    None when none ships; a one-line error when it is missing or damaged."""
+    from hyperclone.training.paper_report import load_report
+
+    if not reports:
+        return None
+    return load_report(reports.get(PAPER_REPORT) or next(iter(reports.values())))
+
+
+def paper_origin(report: Mapping[str, Any]) -> str:
+    """How a paper report was made, in one line: the command, the machine and when it finished."""
+    machine = report.get("machine")
+    if isinstance(machine, Mapping):
+        cores = f"{machine.get('cpu_count')} CPU cores" if machine.get("cpu_count") else "CPU"
+        machine = ", ".join(str(part) for part in (f"{cores} ({machine.get('processor') or 'unknown'})",
+                                                   machine.get("platform"),
+                                                   machine.get("torch") and f"torch {machine['torch']}") if part)
+    finished = str(report.get("finished") or "an unknown date")
+    when = finished[:16].replace("T", " ") if finished[:4].isdigit() else finished
+    seconds = report.get("seconds")
+    took = "" if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) else \
+        f", {seconds / 3600:.1f} h in all" if seconds >= 5400 else f", {max(1, round(seconds / 60))} min in all"
+    return (f"finished {when} on {' '.join(str(machine or 'an unnamed machine').split())}{took}. Command: "
+            f"`{' '.join(str(report.get('command') or 'not recorded').split())}`")

@@ -22,20 +22,22 @@ from hyperclone.core.resources import check_clone_fits
 from hyperclone.io.sources import BUILTIN_NAMES
 from hyperclone.training.config import growth_settings
 from hyperclone.training.loop import race
+from hyperclone.training.paper_report import CLAIM, PAPER_B, b_text, paper_b, seeds_text, shipped_reports
 from hyperclone.training.recorded import recorded_races, RecordedRace
 from hyperclone.training.results import RaceResult
 from hyperclone.training.report import result_sentence
 from hyperclone.training.runs import is_run_dir
 from hyperclone.views.compare import encode, greedy, logits_pair
 from hyperclone.views.heatmaps import clone_heatmaps
+from hyperclone.views.paper_figure import paper_figure
 from hyperclone.views.plots import layer_diff_bars, logit_scatter, loss_figure, symmetry_figure
 from hyperclone.teach.classroom import shared_queue
-from hyperclone.teach.lesson import (QUICK, copies_agree, estimate_race, hidden_vectors, remaining_words,
-                                     vector_figure)
+from hyperclone.teach.lesson import (PAPER_MICRO, QUICK, copies_agree, estimate_race, hidden_vectors,
+                                     remaining_words, vector_figure)
 from hyperclone.dashboard.common import (LESSON_LIMITS, ONLY_TEACHER_RACES, SWITCHES, check_growth_limits,
                                          is_teacher_page, link_choice, link_run, link_source, note_left_out,
-                                         require_teacher, shared_figure, shared_result, shared_source,
-                                         teacher_stop_button)
+                                         paper_origin, paper_report_of, require_teacher, safe_name,
+                                         shared_figure, shared_result, shared_source, teacher_stop_button)
 
 TEXT = "import os\n\n\ndef read_config(path):\n"
 TITLES = (
@@ -171,7 +173,12 @@ def recorded_runs(shipped: list[RecordedRace] | None = None) -> dict[str, Path]:
 def chapter_race(name: str, growth: Growth) -> None:
     st.markdown("A head start is only useful if it lasts. Train the clone and the same wide model from random "
                 "init on **the same batches** with the same optimizer, and compare their validation loss at equal "
-                "tokens. A recorded race shows the long run; a quick live one shows it happening.")
+                "tokens. First the paper's own experiment, recorded at micro scale; then short recorded races (the "
+                "head start); then a live race that shows it happening.")
+    paper_section()
+    st.markdown("**The head-start story.** The recorded races below are short: random init never gets down to the "
+                "clone's starting loss, so they show the head start the source gives the clone, not the paper's "
+                "speed-up (b).")
     shipped = recorded_races()
     note_left_out(shipped.skipped, "recorded race")
     labels = {f"recorded/{r.name}": f"{r.label} (recorded on {r.machine}, not live)" for r in shipped}
@@ -188,6 +195,52 @@ def chapter_race(name: str, growth: Growth) -> None:
     live_race(name, growth)
 
 
+def paper_section() -> None:
+    """The paper's experiment at micro scale, from the shipped ``hyperclone reproduce`` report: a paragraph made
+    from its numbers, then its figure (nothing when none ships; one line when it cannot be read)."""
+    try:
+        report = paper_report_of(shipped_reports())
+        if report is None:
+            return
+        words = paper_words(report)
+        figure = paper_figure(report)
+    except (HyperCloneError, KeyError, TypeError, ValueError, IndexError, StopIteration) as e:
+        st.warning(f"The paper's experiment at micro scale is not shown: {error_line(e, 'reading its report')}",
+                   icon=":material/warning:")
+        return
+    st.markdown(words)
+    show(figure, "lesson_paper", 460)
+    st.caption("Left: validation loss against tokens per wide parameter, the clone solid, random init dashed, one "
+               "colour per budget. Right: (b) at each budget; a filled point is measured, an open triangle only a "
+               f"bound (the target was not reached), not a measurement. Recorded, not live: {paper_origin(report)}")
+
+
+def paper_words(report: dict) -> str:
+    """What the paper report shows, made from its numbers: what (b) is, where it was measured and where it is only
+    a bound, the seeds' mean ± sd, and whether the paper's claim holds here."""
+    sections = report["horizons"]
+    b_at = {s["horizon"]: paper_b(s) for s in sections}
+    measured = [f"{h:g} ({b_text(b)})" for h, b in b_at.items() if b["measured"]]
+    bounds = [f"{h:g} ({b_text(b)})" for h, b in b_at.items() if not b["measured"] and b["bound"]]
+    unmeasured = [f"{h:g} ({b_text(b)})" for h, b in b_at.items() if not b["measured"] and not b["bound"]]
+    where = "; ".join([f"(b) was measured at {', '.join(measured) or 'no budget'}"]
+                      + [f"at {', '.join(bounds)} it is only a bound (the target was not reached), not a measurement"]
+                      * bool(bounds) + [f"at {', '.join(unmeasured)} it could not be measured"] * bool(unmeasured))
+    seeds = report["seeds"]
+    spread = seeds_text(seeds)
+    c = report["claim"]
+    verdicts = [f"{'met' if part['met'] else 'missed'} at {part['horizon']:g}"
+                for part in (c["at_sweep"], c["at_longest"])]
+    budgets = ", ".join(f"{h:g}" for h in b_at)
+    config = report["config"]
+    return (f"**The paper at micro scale** (arXiv 2409.12903; recorded, not live). A {config.get('factor', 2)}x clone "
+            f"of `{config.get('source', 'the source')}` and the same wide model from random init train with identical "
+            f"settings for budgets of {budgets} tokens per wide parameter. Speed-up **(b)** = random init's tokens ÷ "
+            f"the tokens the clone needs to reach random init's final loss. {where}. Over seeds at "
+            f"{seeds['horizon']:g} tokens per parameter: {spread}. The paper's claim, (b) ≥ {CLAIM:g}x (it reports "
+            f"{PAPER_B[0]}-{PAPER_B[1]:g}x on far longer runs), is {' and '.join(verdicts)}.")
+
+
 BOARD_SECONDS = 3.0  # how often a lesson page looks for a new state of the race it shows (also when none trains)
 
 
@@ -200,13 +253,14 @@ def live_race(name: str, growth: Growth) -> None:
     mine = queue.latest(owner)
     mine_active = mine is not None and mine.active
     estimate = functools.cache(lambda: estimate_text(name, growth))  # once a full run, not every board tick
+    paper_estimate = functools.cache(paper_estimate_words)
 
     @st.fragment(run_every=BOARD_SECONDS)
     def board() -> None:
         job = queue.latest(owner)
         if mine_active and not job.active:
             st.rerun()  # this page's own race has ended: redraw the page (its finished race joins the list)
-        race_controls(name, growth, queue, owner, job, estimate)
+        race_controls(name, growth, queue, owner, job, estimate, paper_estimate)
         running = queue.running()
         shown = job if job is not None and (job.active or running is None) else running
         if shown is not None and is_run_dir(shown.run_dir):
@@ -217,9 +271,10 @@ def live_race(name: str, growth: Growth) -> None:
     board()
 
 
-def race_controls(name: str, growth: Growth, queue, owner: str, job, estimate=None) -> None:
-    """Start (the teacher's) or Stop, what the race is doing, the teacher's stop-any, and the race's error
-    (``estimate``: the estimate's words, when the caller keeps them; else ``estimate_text``)."""
+def race_controls(name: str, growth: Growth, queue, owner: str, job, estimate=None, paper_estimate=None) -> None:
+    """Start (the teacher's) the quick race or the paper's (micro), or Stop, what the race is doing, the teacher's
+    stop-any, and the race's error (``estimate``, ``paper_estimate``: the estimates' words, when the caller keeps
+    them; else ``estimate_text``, ``paper_estimate_words``)."""
     c1, c2 = st.columns([1, 3])
     if job is None or not job.active:
         teacher = is_teacher_page()
@@ -231,6 +286,7 @@ def race_controls(name: str, growth: Growth, queue, owner: str, job, estimate=No
         words = estimate() if estimate else estimate_text(name, growth)
         c2.caption(f"{len(QUICK.contestants)} contestants ({', '.join(QUICK.contestants)}), {QUICK.steps} steps of "
                    f"{QUICK.batch_size}×{QUICK.seq_len} tokens: {words}.")
+        paper_controls(queue, owner, teacher, paper_estimate or paper_estimate_words)
         if not teacher:
             st.caption(ONLY_TEACHER_RACES)
     else:
@@ -254,6 +310,52 @@ def quick_estimate(name: str, growth: Growth) -> str:
     """The quick race's time here, in words, from a few training steps timed now (``estimate_race``)."""
     return estimate_race(lesson_source(name)[0], growth, len(QUICK.contestants), QUICK.steps, QUICK.batch_size,
                          QUICK.seq_len, QUICK.eval_every).words()
+
+
+def paper_controls(queue, owner: str, teacher: bool, estimate) -> None:
+    """The "Reproduce the paper (micro)" preset: PAPER_MICRO on its micro source through the same queue (one race at
+    a time on the server, the teacher's to start), with its time estimate shown before it starts."""
+    c1, c2 = st.columns([1, 3])
+    if c1.button("Reproduce the paper (micro)", key="lesson_paper_start", disabled=not teacher,
+                 help=None if teacher else ONLY_TEACHER_RACES):
+        st.session_state["lesson_estimate"] = paper_estimate_words(timed_now=True)
+        start_paper_race(queue, owner)
+        st.rerun()
+    cfg = PAPER_MICRO
+    c2.caption(f"The paper's protocol live on `{cfg.source}`: {', '.join(cfg.contestants)} with one shared recipe, "
+               f"{cfg.steps} steps of {cfg.batch_size}×{cfg.seq_len} tokens (20 tokens per wide parameter, "
+               f"`{cfg.data}`): {estimate()}.")
+
+
+@st.cache_data(ttl=60, max_entries=4, show_spinner="Timing a few training steps of the paper's race…")
+def paper_estimate_text() -> str:
+    """The paper (micro) race's time here, timed at most a minute ago; pressing its button times it again."""
+    return paper_estimate()
+
+
+def paper_estimate() -> str:
+    """The paper (micro) race's time here, in words, from a few steps of its wide model timed now."""
+    cfg = PAPER_MICRO
+    return estimate_race(lesson_source(cfg.source)[0], cfg.growth(), len(cfg.contestants), cfg.steps,
+                         cfg.batch_size, cfg.seq_len, cfg.eval_every).words()
+
+
+def paper_estimate_words(timed_now: bool = False) -> str:
+    """``paper_estimate_text`` (or, ``timed_now``, timed again now); an estimate that fails says so in words and
+    never blocks the race."""
+    try:
+        return paper_estimate() if timed_now else paper_estimate_text()
+    except Exception as e:  # noqa: BLE001 - an estimate that fails must not block the race
+        return f"no estimate ({error_line(e, 'timing a step')})"
+
+
+def start_paper_race(queue, owner: str) -> None:
+    """Queue PAPER_MICRO on its own source (its settings as they are: the paper's x2 clone, not the lesson's growth)."""
+    require_teacher("starting a race")
+    source, (_, tokenizer) = PAPER_MICRO.source, lesson_source(PAPER_MICRO.source)
+    run_dir = runs_dir() / f"{time.strftime('%Y%m%d-%H%M%S')}-lesson-paper-{safe_name(source)}-{owner[:6]}"
+    queue.submit(owner, run_dir, lambda stop: race(source, PAPER_MICRO, tokenizer=tokenizer, run_dir=run_dir,
+                                                   stop_event=stop, device="cpu"))
 
 
 def time_at_start(name: str, growth: Growth) -> None:

@@ -12,22 +12,25 @@ import streamlit as st
 
 from hyperclone.core.errors import HyperCloneError
 from hyperclone.core.growth import setting_names
-from hyperclone.training.config import (ADOPTED_RECIPE, CONTESTANT_CHOICES, FROM_SOURCE, MAX_TOKENS_PER_STEP,
-                                        RECIPE_HELP, RECIPES, check_tokens_per_step, ContestantSpec, RaceConfig,
+from hyperclone.training.config import (ADOPTED_RECIPE, AUTO_SWITCH, CONTESTANT_CHOICES, FROM_SOURCE,
+                                        MAX_TOKENS_PER_STEP, RECIPE_HELP, RECIPES, check_tokens_per_step, ContestantSpec, RaceConfig,
                                         growth_settings, race_config)
 from hyperclone.training.loop import race
+from hyperclone.training.paper_report import shipped_reports
 from hyperclone.training.recorded import RUNS_DIR, recorded_races
 from hyperclone.training.report import recipe_lines
 from hyperclone.training.runs import is_run_dir, run_config
 from hyperclone.training.setup import check_race_fits
 from hyperclone.training.trackers import TRACKERS, tracker_names
+from hyperclone.views.paper_figure import paper_figure, report_text
 from hyperclone.views.plots import horizon_figure, loss_figure, symmetry_figure
 from hyperclone.teach.classroom import shared_queue
 from hyperclone.teach import lesson
-from hyperclone.teach.lesson import QUICK, estimate_from, remaining_words
+from hyperclone.teach.lesson import PAPER_MICRO, QUICK, estimate_from, remaining_words
 from hyperclone.dashboard.common import (LIMITS, ONLY_TEACHER_RACES, SEQ_LENS, error_line, is_teacher_page,
-                                         note_left_out, owner_id, past_runs, require_teacher, runs_dir, safe_name,
-                                         shared_figure, shared_result, teacher_stop_button)
+                                         note_left_out, owner_id, paper_origin, paper_report_of, past_runs,
+                                         require_teacher, runs_dir, safe_name, shared_figure, shared_result,
+                                         teacher_stop_button)
 from hyperclone.dashboard.sources_panel import CloneKey, show_error, source_of
 
 RACE_WIDGETS = setting_names(RaceConfig, "widget")  # the race controls' keys, declared with RaceConfig's fields
@@ -50,9 +53,11 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
     recipe = c[0].selectbox("Clone recipe", RECIPES, index=RECIPES.index(ADOPTED_RECIPE), key="race_recipe",
                             help="paper: every contestant shares the learning rate and schedule; continue: start "
                                  "at the source's final lr from its model card, no warm-up (also for 'source'); "
-                                 "clone-aware: weights the clone divided by k train at lr/k; gentle (default, "
-                                 "the recipe sweep's pick): the source's final lr re-warmed, and lr/k on divided "
-                                 "weights (also for 'source', at its final lr)")
+                                 "clone-aware: weights the clone divided by k train at lr/k; gentle: the "
+                                 "source's final lr re-warmed, and lr/k on divided weights (also for 'source', "
+                                 f"at its final lr); auto (default): gentle for a race under {AUTO_SWITCH:g} tokens "
+                                 "per wide parameter (it keeps a short race's head start), paper from there (it "
+                                 "gains more over a long one); the run's table says which it chose and why")
     own_lr = c[1].number_input("Clone lr", *LIMITS["lr"], None, format="%.0e", key="race_clone_lr",
                                placeholder="the recipe's",
                                help="the clone's own learning rate, and the source's with continue or gentle "
@@ -64,7 +69,7 @@ def race_contestants(picked: list[str]) -> tuple[list[str], str | None]:
     try:
         specs = []
         for kind in picked:
-            follows = kind not in ("random", "source") or (kind == "source" and recipe in FROM_SOURCE)
+            follows = kind not in ("random", "source") or (kind == "source" and recipe in (*FROM_SOURCE, "auto"))
             lr = own_lr if follows else random_lr if kind == "random" else None
             specs.append(ContestantSpec(kind, recipe if follows else "paper", lr=lr))
         specs += [ContestantSpec.parse(text) for text in more.split(",") if text.strip()]
@@ -98,11 +103,13 @@ def pick_race_settings(key: CloneKey) -> tuple[dict[str, Any], str | None]:
                            help="also log the race to an experiment tracker, one run per contestant, offline: "
                                 "TensorBoard, MLflow and W&B under the run's folder, trackio in its local store")
     contestants, recipe_error = race_contestants(picked)
-    timing = (f"evaluated every {eval_every} step(s) on fixed validation windows of the built-in corpus; "
-              f"warm-up {race_warmup(steps)} steps, then cosine decay (unless a contestant's recipe says otherwise).")
-    st.caption(f"Racing {', '.join(contestants)}; {timing}" if contestants else timing[0].upper() + timing[1:])
     settings = dict(contestants=tuple(contestants), steps=steps, batch_size=batch, seq_len=seq_len, lr=lr,
                     warmup=race_warmup(steps), eval_every=eval_every, log_with=None if tracker == "none" else tracker)
+    settings |= paper_preset_settings(key, settings)
+    corpus = "the built-in corpus" if settings.get("data", "builtin") == "builtin" else f"`{settings['data']}`"
+    timing = (f"evaluated every {eval_every} step(s) on fixed validation windows of {corpus}; "
+              f"warm-up {settings['warmup']} steps, then cosine decay (unless a contestant's recipe says otherwise).")
+    st.caption(f"Racing {', '.join(contestants)}; {timing}" if contestants else timing[0].upper() + timing[1:])
     problem = recipe_error or (race_problem(key, settings) if contestants else None)
     if problem:
         st.error(problem, icon=":material/error:")
@@ -124,6 +131,33 @@ def race_problem(key: CloneKey, settings: dict[str, Any]) -> str | None:
     return None
 
 
+PAPER_PRESET = "race_paper_preset"  # in session state: the paper (micro) preset filled the race widgets
+PAPER_WIDGETS = ("steps", "batch_size", "seq_len", "lr", "eval_every")  # the widgets it fills, beside contestants
+# What the paper (micro) preset sets that has no widget: taken from PAPER_MICRO while the widgets hold its values.
+PAPER_EXTRAS = ("data", "warmup", "schedule", "min_lr_ratio", "eval_windows", "precision")
+
+
+def paper_preset_settings(key: CloneKey, settings: dict[str, Any]) -> dict[str, Any]:
+    """PAPER_MICRO's settings without a widget (corpus, warm-up, schedule, ...) while the paper (micro) preset's
+    values are still in the widgets (else none: the preset is left), with a caption saying what it is for, and one
+    line when the sidebar's source or factor is not the paper's (the race would race that model instead)."""
+    if not st.session_state.get(PAPER_PRESET):
+        return {}
+    if (settings["contestants"] != PAPER_MICRO.contestants
+            or any(settings[name] != getattr(PAPER_MICRO, name) for name in PAPER_WIDGETS)):
+        st.session_state[PAPER_PRESET] = False  # a widget was changed: an ordinary race again
+        return {}
+    st.caption(f"Paper (micro) preset: the paper's protocol (the x{PAPER_MICRO.factor} clone and random init share "
+               "every setting: the paper's recipe) on `micro-gpt2-stdlib`, 20 tokens per wide parameter on "
+               f"`{PAPER_MICRO.data}`, the settings of `hyperclone reproduce`'s runs; the estimate below times it here.")
+    if key.source != PAPER_MICRO.source or key.growth.factor != PAPER_MICRO.factor:
+        st.warning(f"The paper (micro) preset is meant for `{PAPER_MICRO.source}` at factor x{PAPER_MICRO.factor}, "
+                   f"but the sidebar holds `{key.source}` at x{key.growth.factor}: pick {PAPER_MICRO.source} "
+                   f"(Built-in, factor {PAPER_MICRO.factor}) in the sidebar, or Start races the sidebar's model "
+                   "with these settings.", icon=":material/warning:")
+    return {name: getattr(PAPER_MICRO, name) for name in PAPER_EXTRAS}
+
+
 def race_warmup(steps: int) -> int:
     """The race's warm-up: the library's default (the recipe sweep's), at most a fifth of a short race."""
     return min(RaceConfig.warmup, steps // 5)
@@ -141,7 +175,13 @@ def show_race(key: CloneKey) -> None:
 
 
 def show_recorded_races() -> None:
-    """The shipped recorded races: pick one, see how it was made, and its curves and speed-ups."""
+    """The paper's experiment at micro scale (the shipped ``hyperclone reproduce`` report), then the shipped
+    recorded races (the head-start story): pick one, see how it was made, and its curves and speed-ups."""
+    show_paper_report()
+    st.markdown("#### The head-start story: short recorded races")
+    st.caption("Short races in which random init never gets down to the clone's starting loss: they show the head "
+               "start the source gives the clone, not the paper's speed-up (b), which needs random init to reach "
+               "its final loss.")
     recorded = recorded_races()
     note_left_out(recorded.skipped, "recorded race")
     if not recorded:
@@ -153,6 +193,32 @@ def show_recorded_races() -> None:
     st.warning(f"**Recorded, not live**: trained on {race_record.date} on {race_record.machine}. "
                f"Command: `{race_record.command}`", icon=":material/history:")
     show_run(race_record.path, st.session_state.get("race_logx", False), running=False, key="recorded")
+
+
+def show_paper_report() -> None:
+    """The paper's experiment at micro scale, from the shipped report: how it was made (recorded, not live), its
+    summary sentence, its figure and (folded) its tables; a missing or damaged report is one line."""
+    try:
+        report = paper_report_of(shipped_reports())
+    except HyperCloneError as e:
+        st.warning(f"The paper's experiment at micro scale is not shown: {error_line(e, 'reading its report')}",
+                   icon=":material/warning:")
+        return
+    if report is None:
+        return
+    st.markdown("#### The paper at micro scale")
+    st.warning(f"**Recorded, not live**: `hyperclone reproduce`, {paper_origin(report)}", icon=":material/history:")
+    st.markdown(report["summary"])
+    try:
+        st.plotly_chart(paper_figure(report), key="paper_figure", width="stretch")
+        st.caption("Speed-up (b) = random init's total tokens ÷ the tokens the clone needs to reach random init's "
+                   "final loss. Right: a filled point is measured; an open triangle is only a bound (the target was "
+                   "not reached within the run), not a measurement.")
+        with st.expander("The report's tables: horizons, learning-rate sweep, seeds, variants, the claim"):
+            st.markdown(report_text(report))
+    except (KeyError, TypeError, ValueError, IndexError) as e:  # a report with a section of the wrong shape
+        st.warning(f"The paper report's figure cannot be drawn ({type(e).__name__}: {' '.join(str(e).split())[:80]}); "
+                   "make it again with hyperclone reproduce", icon=":material/warning:")
 
 
 def show_live_race(key: CloneKey) -> None:
@@ -250,6 +316,10 @@ def show_estimate(key: CloneKey, settings: dict[str, Any], problem: str | None =
         c1.caption(f"No time estimate: {error_line(e, 'timing a step')}")
     c2.button("Quick preset", key="race_quick", on_click=use_quick_preset,
               help=f"{QUICK.steps} steps of {QUICK.batch_size}x{QUICK.seq_len} tokens: fits a lecture")
+    c2.button("Paper (micro) preset", key="race_paper", on_click=use_paper_preset,
+              help=f"the paper's protocol on {PAPER_MICRO.source}: {', '.join(PAPER_MICRO.contestants)} with one "
+                   f"shared recipe, {PAPER_MICRO.steps} steps of {PAPER_MICRO.batch_size}x{PAPER_MICRO.seq_len} "
+                   "tokens (20 tokens per wide parameter); the estimate beside it times it here")
     with c1:
         race_clock()
 
@@ -282,8 +352,23 @@ def step_timings(key: CloneKey, batch: int, seq_len: int) -> list[float]:
 
 
 def use_quick_preset() -> None:
+    st.session_state[PAPER_PRESET] = False
     for name in ("steps", "batch_size", "seq_len", "eval_every"):
         st.session_state[RACE_WIDGETS[name]] = getattr(QUICK, name)
+
+
+def use_paper_preset() -> None:
+    """Fill the race widgets from PAPER_MICRO: its contestants with the paper's recipe (one shared lr), its steps,
+    batch, sequence, lr and evaluation; its settings without a widget follow while these stay (``PAPER_EXTRAS``)."""
+    state = st.session_state
+    specs = [ContestantSpec.parse(name) for name in PAPER_MICRO.contestants]
+    state["race_contestants"] = [spec.kind for spec in specs]
+    state["race_recipe"] = specs[0].recipe
+    state["race_clone_lr"] = state["race_random_lr"] = None
+    state["race_more"] = ""
+    for name in PAPER_WIDGETS:
+        state[RACE_WIDGETS[name]] = getattr(PAPER_MICRO, name)
+    state[PAPER_PRESET] = True
 
 
 def loss_with_speedups(result, log_x: bool):

@@ -62,6 +62,13 @@ def copies_agree(x: torch.Tensor, x_wide: torch.Tensor, factor: int) -> float:
 QUICK = RaceConfig(contestants=("symmetric@gentle", "noisy_symmetric@gentle", "random"),  # the adopted recipe
                    steps=60, batch_size=8, seq_len=64, eval_every=6, warmup=6)
 
+# "Reproduce the paper (micro)": the paper's protocol live (clone and random init share every setting) on the micro
+# source, 20 tokens per wide parameter, the settings of ``hyperclone reproduce``'s seed-0 runs at random init's
+# best lr of its sweep (the shipped report), so a class watches random init catch up and (b) appear.
+PAPER_MICRO = RaceConfig(source="micro-gpt2-stdlib", data="builtin-large", contestants=("noisy_symmetric", "random"),
+                         steps=4594, batch_size=16, seq_len=128, lr=3e-3, warmup=100, schedule="cosine",
+                         min_lr_ratio=0.1, eval_every=50, eval_windows=64, precision="fp32")
+
 
 TIMED_TOKENS = 1024  # the estimate times steps of at most this many tokens, and scales them to the race's batch
 TIMED_STEPS = 5  # steps timed for an estimate, after one untimed warm-up step; their median is the pace
