@@ -11,7 +11,9 @@ import pytest
 from clirun import refused, run_cli
 
 from hyperclone.core.errors import HyperCloneError
-from hyperclone.training.paper_report import (b_text, claim, compare, dip, load_report, summary_sentence)
+from hyperclone.training.config import format_lr
+from hyperclone.training.paper_report import (b_text, claim, compare, dip, load_report, shipped_reports,
+                                              summary_sentence)
 from hyperclone.training.reproduce import (PlannedRun, ReproduceConfig, grown_grid, next_lr, planned_runs,
                                            sweep_runs)
 from hyperclone.training.runs import load_run
@@ -59,6 +61,11 @@ def test_the_sweep_comes_first_then_horizons_seeds_and_variants_from_its_winners
     thorough = ReproduceConfig(**{**CFG.to_dict(), "thorough": True})
     extra = {r.name for r in planned_runs(thorough, finals)[0]} - {r.name for r in runs}
     assert extra == {"h50-random-lr1e-2-seed0", "h50-noisy_symmetric-lr1e-3-seed0"}
+    random_grew = {**finals, "h20-random-lr1e-2-seed0": 2.95, "h20-random-lr3e-2-seed0": 2.9}  # grows twice
+    random_grew["h20-random-lr0.1-seed0"] = 3.6  # W = 3e-2: outside the clone's grid
+    runs, complete = planned_runs(CFG, random_grew)
+    assert complete and "h20-noisy_symmetric-lr3e-2-seed0" in {r.name for r in runs}  # the paper's clone at W
+    assert len({r.name for r in runs}) == len(runs)
 
 
 def test_each_run_is_a_race_with_one_contestant_and_a_complete_schedule():
@@ -171,24 +178,46 @@ def test_bad_flags_and_an_occupied_out_are_refused_in_one_line(tmp_path):
     assert "nothing to resume" in refused("reproduce", "--out", str(tmp_path / "new"), "--resume")
 
 
+def agrees_with_its_run_logs(report: dict, runs_dir) -> None:
+    """Every run of the report is a complete run log, and each horizon's (b) is random init's tokens ÷ the tokens
+    the clone's own log needs to reach random init's final loss (recomputed here from the logs)."""
+    assert sorted(p.name for p in runs_dir.iterdir() if p.is_dir()) == sorted(report["runs"])
+    assert all(r["status"] in ("finished", "diverged") for r in report["runs"].values())
+    for section in report["horizons"]:
+        base = load_run(runs_dir / f"h{section['horizon']:g}-random-lr{format_lr(section['random']['lr'])}-seed0")
+        for recipe in section["recipes"]:
+            name = f"h{section['horizon']:g}-{report['config']['clone']}-lr{format_lr(recipe['lr'])}-seed0"
+            clone = load_run(runs_dir / name).curve(report["config"]["clone"])
+            assert recipe["random_final"] == base.curve("random")[-1][1]
+            if recipe["b"]["measured"]:
+                needed = tokens_to_reach(clone, recipe["random_final"])
+                assert recipe["b"]["value"] == pytest.approx(base.curve("random")[-1][0] / needed)
+
+
+SHIPPED = "paper-micro-gpt2"
+
+
+def test_the_shipped_report_agrees_with_its_run_logs_says_how_it_was_made_and_stays_small():
+    path = shipped_reports()[SHIPPED]  # it ships with the package: a KeyError here means it went missing
+    report = load_report(path)
+    agrees_with_its_run_logs(report, path / "runs")
+    assert report["command"].startswith("hyperclone reproduce") and report["machine"]["cpu_count"]
+    assert report["finished"][:4].isdigit() and report["seconds"] > 0
+    assert report["config"]["source"] == "micro-gpt2-stdlib" and report["config"]["horizons"] == [5.0, 20.0, 50.0]
+    size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    assert size < 2 * 2**20, f"the shipped report takes {size} bytes"
+
+
 @pytest.mark.slow
 def test_a_miniature_report_is_complete_and_agrees_with_its_run_logs(tmp_path):
     out = tmp_path / "report"
     code, stdout, err = run_cli("reproduce", "--source", "micro-gpt2-stdlib", "--out", str(out), *MINI)
     assert code == 0, err[-3000:]
-    assert "plan: 11 runs" in stdout and "min" in stdout.splitlines()[0]
+    assert "plan: 11 runs" in stdout and " to " in stdout.splitlines()[0]  # a grid that grows adds runs
     report = load_report(out)
     assert report["summary"] in stdout and (out / "report.html").read_text().count(report["summary"]) >= 1
-    assert sorted(p.name for p in (out / "runs").iterdir() if p.is_dir()) == sorted(report["runs"])
-    assert len(report["runs"]) == 11 and all(r["status"] in ("finished", "diverged") for r in report["runs"].values())
-    for section in report["horizons"]:  # (b) recomputed from the logs: random's tokens ÷ the clone's to its loss
-        base = load_run(out / "runs" / f"h{section['horizon']:g}-random-lr{section['random']['lr']:g}-seed0")
-        for recipe in section["recipes"]:
-            clone = load_run(out / "runs" / f"h{section['horizon']:g}-noisy_symmetric-lr{recipe['lr']:g}-seed0")
-            assert recipe["random_final"] == base.curve("random")[-1][1]
-            needed = tokens_to_reach(clone.curve("noisy_symmetric"), recipe["random_final"])
-            if recipe["b"]["measured"]:
-                assert recipe["b"]["value"] == pytest.approx(base.curve("random")[-1][0] / needed)
+    assert len(report["runs"]) >= 11
+    agrees_with_its_run_logs(report, out / "runs")
     assert [r["seed"] for r in report["seeds"]["rows"]] == [0, 1]
     assert [v["variant"] for v in report["variants"]] == ["noisy_symmetric", "diagonal"]
     before = {p: p.stat().st_mtime_ns for p in (out / "runs").glob("*/metrics.jsonl")}

@@ -92,6 +92,7 @@ class ProgressLine:
 
     def __init__(self, guess: dict, started: float):
         self.guess, self.started, self.last = guess, started, 0.0
+        self.first: int | None = None  # steps already done when this call began (a resumed report)
 
     def __call__(self, state: dict) -> None:
         now = time.time()
@@ -100,9 +101,11 @@ class ProgressLine:
             return
         self.last = now
         steps, total, done = state["steps_done"], self.guess["steps"], state["runs_done"]
+        self.first = steps if self.first is None else self.first
         share = min(1.0, steps / total) if total else 1.0
-        elapsed = now - self.started
-        left = f"about {elapsed / share * (1 - share) / 60:.0f} min left" if share > 0.02 else "timing the pace"
+        elapsed, now_share = now - self.started, (steps - self.first) / total if total else 0.0
+        left = (f"about {elapsed / now_share * (1 - share) / 60:.0f} min left" if now_share > 0.02
+                else "timing the pace")
         bar = "#" * int(share * 30)
         line = (f"[{bar:<30}] {share:4.0%} {done}/{self.guess['runs']} runs done, {len(state['running'])} running, "
                 f"{elapsed / 60:.0f} min in, {left}")

@@ -166,7 +166,13 @@ def next_lr(lr: float, up: bool) -> float:
 
 def sweep_grids(cfg: ReproduceConfig, finals: Finals, max_growth: int = 2) -> tuple[dict, bool]:
     """Each kind's lr grid (grown where an edge won) and whether every grid is settled."""
-    grids, settled = {}, True
+    grids, settled = grid_states(cfg, finals, max_growth)
+    return grids, all(settled.values())
+
+
+def grid_states(cfg: ReproduceConfig, finals: Finals, max_growth: int = 2) -> tuple[dict, dict]:
+    """Each kind's lr grid (grown where an edge won) and, per kind, whether its grid is settled."""
+    grids, settled = {}, {}
     for kind in ("random", cfg.clone):
         grid = tuple(sorted(cfg.lrs))
         for _ in range(max_growth):
@@ -176,13 +182,14 @@ def sweep_grids(cfg: ReproduceConfig, finals: Finals, max_growth: int = 2) -> tu
                 break
             grid = grown
         runs = [PlannedRun(cfg.sweep_horizon, kind, lr, cfg.seeds[0]) for lr in grid]
-        settled &= all(r.name in finals for r in runs)
+        settled[kind] = all(r.name in finals for r in runs)
         grids[kind] = grid
     return grids, settled
 
 
-def winners(cfg: ReproduceConfig, grids: dict, finals: Finals) -> dict:
-    """W (random's best lr), N (its better neighbour) and C (the clone's best lr), from the sweep."""
+def winners(cfg: ReproduceConfig, grids: dict, finals: Finals, clone_settled: bool = True) -> dict:
+    """W (random's best lr), N (its better neighbour) and C (the clone's best lr; None while the clone's sweep
+    is not settled), from the sweep."""
     def final(kind: str, lr: float) -> float:
         return finals[PlannedRun(cfg.sweep_horizon, kind, lr, cfg.seeds[0]).name]
 
@@ -191,21 +198,22 @@ def winners(cfg: ReproduceConfig, grids: dict, finals: Finals) -> dict:
     i = rgrid.index(w)
     neighbours = [rgrid[j] for j in (i - 1, i + 1) if 0 <= j < len(rgrid)]
     n = min(neighbours, key=lambda lr: final("random", lr))
-    c = min(grids[cfg.clone], key=lambda lr: final(cfg.clone, lr))
+    c = min(grids[cfg.clone], key=lambda lr: final(cfg.clone, lr)) if clone_settled else None
     return {"W": w, "N": n, "C": c}
 
 
 def later_runs(cfg: ReproduceConfig, lrs: dict) -> list[PlannedRun]:
-    """Horizons, seeds and variants, once the sweep's winners are known; longest first."""
+    """Horizons, seeds and variants, once the sweep's winners are known; longest first (C None: the runs of the
+    clone's own best lr wait for its sweep)."""
     w, n, c, h0, s0 = lrs["W"], lrs["N"], lrs["C"], cfg.sweep_horizon, cfg.seeds[0]
-    runs: list[PlannedRun] = []
+    runs = [PlannedRun(h0, cfg.clone, w, s0, ("horizon",))]  # the paper's clone (a sweep run unless W grew past it)
     for h in sorted(cfg.horizons, reverse=True):
         if h == h0:
             continue
         extra = h < h0 or cfg.thorough  # the neighbour and the clone's own winner past the sweep: thorough only
         runs += [PlannedRun(h, "random", w, s0, ("horizon",)), PlannedRun(h, cfg.clone, w, s0, ("horizon",))]
         runs += [PlannedRun(h, "random", n, s0, ("horizon",))] if extra else []
-        runs += [PlannedRun(h, cfg.clone, c, s0, ("horizon",))] if extra and c != w else []
+        runs += [PlannedRun(h, cfg.clone, c, s0, ("horizon",))] if extra and c is not None and c != w else []
     for seed in cfg.seeds[1:]:
         runs += [PlannedRun(h0, "random", w, seed, ("seeds",)), PlannedRun(h0, cfg.clone, w, seed, ("seeds",))]
     runs += [PlannedRun(h0, v, w, s0, ("variants",)) for v in cfg.variants if v != cfg.clone]
@@ -214,18 +222,22 @@ def later_runs(cfg: ReproduceConfig, lrs: dict) -> list[PlannedRun]:
 
 def planned_runs(cfg: ReproduceConfig, finals: Finals) -> tuple[list[PlannedRun], bool]:
     """The runs known to be needed so far, in the order to start them, and whether the plan is complete."""
-    grids, settled = sweep_grids(cfg, finals)
+    grids, settled = grid_states(cfg, finals)
     runs = sweep_runs(cfg, grids)
-    if not settled:
+    if not settled["random"]:  # everything after the sweep races random init's winner
         return runs, False
-    return runs + later_runs(cfg, winners(cfg, grids, finals)), True
+    later = [r for r in later_runs(cfg, winners(cfg, grids, finals, settled[cfg.clone]))
+             if r.name not in {s.name for s in runs}]
+    return runs + later, settled[cfg.clone]
 
 
 def full_plan_estimate(cfg: ReproduceConfig) -> list[PlannedRun]:
     """The runs of a sweep whose winners sit inside the grid (W = C = the middle lr): the estimate's plan."""
     grid = tuple(sorted(cfg.lrs))
     mid = grid[len(grid) // 2]
-    return sweep_runs(cfg, {"random": grid, cfg.clone: grid}) + later_runs(cfg, {"W": mid, "N": grid[0], "C": mid})
+    sweep = sweep_runs(cfg, {"random": grid, cfg.clone: grid})
+    return sweep + [r for r in later_runs(cfg, {"W": mid, "N": grid[0], "C": mid})
+                    if r.name not in {s.name for s in sweep}]
 
 
 # --------------------------------------------------------------------------- #
