@@ -19,8 +19,9 @@ from hyperclone.io.atomic import atomic_dir, move_into_place
 from hyperclone.training.paper_report import PLAN_FILE, load_report
 from hyperclone.training.recorded import RUNS_DIR
 from hyperclone.training.reproduce import REPORT_FILE, RUNS_DIR as REPORT_RUNS
+from hyperclone.training.runs import METRICS_FILE, RUN_FILE
 
-RUN_FILES = ("run.json", "metrics.jsonl")
+RUN_FILES = (RUN_FILE, METRICS_FILE)
 
 
 def ship(report_dir: Path, target: Path) -> int:

@@ -36,6 +36,7 @@ from typing import Callable, Iterable
 from hyperclone.core.errors import HyperCloneError, quoted
 from hyperclone.core.growth import VARIANTS
 from hyperclone.training.config import format_lr
+from hyperclone.training.runs import METRICS_FILE, RUN_FILE
 
 CLONE_VARIANT = "noisy_symmetric"  # the clone of the sweeps, horizons and seeds: noise breaks the copies' symmetry
 REPORT_FILE = "report.json"
@@ -254,7 +255,7 @@ class RunState:
 
 def read_progress(run_dir: Path) -> tuple[int, float | None, bool]:
     """(last evaluated step, its val loss, finished) of a run directory, from its metrics log."""
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / METRICS_FILE
     if not path.exists():
         return 0, None, False
     step, loss, finished = 0, None, False
@@ -289,7 +290,7 @@ def run_states(cfg: ReproduceConfig, runs_dir: Path, runs: Iterable[PlannedRun])
     for run in runs:
         run_dir = runs_dir / run.name
         step, loss, finished = read_progress(run_dir)
-        if (run_dir / "run.json").exists():
+        if (run_dir / RUN_FILE).exists():
             check_same_settings(run, cfg, run_dir)
         states[run.name] = RunState(run, step, (loss if loss is not None else math.inf) if finished else None)
     return states
@@ -321,7 +322,7 @@ class Workers:
 
     def start(self, run: PlannedRun) -> None:
         run_dir = self.runs_dir / run.name
-        resume = (run_dir / "metrics.jsonl").exists()
+        resume = (run_dir / METRICS_FILE).exists()
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         log = open(self.runs_dir / f"{run.name}.log", "ab")
         self.running[run.name] = subprocess.Popen(run.command(self.cfg, run_dir, resume), env=env, stdout=log,
