@@ -168,7 +168,7 @@ MODELS: dict[str, Recipe] = {
         config=dict(n_embd=32, n_layer=4, n_head=2, n_positions=MICRO_SEQ_LEN, **NO_DROPOUT_GPT2),
         steps=3000,
         seq_len=MICRO_SEQ_LEN,
-        purpose="the paper's experiment in minutes: hyperclone reproduce and the 'reproduce the paper' race",
+        purpose="the paper's experiment on a 2-core CPU: hyperclone reproduce and the 'reproduce the paper (micro)' race",
     ),
     "micro-llama": Recipe(
         name="micro-llama-stdlib",
@@ -186,7 +186,7 @@ MODELS: dict[str, Recipe] = {
         ),
         steps=4400,
         seq_len=MICRO_SEQ_LEN,
-        purpose="the paper's experiment in minutes on the Llama family (RMSNorm, SwiGLU, RoPE, GQA)",
+        purpose="the paper's experiment on a 2-core CPU with the Llama family (RMSNorm, SwiGLU, RoPE, GQA)",
     ),
 }
 assert tuple(MODELS) == MODEL_KEYS, "keep MODEL_KEYS in hyperclone/assets/__init__.py in step with MODELS"

@@ -440,7 +440,7 @@ def format_sources(supported: list[str] | None = None) -> str:
     for s in list_sources():
         lines.append(
             f"  {s.name:<20} {s.family:<8} {s.params / 1e6:>7.2f}M {s.size_mb:>6.2f}MB  "
-            f"{s.val_loss:>8.3f}  {s.val_accuracy:>7.1%}"
+            f"{s.val_loss:>8.3f}  {s.val_accuracy:>7.1%}" + (f"  for {s.purpose}" if s.purpose else "")
         )
     lines.append("  (validation loss in nats/token and next-token accuracy on the built-in validation split)")
     lines.append("hub presets (need network):")

@@ -310,7 +310,8 @@ def reproduce(source: str = DEFAULT_SOURCE, out: str | os.PathLike = "reproduce"
         states = run_plan(cfg, out / RUNS_DIR, workers, progress)
     finally:
         plan = record_session(out, t0, command)
-    report = {"config": cfg.to_dict(), "command": command, "started": plan["started"], "finished": now_text(),
+    report = {"config": cfg.to_dict(), "command": plan["sessions"][0]["command"],  # the one that started it
+              "started": plan["started"], "finished": now_text(),
               "seconds": round(sum(s["seconds"] for s in plan["sessions"]), 1), "sessions": plan["sessions"],
               "workers": workers, "machine": machine_facts(), **report_numbers(cfg, out / RUNS_DIR, states)}
     write_atomic(out / REPORT_FILE, json.dumps(report, indent=1, default=str) + "\n")
