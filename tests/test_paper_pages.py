@@ -118,7 +118,7 @@ def test_lesson_chapter_4_tells_the_paper_in_words_and_offers_its_preset_with_an
     at = open_page(LESSON, chapter="4")
     assert not at.error, [e.value for e in at.error]
     (words,) = [m.value for m in at.markdown if m.value.startswith("**The paper at micro scale**")]
-    for part in ("5 (2.50x), 20 (1.80x)", "at 50 (> 1.20x (a bound)) it is only a bound", "1.80x ± 0.10",
+    for part in ("5 (2.50x), 20 (1.80x)", "at 50 (> 1.20x (a bound)) it is only a bound", "1.80x ± 0.1",
                  "3 seeds", "missed at 20 and missed at 50", "tokens the clone needs"):
         assert part in words, (part, words)
     assert chart_keys(at)[0].endswith("-lesson_paper")  # the paper's figure before the recorded races

@@ -147,7 +147,7 @@ def test_the_claim_and_the_summary_sentence_come_from_the_numbers():
     assert report["claim"]["at_sweep"]["met"] and not report["claim"]["at_longest"]["met"]
     assert report["claim"]["measured_at"] == [20.0]
     sentence = summary_sentence(CFG, report)
-    assert "2.30x ± 0.10 (mean ± sd of 3 seeds) at 20" in sentence and "< 1.00x (a bound) at 50" in sentence
+    assert "2.30x ± 0.1 (mean ± sd of 3 seeds) at 20" in sentence and "< 1.00x (a bound) at 50" in sentence
     assert sentence.endswith("holds at 20 only.")
 
 
@@ -228,3 +228,15 @@ def test_a_miniature_report_is_complete_and_agrees_with_its_run_logs(tmp_path):
     line = refused("reproduce", "--source", "micro-gpt2-stdlib", "--out", str(out), *MINI[:-1], "--warmup", "3",
                    "--resume")
     assert "other settings (warmup)" in line
+
+
+def test_the_paper_preset_races_the_settings_of_the_shipped_reports_seed_0_runs():
+    from hyperclone.teach.lesson import PAPER_MICRO
+
+    report = load_report(shipped_reports()[SHIPPED])
+    cfg = ReproduceConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in report["config"].items()})
+    settings = PlannedRun(cfg.sweep_horizon, "random", report["sweep"]["winners"]["random"], 0).race_settings(cfg)
+    for name, value in settings.items():
+        if name not in ("contestants", "checkpoint_every"):
+            assert getattr(PAPER_MICRO, name) == value, name
+    assert PAPER_MICRO.contestants == (cfg.clone, "random")  # the paper's recipe: one shared lr, W

@@ -200,7 +200,7 @@ def seeds_text(seeds: dict) -> str:
         return "not measured on every seed (" + ", ".join(b_text(r["b"]) for r in seeds["rows"]) + ")"
     if seeds.get("b_sd") is None:
         return f"{seeds['b_mean']:.2f}x"
-    return f"{seeds['b_mean']:.2f}x ± {seeds['b_sd']:.2f} (mean ± sd of {len(seeds['rows'])} seeds)"
+    return f"{seeds['b_mean']:.2f}x ± {seeds['b_sd']:.2g} (mean ± sd of {len(seeds['rows'])} seeds)"
 
 
 def summary_sentence(cfg: ReproduceConfig, report: dict) -> str:

@@ -110,8 +110,8 @@ def report_text(report: dict) -> str:
     lines += [f"| {r['seed']} | {fmt(r['clone_final'])} | {fmt(r['random_final'])} | {b_text(r['b'])} |"
               for r in seeds["rows"]]
     if seeds["b_mean"] is not None:
-        lines.append(f"(b) mean {seeds['b_mean']:.2f}x, sd {fmt(seeds['b_sd'], 2)}, range "
-                     f"{seeds['b_range'][0]:.2f}-{seeds['b_range'][1]:.2f}x")
+        lines.append(f"(b) mean {seeds['b_mean']:.3f}x, sd {seeds['b_sd'] or 0:.2g}, range "
+                     f"{seeds['b_range'][0]:.3f}-{seeds['b_range'][1]:.3f}x")
     lines += ["", "## Variants (paper recipe, seed 0)", "| variant | final | (b) | (a) | dip |", "|---|---|---|---|---|"]
     lines += [f"| {v['variant']} | {fmt(v['clone_final'])} | {b_text(v['b'])} | {b_text(v['a'])} | "
               f"{v['dip']['depth']:.3f} |" for v in report["variants"]]
