@@ -56,7 +56,7 @@ def speedup_entry(s: Speedup) -> dict:
 def not_finished(run: dict) -> dict:
     """The speed-up entry of a clone run that diverged (or stopped): no value, no bound."""
     return {"value": None, "measured": False, "bound": None, "with_source": None, "with_source_bound": None,
-            "target_loss": None, "tokens_clone": None, "tokens_random": None,
+            "target_loss": None, "tokens_clone": None, "tokens_random": None, "status": run["status"],
             "message": f"{run['name']} {run['status']}: no speed-up"}
 
 
@@ -81,9 +81,10 @@ def dip(run: dict, per_param: float) -> dict:
     start = curve[0][1]
     rest = curve[1:]
     back = tokens_to_reach(rest, start)
-    rise = [loss for tokens, loss in rest if back is None or tokens < back]
-    depth = max(0.0, max(rise, default=start) - start)
-    peak = next((t for t, loss in rest if loss == start + depth), 0.0) if depth > 0 else 0.0
+    peak, highest = max(((t, loss) for t, loss in rest if back is None or t < back), key=lambda p: p[1],
+                        default=(0.0, start))
+    depth = max(0.0, highest - start)
+    peak = peak if depth > 0 else 0.0
     return {"depth": round(depth, 4), "peak_at": peak / per_param,
             "back_at": (back / per_param if back is not None else None) if depth > 0 else 0.0}
 
@@ -189,8 +190,8 @@ def b_text(entry: dict) -> str:
         return f"{entry['value']:.2f}x"
     if entry["tokens_clone"] == 0.0:
         return "unbounded (the clone started below random init's final loss)"
-    if entry["message"].endswith(": no speed-up"):
-        return entry["message"].rsplit(" ", 3)[-3].rstrip(":")  # diverged, stopped
+    if entry.get("status"):  # a clone run that diverged or stopped
+        return entry["status"]
     return f"{entry['bound'][0]} {entry['bound'][1]:.2f}x (a bound)" if entry["bound"] else "not measurable"
 
 

@@ -284,15 +284,23 @@ def check_same_settings(run: PlannedRun, cfg: ReproduceConfig, run_dir: Path) ->
                               "reproduce another --out, or move that run away")
 
 
-def run_states(cfg: ReproduceConfig, runs_dir: Path, runs: Iterable[PlannedRun]) -> dict[str, RunState]:
-    """Each planned run's progress on disk (a directory made with other settings: one-line error)."""
+def run_states(cfg: ReproduceConfig, runs_dir: Path, runs: Iterable[PlannedRun],
+               finished: dict[str, RunState] | None = None) -> dict[str, RunState]:
+    """Each planned run's progress on disk (a directory made with other settings: one-line error); a run in
+    ``finished`` (states read before, of runs that had ended) is not read again, and each newly ended run joins it."""
+    finished = {} if finished is None else finished
     states = {}
     for run in runs:
+        if run.name in finished:
+            states[run.name] = finished[run.name]
+            continue
         run_dir = runs_dir / run.name
-        step, loss, finished = read_progress(run_dir)
+        step, loss, ended = read_progress(run_dir)
         if (run_dir / RUN_FILE).exists():
             check_same_settings(run, cfg, run_dir)
-        states[run.name] = RunState(run, step, (loss if loss is not None else math.inf) if finished else None)
+        states[run.name] = RunState(run, step, (loss if loss is not None else math.inf) if ended else None)
+        if ended:
+            finished[run.name] = states[run.name]
     return states
 
 
@@ -300,12 +308,14 @@ def finals_of(states: dict[str, RunState]) -> Finals:
     return {name: s.final for name, s in states.items() if s.final is not None}
 
 
-def current_plan(cfg: ReproduceConfig, runs_dir: Path) -> tuple[list[PlannedRun], bool, dict[str, RunState]]:
-    """The runs needed given what has finished on disk, whether that plan is complete, and their states."""
+def current_plan(cfg: ReproduceConfig, runs_dir: Path, finished: dict[str, RunState] | None = None
+                 ) -> tuple[list[PlannedRun], bool, dict[str, RunState]]:
+    """The runs needed given what has finished on disk, whether that plan is complete, and their states
+    (``finished``: see ``run_states``)."""
     finals: Finals = {}
     while True:  # each pass may learn a sweep result that grows the grid or settles the winners
         known, complete = planned_runs(cfg, finals)
-        states = run_states(cfg, runs_dir, known)
+        states = run_states(cfg, runs_dir, known, finished)
         if finals_of(states) == finals:
             return known, complete, states
         finals = finals_of(states)
@@ -360,10 +370,11 @@ def run_plan(cfg: ReproduceConfig, runs_dir: Path, workers: int = 2, progress: P
     """Run every planned run (finished ones are kept, unfinished ones resume) and return their states."""
     runs_dir.mkdir(parents=True, exist_ok=True)
     pool = Workers(cfg, runs_dir, workers)
+    finished: dict[str, RunState] = {}  # ended runs never change: read once
     try:
         while True:
             pool.reap()
-            known, complete, states = current_plan(cfg, runs_dir)
+            known, complete, states = current_plan(cfg, runs_dir, finished)
             todo = [r for r in known if states[r.name].final is None and r.name not in pool.running]
             if complete and not todo and not pool.running:
                 return states
