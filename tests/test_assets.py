@@ -82,6 +82,35 @@ def test_model_reproduces_its_card_sample(models, name):
     assert "## Rebuild" in (builtin_dir(name) / "README.md").read_text()
 
 
+def test_micro_gpt2_ships_the_fused_kernel_of_the_gelu_it_trained_with(models):
+    """micro-gpt2-stdlib trained with gelu_new (Python ops) and ships gelu_pytorch_tanh, the same tanh formula in
+    one kernel (faster races): the logits agree to fp32 rounding. Each GELU output differs by a few ulps; through
+    4 blocks that stays within 64 ulps of the largest logit, while another function (erf GELU) is far outside."""
+    import torch
+    from transformers.activations import ACT2FN
+
+    model, _ = models["micro-gpt2-stdlib"]
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    x = builtin_corpus().validation_windows(2)[:, :128]
+    blocks = model.transformer.h
+    shipped = blocks[0].mlp.act
+
+    def logits_with(act: str):
+        for block in blocks:
+            block.mlp.act = ACT2FN[act]
+        with torch.no_grad():
+            return model(input_ids=x).logits
+
+    try:
+        fused, trained, erf = logits_with("gelu_pytorch_tanh"), logits_with("gelu_new"), logits_with("gelu")
+    finally:
+        for block in blocks:
+            block.mlp.act = shipped
+    tol = 64 * torch.finfo(torch.float32).eps * fused.abs().max().item()
+    assert (fused - trained).abs().max().item() <= tol
+    assert (fused - erf).abs().max().item() > tol  # the check can tell functions apart
+
+
 @pytest.mark.parametrize("factor", [2, 4])
 @pytest.mark.parametrize("name", BUILTIN_NAMES)
 def test_builtin_model_clones_with_equal_logits(models, name, factor):

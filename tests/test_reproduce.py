@@ -20,7 +20,8 @@ from hyperclone.training.reproduce import (PlannedRun, ReproduceConfig, grown_gr
 from hyperclone.training.runs import load_run
 from hyperclone.training.speedups import tokens_to_reach
 
-CFG = ReproduceConfig(wide_params=1000, batch_size=2, seq_len=5)  # 10 tokens a step: 20 per param = 2000 steps
+CFG = ReproduceConfig(wide_params=1000, batch_size=2, seq_len=5,  # 10 tokens a step: 20 per param = 2000 steps
+                      lrs=(1e-3, 3e-3, 1e-2))
 
 
 def finals_for(runs, lr_loss: dict) -> dict:

@@ -30,7 +30,7 @@ def add_reproduce_parser(sub) -> None:
     a("--workers", type=int, default=2, help="runs at once, one CPU thread each (default 2)")
     a("--horizons", default=None, help="budgets in tokens per wide parameter, e.g. 5,20,50 (default)")
     a("--sweep-horizon", type=float, default=None, help="the horizon of the lr sweeps and seeds (default 20)")
-    a("--lrs", default=None, help="the lr grid of the sweeps, e.g. 1e-3,3e-3,1e-2 (default)")
+    a("--lrs", default=None, help="the lr grid of the sweeps, e.g. 3e-3,1e-2,3e-2 (default)")
     a("--seeds", default=None, help="seeds at the sweep horizon, e.g. 0,1,2 (default)")
     a("--variants", default=None, help="clone variants compared at the sweep horizon (default: all four)")
     a("--thorough", action="store_true", help="also random init's better neighbour and the clone's own best lr "
