@@ -1,6 +1,10 @@
-"""The lesson's quick race: its time estimate against the time it actually takes, on a quiet or a busy machine.
+"""The lesson's races: a time estimate against the time the race actually takes, on a quiet or a busy machine.
 
-    python benchmarks/estimate_vs_actual.py [--busy N] [--quiet-below 1.5] [--wait 1800] [--runs 1]
+    python benchmarks/estimate_vs_actual.py [--preset quick|paper] [--busy N] [--quiet-below 1.5] [--wait 1800] [--runs 1]
+
+``--preset quick`` (default): the lesson's quick race (``QUICK`` on tiny-gpt2-stdlib, the lesson's x2 symmetric
+growth). ``--preset paper``: "Reproduce the paper (micro)" (``PAPER_MICRO`` on its micro source, as its button
+starts it), timed end to end, with the (b) read-out it ends on.
 
 Per run: wait (up to ``--wait`` seconds, polling the 1-minute load average) until the machine is quiet
 (load below ``--quiet-below``; ``--busy N``: skip the wait and start N busy loops, ``python3 -c "while True:
@@ -39,37 +43,54 @@ def forecasts(marks: list[tuple[float, int, float | None]], end: float, total: i
     return "; ".join(out) or "none"
 
 
-def one_run(name: str, source, tokenizer, growth) -> str:
-    from hyperclone.teach.lesson import QUICK, estimate_race, remaining_seconds
+def preset(which: str):
+    """(source name, race settings, growth, settings the race is given beside them) of a lesson preset."""
+    from hyperclone import Growth
+    from hyperclone.teach.lesson import PAPER_MICRO, QUICK
     from hyperclone.training.config import growth_settings
+
+    if which == "paper":  # as its button starts it: its own source and x2 clone
+        return PAPER_MICRO.source, PAPER_MICRO, PAPER_MICRO.growth(), {}
+    growth = Growth(2, None, "symmetric")  # the lesson's own settings
+    return "tiny-gpt2-stdlib", QUICK, growth, growth_settings(growth)
+
+
+def one_run(name: str, source, tokenizer, cfg, growth, extra: dict) -> str:
+    from hyperclone.teach.lesson import estimate_race, remaining_seconds
     from hyperclone.training.loop import race
+    from hyperclone.training.speedups import readout
 
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
-    estimate = estimate_race(source, growth, len(QUICK.contestants), QUICK.steps, QUICK.batch_size, QUICK.seq_len,
-                             QUICK.eval_every)
+    estimate = estimate_race(source, growth, len(cfg.contestants), cfg.steps, cfg.batch_size, cfg.seq_len,
+                             cfg.eval_every)
     timing_s = time.perf_counter() - t0
     records, marks = [], []
-    total = QUICK.steps * len(QUICK.contestants)
+    total = cfg.steps * len(cfg.contestants)
 
     def on_record(event: dict) -> None:
         if event["event"] == "metrics":
             records.append(event)
-            done = sum(max((r["step"] for r in records if r["contestant"] == n), default=0) for n in QUICK.contestants)
-            marks.append((time.perf_counter(), done, remaining_seconds(records, QUICK.steps)))
+            done = sum(max((r["step"] for r in records if r["contestant"] == n), default=0) for n in cfg.contestants)
+            marks.append((time.perf_counter(), done, remaining_seconds(records, cfg.steps)))
 
     start = time.perf_counter()
-    race(name, QUICK, tokenizer=tokenizer, device="cpu", callback=on_record, **growth_settings(growth))
+    result = race(name, cfg, tokenizer=tokenizer, device="cpu", callback=on_record, **extra)
     end = time.perf_counter()
     actual = end - start
     inside = "yes" if estimate.low <= actual <= estimate.high else "no"
+    clone, baseline = cfg.contestants[0].split("@")[0], "random"
+    final = readout(result.curve(clone), result.curve(baseline), (clone, baseline)) if baseline in result.contestants \
+        else None
     return (f"{load_before:>11.1f} {os.getloadavg()[0]:>10.1f} {timing_s:>8.1f} "
             f"{estimate.low:>7.0f}-{estimate.high:<7.0f} {actual:>7.0f} {actual / estimate.low:>12.2f} {inside:>7}  {forecasts(marks, end, total)}  "
-            f"[{estimate.words()}]")
+            f"[{estimate.words()}]" + (f"\n# read-out at the end: {final.words}" if final else ""))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=("quick", "paper"), default="quick",
+                        help="the lesson's quick race, or 'Reproduce the paper (micro)'")
     parser.add_argument("--busy", type=int, default=0, help="busy loops beside the race (0: wait for a quiet machine)")
     parser.add_argument("--quiet-below", type=float, default=1.5)
     parser.add_argument("--wait", type=float, default=1800, help="seconds to wait for a quiet machine at most")
@@ -78,13 +99,14 @@ def main() -> None:
 
     import torch
 
-    from hyperclone import Growth, load_source
+    from hyperclone import load_source
 
-    name, growth = "tiny-gpt2-stdlib", Growth(2, None, "symmetric")  # the lesson's own settings
+    name, cfg, growth, extra = preset(args.preset)
     source, tokenizer = load_source(name, device="cpu")
     condition = f"busy: {args.busy} busy loops beside the race" if args.busy else f"quiet: load < {args.quiet_below}"
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}; {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads); {condition}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads); {condition}; preset {args.preset}: "
+          f"{name}, {', '.join(cfg.contestants)}, {cfg.steps} steps of {cfg.batch_size} x {cfg.seq_len}")
     print(f"{'load before':>11} {'load after':>10} {'timing':>8} {'estimate (s)':>15} {'actual':>7} "
           f"{'actual / low':>12} {'inside':>7}  remaining-time forecast vs what remained, at a share of the steps")
     for _ in range(args.runs):
@@ -96,7 +118,7 @@ def main() -> None:
                     print(f"# not quiet after {args.wait:.0f} s of waiting (load {load:.1f}); measured anyway")
             else:
                 time.sleep(5)  # let the loops start
-            print(one_run(name, source, tokenizer, growth), flush=True)
+            print(one_run(name, source, tokenizer, cfg, growth, extra), flush=True)
         finally:
             for p in loops:
                 p.kill()

@@ -3,6 +3,7 @@
     python benchmarks/trainer_overhead.py [--steps 100] [--repeats 2]
     python benchmarks/trainer_overhead.py --source micro-gpt2-stdlib --data builtin-large --eval-every 50 \
         --eval-windows 64 --steps 300 --threads 1 --compile     # issue 24: the micro clone, and torch.compile
+    ... --activation gelu_new     # the same, with the GELU kernel micro-gpt2-stdlib trained with (Python ops)
 
 Both train the same x2 noisy-symmetric clone of the built-in GPT-2 (or, if the
 built-in model is not built yet, a GPT-2 of the same shape with random
@@ -106,11 +107,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-every", type=int, default=RaceConfig.eval_every)
     parser.add_argument("--eval-windows", type=int, default=RaceConfig.eval_windows)
     parser.add_argument("--compile", action="store_true", help="also the bare loop through torch.compile")
+    parser.add_argument("--activation", default=None,
+                        help="a GPT-2 source's activation_function for this run, e.g. gelu_new (the Python-ops "
+                             "formula micro-gpt2-stdlib trained with) against its shipped gelu_pytorch_tanh")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     source, tok, what = source_model(args.source)
+    if args.activation:
+        source.config.activation_function = args.activation  # the clone copies the config: its MLPs use it
+        what += f" with activation {args.activation}"
     cfg = RaceConfig(steps=args.steps, eval_every=args.eval_every, eval_windows=args.eval_windows)  # batch 16 x 128
     corpus = load_corpus(args.data, tok, cfg.seq_len)
     tokens = cfg.steps * cfg.batch_size * cfg.seq_len

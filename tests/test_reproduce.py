@@ -59,7 +59,9 @@ def test_the_sweep_comes_first_then_horizons_seeds_and_variants_from_its_winners
         "h20-random-lr3e-3-seed1", "h20-noisy_symmetric-lr3e-3-seed1",
         "h20-random-lr3e-3-seed2", "h20-noisy_symmetric-lr3e-3-seed2",
         "h20-symmetric-lr3e-3-seed0", "h20-diagonal-lr3e-3-seed0", "h20-noisy_diagonal-lr3e-3-seed0"}
-    assert runs[len(finals)].horizon == 50.0  # the longest runs start first
+    assert runs[len(finals)].horizon == 50.0  # the longest runs start first ...
+    assert [r.horizon for r in runs[len(finals):]] == sorted((r.horizon for r in runs[len(finals):]), reverse=True)
+    # ... and the short ones fill the workers' last gaps
     thorough = ReproduceConfig(**{**CFG.to_dict(), "thorough": True})
     extra = {r.name for r in planned_runs(thorough, finals)[0]} - {r.name for r in runs}
     assert extra == {"h50-random-lr1e-2-seed0", "h50-noisy_symmetric-lr1e-3-seed0"}

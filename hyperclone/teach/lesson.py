@@ -64,7 +64,7 @@ QUICK = RaceConfig(contestants=("symmetric@gentle", "noisy_symmetric@gentle", "r
 
 # "Reproduce the paper (micro)": the paper's protocol live (clone and random init share every setting) on the micro
 # source, 20 tokens per wide parameter, the settings of ``hyperclone reproduce``'s seed-0 runs at random init's
-# best lr of its sweep (1e-2 of 1e-3, 3e-3, 1e-2, 3e-2 in the shipped report), so a class watches random init catch
+# best lr of its sweep (1e-2 of 3e-3, 1e-2, 3e-2 in the shipped report), so a class watches random init catch
 # up and (b) appear.
 PAPER_MICRO = RaceConfig(source="micro-gpt2-stdlib", data="builtin-large", contestants=("noisy_symmetric", "random"),
                          steps=4594, batch_size=16, seq_len=128, lr=1e-2, warmup=100, schedule="cosine",

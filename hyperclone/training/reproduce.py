@@ -206,8 +206,9 @@ def winners(cfg: ReproduceConfig, grids: dict, finals: Finals, clone_settled: bo
 
 
 def later_runs(cfg: ReproduceConfig, lrs: dict) -> list[PlannedRun]:
-    """Horizons, seeds and variants, once the sweep's winners are known; longest first (C None: the runs of the
-    clone's own best lr wait for its sweep)."""
+    """Horizons, seeds and variants, once the sweep's winners are known; longest first, so the short runs fill the
+    last gaps of the workers instead of one long run ending alone (C None: the runs of the clone's own best lr wait
+    for its sweep)."""
     w, n, c, h0, s0 = lrs["W"], lrs["N"], lrs["C"], cfg.sweep_horizon, cfg.seeds[0]
     runs = [PlannedRun(h0, cfg.clone, w, s0, ("horizon",))]  # the paper's clone (a sweep run unless W grew past it)
     for h in sorted(cfg.horizons, reverse=True):
@@ -220,7 +221,7 @@ def later_runs(cfg: ReproduceConfig, lrs: dict) -> list[PlannedRun]:
     for seed in cfg.seeds[1:]:
         runs += [PlannedRun(h0, "random", w, seed, ("seeds",)), PlannedRun(h0, cfg.clone, w, seed, ("seeds",))]
     runs += [PlannedRun(h0, v, w, s0, ("variants",)) for v in cfg.variants if v != cfg.clone]
-    return runs
+    return sorted(runs, key=lambda r: -r.horizon)  # stable: the order above within a horizon
 
 
 def planned_runs(cfg: ReproduceConfig, finals: Finals) -> tuple[list[PlannedRun], bool]:
