@@ -58,7 +58,6 @@ def preset(which: str):
 def one_run(name: str, source, tokenizer, cfg, growth, extra: dict) -> str:
     from hyperclone.teach.lesson import estimate_race, remaining_seconds
     from hyperclone.training.loop import race
-    from hyperclone.training.speedups import readout
 
     load_before = os.getloadavg()[0]
     t0 = time.perf_counter()
@@ -79,12 +78,10 @@ def one_run(name: str, source, tokenizer, cfg, growth, extra: dict) -> str:
     end = time.perf_counter()
     actual = end - start
     inside = "yes" if estimate.low <= actual <= estimate.high else "no"
-    clone, baseline = cfg.contestants[0].split("@")[0], "random"
-    final = readout(result.curve(clone), result.curve(baseline), (clone, baseline)) if baseline in result.contestants \
-        else None
+    final = "; ".join(r.words for r in result.readouts())  # every clone against the best random init
     return (f"{load_before:>11.1f} {os.getloadavg()[0]:>10.1f} {timing_s:>8.1f} "
             f"{estimate.low:>7.0f}-{estimate.high:<7.0f} {actual:>7.0f} {actual / estimate.low:>12.2f} {inside:>7}  {forecasts(marks, end, total)}  "
-            f"[{estimate.words()}]" + (f"\n# read-out at the end: {final.words}" if final else ""))
+            f"[{estimate.words()}]" + (f"\n# read-out at the end: {final}" if final else ""))
 
 
 def main() -> None:

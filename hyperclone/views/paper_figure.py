@@ -110,7 +110,7 @@ def report_text(report: dict) -> str:
     lines += [f"| {r['seed']} | {fmt(r['clone_final'])} | {fmt(r['random_final'])} | {b_text(r['b'])} |"
               for r in seeds["rows"]]
     if seeds["b_mean"] is not None:
-        lines.append(f"(b) mean {seeds['b_mean']:.3f}x, sd {seeds['b_sd'] or 0:.2g}, range "
+        lines.append(f"(b) mean {seeds['b_mean']:.3f}x, sd {'n/a' if seeds['b_sd'] is None else format(seeds['b_sd'], '.2g')}, range "
                      f"{seeds['b_range'][0]:.3f}-{seeds['b_range'][1]:.3f}x")
     lines += ["", "## Variants (paper recipe, seed 0)", "| variant | final | (b) | (a) | dip |", "|---|---|---|---|---|"]
     lines += [f"| {v['variant']} | {fmt(v['clone_final'])} | {b_text(v['b'])} | {b_text(v['a'])} | "
