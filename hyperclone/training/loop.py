@@ -46,9 +46,11 @@ import torch.nn.functional as F
 
 from hyperclone.training.contestants import (Contestant, build_contestants, grow_staged, load_checkpoint, own_rng, save_checkpoint,
                           set_lr)
+from hyperclone.training.cpu_speed import denormals_flushed, keep_freed_memory
 from hyperclone.training.data import Corpus
 from hyperclone.core.errors import HyperCloneError
 from hyperclone.training.config import RUN_ARGUMENTS, RaceConfig, lr_at, race_config
+from hyperclone.training.next_token_loss import mean_cross_entropy
 from hyperclone.training.setup import (check_batch_splits, check_corpus_fits_model, check_race_fits, describe_run, is_oom,
                          load_race_corpus, load_race_source, make_accelerator, oom_error, resolve_run_dir)
 from hyperclone.training.results import RaceResult
@@ -63,9 +65,9 @@ DIVERGENCE_FACTOR = 2.0  # x the highest loss before training: above it, a conte
 # 1. The training loop
 # --------------------------------------------------------------------------- #
 def loss_on(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (in float32 whatever the compute precision)."""
+    """Mean next-token cross-entropy (in float32 whatever the compute precision; ``next_token_loss.py``)."""
     logits = model(input_ids=x, use_cache=False).logits
-    return F.cross_entropy(logits.float().flatten(0, 1), y.flatten())
+    return mean_cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
 
 class RaceState:
@@ -164,7 +166,7 @@ def train_interval(c: Contestant, state: RaceState) -> None:
     end = c.interval_end(cfg.eval_every)  # a staged contestant also stops where it grows
     c.model.train()
     t0 = time.perf_counter()
-    with own_rng(c):
+    with own_rng(c), denormals_flushed(acc.device):
         while c.step < end:
             lr = lr_at(c.step, c.budget, c.schedule)
             set_lr(c.optimizer, lr)
@@ -336,6 +338,8 @@ def run_race(cfg: RaceConfig, source: Any, *, tokenizer: Any = None, corpus: Any
         raise HyperCloneError("resume needs the run_dir of the run to continue")
     accelerator, cfg.precision = make_accelerator(device, cfg.precision)
     check_batch_splits(cfg, accelerator)
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # cpu_speed.py: the step's large tensors reuse freed heap, not fresh pages
     run_path = resolve_run_dir(run_dir, accelerator)
     with hold_run_dir(run_path, accelerator.is_main_process):  # one race per run directory, for the whole race
         stored = open_run_dir(run_path, resume)
