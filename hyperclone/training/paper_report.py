@@ -320,27 +320,36 @@ def reproduce(source: str = DEFAULT_SOURCE, out: str | os.PathLike = "reproduce"
 
 
 def measure_pace(cfg: ReproduceConfig, steps: int = 6) -> float:
-    """Training tokens per second of the wide model on one CPU thread, timed on a few steps here and now."""
+    """Training tokens per second of the wide model on one CPU thread, timed on a few steps here and now.
+
+    The race's own step (``loss_on``, its AdamW, its CPU settings: ``cpu_speed.py``), on random tokens.
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
     from hyperclone.core.clone import make_plan
     from hyperclone.core.growth import Growth
     from hyperclone.io.sources import load_config, resolve_source
+    from hyperclone.training.config import RaceConfig
+    from hyperclone.training.contestants import make_optimizer
+    from hyperclone.training.cpu_speed import denormals_flushed, keep_freed_memory
+    from hyperclone.training.loop import loss_on
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    keep_freed_memory()
     try:
         config = make_plan(load_config(resolve_source(cfg.source)[1], cfg.source), Growth(cfg.factor)).wide_config()
         model = AutoModelForCausalLM.from_config(config)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        x = torch.randint(0, config.vocab_size, (cfg.batch_size, cfg.seq_len))
-        for i in range(steps + 2):
-            if i == 2:
-                t0 = time.perf_counter()  # the first steps warm the allocator up
-            model(input_ids=x, labels=x, use_cache=False).loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+        optimizer = make_optimizer(model, RaceConfig())
+        x = torch.randint(0, config.vocab_size, (cfg.batch_size, cfg.seq_len + 1))
+        with denormals_flushed(torch.device("cpu")):
+            for i in range(steps + 2):
+                if i == 2:
+                    t0 = time.perf_counter()  # the first steps warm the allocator up
+                loss_on(model, x[:, :-1], x[:, 1:]).backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
         return steps * cfg.batch_size * cfg.seq_len / (time.perf_counter() - t0)
     finally:
         torch.set_num_threads(threads)
