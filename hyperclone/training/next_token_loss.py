@@ -6,7 +6,7 @@ For a small model with a 2048-token vocabulary those passes over ``[tokens, voca
 CPU training step. ``mean_cross_entropy`` computes the same function: forward ``logsumexp(z) - z[target]``;
 backward ``softmax(z) - onehot(target)``, scaled by the mean's ``1/n``, written in one softmax, one
 subtraction per row and one in-place scaling. Values agree with ``F.cross_entropy`` to float rounding
-(``tests/test_next_token_loss.py``); every target must be a token id (no ``ignore_index``).
+(``tests/test_cpu_speed.py``); every target must be a token id (no ``ignore_index``).
 """
 
 from __future__ import annotations
