@@ -9,7 +9,10 @@ import torch
 import torch.nn.functional as F
 
 from hyperclone.training.cpu_speed import denormals_flushed
-from hyperclone.training.next_token_loss import MeanCrossEntropy, mean_cross_entropy
+from hyperclone.training import next_token_loss
+from hyperclone.training.loop import loss_on
+from hyperclone.training.next_token_loss import (HeadCrossEntropy, MeanCrossEntropy, head_cross_entropy, mean_cross_entropy,
+                                                 plain_head)
 
 EPS32 = torch.finfo(torch.float32).eps
 
@@ -38,6 +41,115 @@ def test_mean_cross_entropy_backward_is_the_derivative_of_its_forward():
     logits = torch.randn(6, 11, dtype=torch.float64, generator=gen).requires_grad_()
     targets = torch.randint(0, 11, (6,), generator=gen)
     assert torch.autograd.gradcheck(lambda z: MeanCrossEntropy.apply(z, targets), (logits,))
+
+
+def test_head_cross_entropy_is_the_cross_entropy_of_the_heads_logits_to_float_rounding():
+    n, d, vocab = 600, 64, 2048  # 600 rows: two whole chunks and a part
+    gen = torch.Generator().manual_seed(2)
+    hidden = torch.randn(n, d, generator=gen).requires_grad_()
+    weight = (torch.randn(vocab, d, generator=gen) * 0.3).requires_grad_()
+    bias = torch.randn(vocab, generator=gen).requires_grad_()
+    targets = torch.randint(0, vocab, (n,), generator=gen)
+    exact = [t.detach().double().requires_grad_() for t in (hidden, weight, bias)]
+    reference = F.cross_entropy(F.linear(*exact), targets)
+    reference.backward()
+
+    loss = head_cross_entropy(hidden, weight, bias, targets)
+    loss.backward()
+    # The logits are sums of d products: rounding about eps * d * max|h| * max|w| each (x4 slack); then the
+    # log-sum-exp's rounding as in the test above. The softmax's error is relative to that of the logits, so
+    # each gradient is right to that relative error of its largest entry; a wrong scale, a missing -1 or a
+    # chunk counted twice is off by its whole size.
+    z_max = F.linear(*exact).abs().max().item()
+    logit_err = 4 * EPS32 * d * hidden.abs().max().item() * weight.abs().max().item()
+    tol = logit_err + 4 * EPS32 * math.log2(vocab) * (z_max + math.log(vocab))
+    assert abs(loss.item() - reference.item()) <= tol
+    for got, want in zip((hidden, weight, bias), exact):
+        assert (got.grad.double() - want.grad).abs().max().item() <= 4 * tol * want.grad.abs().max().item()
+
+
+def test_head_cross_entropy_backward_is_the_derivative_of_its_forward(monkeypatch):
+    monkeypatch.setattr(next_token_loss, "CHUNK_ROWS", 4)  # 6 rows: two chunks
+    gen = torch.Generator().manual_seed(3)
+    hidden, weight, bias = (torch.randn(*shape, dtype=torch.float64, generator=gen).requires_grad_()
+                            for shape in ((6, 5), (11, 5), (11,)))
+    targets = torch.randint(0, 11, (6,), generator=gen)
+    assert torch.autograd.gradcheck(lambda h, w, b: HeadCrossEntropy.apply(h, w, b, targets), (hidden, weight, bias))
+
+
+def tiny_gpt2(seed: int = 0, head_bias: bool = False):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(seed)
+    model = GPT2LMHeadModel(GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=64, vocab_size=300,
+                                       bos_token_id=0, eos_token_id=0, tie_word_embeddings=False))
+    if head_bias:  # as Phi's head has
+        model.lm_head = torch.nn.Linear(32, 300, bias=True)
+    return model
+
+
+class DoubledLogits(torch.nn.Module):
+    """A model whose logits are not its head's output (as with a logit scale or soft-capping)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+        self.base_model_prefix = "inner"
+
+    def forward(self, **kwargs):
+        out = self.inner(**kwargs)
+        out.logits = out.logits * 2
+        return out
+
+    def get_output_embeddings(self):
+        return self.inner.lm_head
+
+    @property
+    def base_model(self):
+        return self.inner.transformer
+
+
+def logits_path_loss(model, x, y):
+    return mean_cross_entropy(model(input_ids=x, use_cache=False).logits.float().flatten(0, 1), y.flatten())
+
+
+@pytest.mark.parametrize("head_bias", [False, True])
+def test_loss_on_takes_the_heads_path_where_the_logits_are_the_heads_and_computes_the_same(head_bias):
+    model = tiny_gpt2(head_bias=head_bias)
+    tokens = torch.randint(0, 300, (4, 33), generator=torch.Generator().manual_seed(4))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    assert plain_head(model, x) is model.lm_head
+    model.eval()  # no dropout: both paths see the same network
+    losses, grads = [], []
+    for loss_fn in (loss_on, logits_path_loss):
+        loss = loss_fn(model, x, y)
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({k: p.grad.clone() for k, p in model.named_parameters()})
+        model.zero_grad(set_to_none=True)
+    # Both are float32 sums of the same terms in another order: rounding of a few eps of the loss's size.
+    assert abs(losses[0] - losses[1]) <= 64 * EPS32 * losses[1]
+    for name, want in grads[1].items():
+        assert (grads[0][name] - want).abs().max() <= 1e-4 * want.abs().max(), name
+
+
+def test_loss_on_keeps_the_logits_path_for_a_model_whose_logits_are_not_its_heads():
+    model = DoubledLogits(tiny_gpt2()).eval()
+    tokens = torch.randint(0, 300, (2, 17), generator=torch.Generator().manual_seed(5))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    assert plain_head(model, x) is None
+    assert loss_on(model, x, y).item() == pytest.approx(logits_path_loss(model, x, y).item(), rel=1e-6)
+    assert loss_on(model, x, y).item() != pytest.approx(logits_path_loss(model.inner, x, y).item(), rel=1e-3)
+
+
+def test_the_heads_check_keeps_the_models_mode_and_random_stream():
+    model = tiny_gpt2(seed=1).train()
+    x = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(6))
+    torch.manual_seed(7)
+    assert next_token_loss.logits_are_head_output(model, x)
+    after_check = torch.rand(1)
+    torch.manual_seed(7)
+    assert model.training and torch.equal(after_check, torch.rand(1))
 
 
 FAULTS_SCRIPT = """

@@ -50,7 +50,7 @@ from hyperclone.training.cpu_speed import denormals_flushed, keep_freed_memory
 from hyperclone.training.data import Corpus
 from hyperclone.core.errors import HyperCloneError
 from hyperclone.training.config import RUN_ARGUMENTS, RaceConfig, lr_at, race_config
-from hyperclone.training.next_token_loss import mean_cross_entropy
+from hyperclone.training.next_token_loss import head_cross_entropy, mean_cross_entropy, plain_head
 from hyperclone.training.setup import (check_batch_splits, check_corpus_fits_model, check_race_fits, describe_run, is_oom,
                          load_race_corpus, load_race_source, make_accelerator, oom_error, resolve_run_dir)
 from hyperclone.training.results import RaceResult
@@ -65,7 +65,15 @@ DIVERGENCE_FACTOR = 2.0  # x the highest loss before training: above it, a conte
 # 1. The training loop
 # --------------------------------------------------------------------------- #
 def loss_on(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean next-token cross-entropy (in float32 whatever the compute precision; ``next_token_loss.py``)."""
+    """Mean next-token cross-entropy (in float32 whatever the compute precision; ``next_token_loss.py``).
+
+    On the CPU, for a model whose logits are its LM head's output, straight from the hidden states
+    (``head_cross_entropy``: the logits are never stored whole); otherwise from the model's logits.
+    """
+    head = plain_head(model, x)
+    if head is not None:
+        hidden = model.base_model(input_ids=x, use_cache=False).last_hidden_state
+        return head_cross_entropy(hidden.flatten(0, 1), head.weight, head.bias, y.flatten())
     logits = model(input_ids=x, use_cache=False).logits
     return mean_cross_entropy(logits.float().flatten(0, 1), y.flatten())
 
