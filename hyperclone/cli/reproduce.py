@@ -1,6 +1,6 @@
 """``hyperclone reproduce``: the paper's comparison at micro scale, with a time estimate and progress.
 
-    hyperclone reproduce --out reports/micro-gpt2              # the whole report (about 90 min on 2 cores)
+    hyperclone reproduce --out reports/micro-gpt2              # the whole report (70-80 min on 2 cores)
     hyperclone reproduce --out reports/micro-gpt2 --resume     # go on after an interruption
 """
 

@@ -37,7 +37,7 @@ MAX_TOKENS_PER_STEP = 2**15  # batch x sequence of a dashboard race step (a shar
 # setting shared with random init) from there on. Why 5: at micro scale ``gentle`` was overtaken by random init at
 # ~9-10 tokens per wide parameter while the paper's recipe passed ``gentle`` between 3.5 and 7 (PAPER-NOTES, the
 # pilot of issue 24), and ``hyperclone reproduce`` measured the paper's recipe reaching random init's final loss sooner
-# at 5, 20 and 50 ((b) 1.49x, 1.15x, 1.08x; level at the end of 50: the shipped report, assets/runs/paper-micro-gpt2).
+# at 5, 20 and 50 ((b) 1.49x, 1.12x, 1.09x: the shipped report, assets/runs/paper-micro-gpt2).
 ADOPTED_RECIPE = "auto"
 AUTO_SWITCH = 5.0  # tokens per wide parameter where ``auto`` turns from gentle to the paper's recipe
 FROM_SOURCE = ("continue", "gentle")  # recipes that start at the source's final lr (from its model card)
