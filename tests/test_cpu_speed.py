@@ -142,6 +142,26 @@ def test_loss_on_keeps_the_logits_path_for_a_model_whose_logits_are_not_its_head
     assert loss_on(model, x, y).item() != pytest.approx(logits_path_loss(model.inner, x, y).item(), rel=1e-3)
 
 
+class Wrapped(torch.nn.Module):
+    """A wrapper without the model's methods, as DDP's: its forward must run (it hooks the gradients' all-reduce)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.module = model
+
+    def forward(self, **kwargs):
+        return self.module(**kwargs)
+
+
+def test_loss_on_runs_a_wrappers_own_forward():
+    model = tiny_gpt2().eval()
+    wrapped = Wrapped(model)
+    tokens = torch.randint(0, 300, (2, 17), generator=torch.Generator().manual_seed(8))
+    x, y = tokens[:, :-1], tokens[:, 1:]
+    assert plain_head(wrapped, x) is None
+    assert loss_on(wrapped, x, y).item() == pytest.approx(logits_path_loss(model, x, y).item(), rel=1e-6)
+
+
 def test_the_heads_check_keeps_the_models_mode_and_random_stream():
     model = tiny_gpt2(seed=1).train()
     x = torch.randint(0, 300, (2, 16), generator=torch.Generator().manual_seed(6))

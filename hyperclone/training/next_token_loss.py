@@ -130,12 +130,14 @@ def logits_are_head_output(model: torch.nn.Module, input_ids: torch.Tensor) -> b
 def plain_head(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.nn.Linear | None:
     """The LM head to compute ``model``'s loss with ``head_cross_entropy``, or None for the logits' path.
 
-    Only in float32 on the CPU, where the chunks stay in cache (elsewhere the logits' path is as fast);
-    each model is checked once (``logits_are_head_output``).
+    Only in float32 on the CPU, where the chunks stay in cache (elsewhere the logits' path is as fast), and
+    only for the model itself: a wrapper (DDP's, in a data-parallel race) must run its own forward, where it
+    hooks the gradients' all-reduce. Each model is checked once (``logits_are_head_output``).
     """
-    if input_ids.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+    output_embeddings = getattr(model, "get_output_embeddings", None)  # None for a wrapper such as DDP's
+    if output_embeddings is None or input_ids.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
         return None
-    head = model.get_output_embeddings()
+    head = output_embeddings()
     if not isinstance(head, torch.nn.Linear) or head.weight.dtype != torch.float32:
         return None
     if model not in _PLAIN_HEADS:
