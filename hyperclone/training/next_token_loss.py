@@ -104,14 +104,13 @@ _PLAIN_HEADS: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakK
 
 
 @torch.no_grad()
-def logits_are_head_output(model: torch.nn.Module, input_ids: torch.Tensor) -> bool:
-    """Whether ``model``'s logits on ``input_ids`` are exactly its LM head applied to its base model's output.
+def logits_are_head_output(model: torch.nn.Module, head: torch.nn.Linear, input_ids: torch.Tensor) -> bool:
+    """Whether ``model``'s logits on ``input_ids`` are exactly ``head`` applied to its base model's output.
 
-    False for a model that scales or caps its logits (or has no separate base model and head). Run in eval
-    mode (no dropout, so no random numbers are drawn) on the first row; the tolerance is float32 rounding.
+    False for a model that scales or caps its logits (or has no separate base model). Run in eval mode (no
+    dropout, so no random numbers are drawn) on the first row; the tolerance is float32 rounding.
     """
-    head = model.get_output_embeddings()
-    if not isinstance(head, torch.nn.Linear) or model.base_model is model:
+    if getattr(model, "base_model", model) is model:
         return False
     was_training = model.training
     model.eval()
@@ -141,5 +140,5 @@ def plain_head(model: torch.nn.Module, input_ids: torch.Tensor) -> torch.nn.Line
     if not isinstance(head, torch.nn.Linear) or head.weight.dtype != torch.float32:
         return None
     if model not in _PLAIN_HEADS:
-        _PLAIN_HEADS[model] = logits_are_head_output(model, input_ids)
+        _PLAIN_HEADS[model] = logits_are_head_output(model, head, input_ids)
     return head if _PLAIN_HEADS[model] else None
